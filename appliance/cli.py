@@ -1,0 +1,72 @@
+"""The ``appliance`` command line.
+
+One module per subcommand under ``appliance.commands``, imported only when that subcommand runs, so
+``appliance --help`` does not pay for numpy or numba.  Each module provides ``add_arguments(parser)`` and
+``run(args) -> int``.  Exceptions become exit codes here and nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from appliance import __version__
+
+COMMANDS = {
+    "replay": "decode captures or NASDAQ day files into books, top of book, trades and VWAP",
+    "generate": "write a synthetic ITCH 5.0 feed as pcap, pcapng or day file",
+    "tune": "plan, apply, verify and revert host tuning for capture",
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="Market-data capture appliance for NASDAQ TotalView-ITCH 5.0 over MoldUDP64.",
+        epilog="commands:\n" + "\n".join(f"  {name:10s} {text}" for name, text in COMMANDS.items())
+        + "\n\nRun 'appliance COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    parser.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)          # handles --help / --version and exits
+        top.print_usage(sys.stderr)
+        print("appliance: error: a command is required", file=sys.stderr)
+        return 2
+    name = argv[0]
+    if name not in COMMANDS:
+        top.print_usage(sys.stderr)
+        print(f"appliance: error: unknown command {name!r} (choose from {', '.join(sorted(COMMANDS))})",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"appliance.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"appliance {name}", description=COMMANDS[name])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return run_guarded(module.run, args)
+
+
+def run_guarded(func, *args) -> int:
+    """Run a command body, turning the errors an operator can act on into one sentence and an exit code."""
+    from appliance.errors import UserError
+
+    try:
+        return int(func(*args) or 0)
+    except UserError as err:
+        print(f"appliance: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("appliance: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except PermissionError as err:
+        print(f"appliance: permission denied: {err.filename or err} (run as root?)", file=sys.stderr)
+        return 77

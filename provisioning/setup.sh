@@ -1,0 +1,50 @@
+#!/bin/sh
+# Set up this checkout on a Debian 12 host (as root) and run one job:
+#   sh provisioning/setup.sh demo   replay the bundled sample capture and print the report
+#   sh provisioning/setup.sh test   run the whole test suite
+#   sh provisioning/setup.sh deps   only install what is missing
+# Idempotent: Debian packages are installed only when missing, the virtual environment is rebuilt only
+# when pyproject.toml changed, and numba's compiled kernels are cached beside the sources.
+set -eu
+cd "$(dirname "$0")/.."
+job=${1:-demo}
+
+DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm libbpf-dev libxdp-dev
+      xdp-tools bpftool ethtool iproute2 netsniff-ng tcpdump"
+missing=""
+for p in $DEBS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: Debian packages missing:$missing; run this as root to install them" >&2
+        exit 1
+    fi
+    echo "setup: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer no without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq || true
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+VENV=.venv
+stamp=$VENV/.installed
+if [ ! -x $VENV/bin/python ] || [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ]; then
+    echo "setup: building the virtual environment in $VENV"
+    /usr/bin/python3 -m venv $VENV
+    $VENV/bin/pip install -q --upgrade pip >/dev/null
+    $VENV/bin/pip install -q -e ".[test,bench]"
+    touch $stamp
+fi
+
+case "$job" in
+    demo)
+        exec $VENV/bin/appliance replay pcaps/sample.pcap --out out/demo ;;
+    test)
+        exec $VENV/bin/python -m pytest -q -ra tests ;;
+    deps)
+        exit 0 ;;
+    *)
+        echo "setup: unknown job '$job' (demo, test or deps)" >&2; exit 2 ;;
+esac
