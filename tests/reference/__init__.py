@@ -5,6 +5,6 @@ every output.  Nothing here is fast or clever on purpose; dicts, lists and ``str
 layouts come from :mod:`appliance.itch.layout` (the one table), which ``tests/test_layout.py`` checks
 against the specification independently.
 """
-from tests.reference.replay import reference_replay
+from .replay import reference_replay
 
 __all__ = ["reference_replay"]

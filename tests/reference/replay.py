@@ -9,10 +9,10 @@ from __future__ import annotations
 import struct
 
 from appliance.itch.layout import MESSAGES, TYPES
-from tests.reference.book import Book
-from tests.reference.frames import LINKTYPE_ETHERNET, Datagram, is_auto_feed, parse_feed, parse_frame
-from tests.reference.inputs import load
-from tests.reference.mold import Sequencer, parse_mold
+from .book import Book
+from .frames import LINKTYPE_ETHERNET, Datagram, is_auto_feed, parse_feed, parse_frame
+from .inputs import load
+from .mold import Sequencer, parse_mold
 
 MAX_AUTO_LINES = 16
 FRAME_COUNTERS = ("frames", "unsupported_linktype", "non_ipv4", "bad_ip", "truncated_frames", "ip_fragments",
@@ -90,7 +90,7 @@ class Replay:
 
     # -- results --------------------------------------------------------------------------------------
     def result(self, window_ns: int, step_ns: int) -> dict:
-        from tests.reference.vwap import vwap_rows
+        from .vwap import vwap_rows
 
         book, names = self.book, self.book.names
         symbol = lambda locate: names.get(locate, "")          # noqa: E731
