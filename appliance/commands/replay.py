@@ -1,0 +1,123 @@
+"""appliance replay: decode captures or NASDAQ day files into books, top of book, trades and VWAP windows."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+import time
+
+from appliance.errors import UserError
+
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def parse_feed(text: str) -> tuple[int, int]:
+    """GROUP:PORT -> (group as int, port); the group must be an IPv4 multicast address."""
+    group, sep, port = text.rpartition(":")
+    try:
+        addr = ipaddress.IPv4Address(group)
+        port_no = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--feed {text!r} is not GROUP:PORT (e.g. 233.54.12.1:26400)") from None
+    if not sep or not addr.is_multicast or not 0 < port_no < 65536:
+        raise argparse.ArgumentTypeError(f"--feed {text!r} needs an IPv4 multicast group and a port 1-65535")
+    return int(addr), port_no
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="pcap, pcapng or NASDAQ ITCH 5.0 day file, optionally gzipped (detected by content); "
+                             "several inputs are decoded in order as one stream")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--feed", action="append", type=parse_feed, metavar="GROUP:PORT",
+                        help="a feed line to decode (repeat for A/B lines); default: every multicast "
+                             "destination outside 224.0.0.0/24")
+    parser.add_argument("--messages", action="store_true",
+                        help="also write messages.csv: every applied message with all its fields")
+    parser.add_argument("--order-capacity", type=_positive, default=None, metavar="N",
+                        help="live orders the order table holds (default 6,000,000: a full NASDAQ day)")
+    parser.add_argument("--level-pool", type=_positive, default=None, metavar="N",
+                        help="price levels shared by all books (default 16,777,216)")
+    parser.add_argument("--vwap-window-ms", type=_positive, default=1000, metavar="MS",
+                        help="VWAP window in feed time (default 1000)")
+    parser.add_argument("--vwap-step-ms", type=_positive, default=100, metavar="MS",
+                        help="VWAP emission step in feed time (default 100)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no report on stdout")
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most every 0.2 s."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int, messages: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        frac = min(1.0, done / total) if total else 0.0
+        rate = messages / (now - self.start) / 1e6
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:30s}] {frac * 100:5.1f}%  {messages:,} msgs  {rate:.2f} M msg/s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\r" + " " * 79 + "\r")
+        sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from appliance.decode import state as S
+    from appliance.replay import summary as report_mod
+    from appliance.replay.engine import Options, Replay
+    from appliance.replay.output import CsvSink, write_json
+
+    if args.vwap_window_ms % args.vwap_step_ms:
+        raise UserError("--vwap-window-ms must be a whole multiple of --vwap-step-ms")
+    if args.vwap_window_ms // args.vwap_step_ms > 100:
+        raise UserError("--vwap-window-ms may span at most 100 steps of --vwap-step-ms")
+    feeds = args.feed or None
+    if feeds and len(set(feeds)) != len(feeds):
+        raise UserError("the same --feed is named twice")
+    if feeds and len(feeds) > S.MAX_LINES:
+        raise UserError(f"at most {S.MAX_LINES} --feed lines")
+    options = Options(
+        feeds=feeds, messages=args.messages,
+        order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
+        level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL,
+        window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000)
+    sizes = sum(os.path.getsize(p) for p in args.inputs if os.path.isfile(p))
+    progress = _Progress() if sys.stderr.isatty() and sizes >= PROGRESS_MIN_BYTES and not args.quiet else None
+    sink = CsvSink(args.out, args.messages)
+    engine = Replay(options, sink, progress)
+    try:
+        engine.run(args.inputs)
+    finally:
+        sink.close()
+        if progress:
+            progress.close()
+    if feeds:
+        selection = "selected by --feed: " + ", ".join(
+            f"{ipaddress.IPv4Address(g)}:{p}" for g, p in feeds)
+    else:
+        selection = "auto: every IPv4 multicast destination outside 224.0.0.0/24 (name lines with --feed)"
+    summary = report_mod.build(engine, selection)
+    summary["messages_csv"] = args.messages
+    write_json(sink.dir / "summary.json", summary)
+    if not args.quiet:
+        print(report_mod.report(summary, args.out))
+    return 4 if summary["input_errors"] else 0

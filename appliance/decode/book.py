@@ -1,0 +1,193 @@
+"""Apply one validated ITCH 5.0 message to the books, the trade tape and the per-instrument totals.
+
+The contract (README, "Book semantics"): A/F add; E executes at the order's price, C at its own price and
+counts in volume only when printable is 'Y'; X reduces; D deletes; U deletes the original and adds the new
+reference with the same side and instrument; an execution or cancel for more than remains takes what remains;
+a message naming an unknown reference is counted and ignored.  Volume, notional and trades come from E,
+printable C and P; Q shares go to cross volume; B is counted and its match number listed.
+
+Callers have already checked the message's length against its type, so fields are read without further
+bounds checks.  Outputs go to caller-allocated rows; the caller guarantees room (state.ROW_MARGIN).
+"""
+import numpy as np
+
+from appliance._jit import kernel
+from appliance.decode import counters as C
+from appliance.decode import levels, orders
+from appliance.decode import offsets as O
+from appliance.decode.state import N_BBO, N_BROKEN, N_TRADES, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, \
+    STAT_VOLUME
+from appliance.decode.wire import be16, be32, be48, be64u
+
+_B, _S, _Y = ord("B"), ord("S"), ord("Y")
+_KIND_E, _KIND_C, _KIND_P, _KIND_Q = ord("E"), ord("C"), ord("P"), ord("Q")
+
+
+@kernel(inline="always")
+def _check_top(bk, out, locate, ts):
+    """Emit a bbo row when the instrument's top of book differs from the last row emitted for it."""
+    bid_p, bid_s = levels.best(bk, locate * 2, 0)
+    ask_p, ask_s = levels.best(bk, locate * 2 + 1, 1)
+    last = bk.top_last
+    if last[locate, 0] == bid_p and last[locate, 1] == bid_s and last[locate, 2] == ask_p \
+            and last[locate, 3] == ask_s:
+        return
+    last[locate, 0] = bid_p
+    last[locate, 1] = bid_s
+    last[locate, 2] = ask_p
+    last[locate, 3] = ask_s
+    r = out.n[N_BBO]
+    out.bbo[r, 0] = ts
+    out.bbo[r, 1] = locate
+    out.bbo[r, 2] = bid_p
+    out.bbo[r, 3] = bid_s
+    out.bbo[r, 4] = ask_p
+    out.bbo[r, 5] = ask_s
+    out.n[N_BBO] = r + 1
+
+
+@kernel(inline="always")
+def _trade(bk, out, ts, locate, kind, side, shares, price, match):
+    """Count a printed trade in the instrument's totals and append it to the tape."""
+    st = bk.stats
+    st[locate, STAT_VOLUME] += shares
+    st[locate, STAT_NOTIONAL] += shares * price
+    st[locate, STAT_TRADES] += 1
+    r = out.n[N_TRADES]
+    row = out.trades[r]
+    row[0] = ts
+    row[1] = locate
+    row[2] = kind
+    row[3] = side
+    row[4] = shares
+    row[5] = price
+    row[6] = match
+    out.n[N_TRADES] = r + 1
+
+
+@kernel(inline="always")
+def _add(bk, cnt, ref, locate, side_char, shares, price):
+    """Add an order; refuse (and count) what a real feed never sends or what the table cannot hold."""
+    if side_char == _B:
+        side = 0
+    elif side_char == _S:
+        side = 1
+    else:
+        cnt[C.REJECTED_ADDS] += 1
+        return
+    if ref == 0 or shares == 0 or orders.find(bk.ot, bk.ot_meta, ref) >= 0:
+        cnt[C.REJECTED_ADDS] += 1
+        return
+    if cnt[C.OPEN_ORDERS] >= bk.ot_meta[2]:
+        cnt[C.REJECTED_ADDS] += 1
+        cnt[C.ORDER_TABLE_FULL] += 1
+        return
+    orders.insert(bk.ot, bk.ot_meta, ref, price, shares, locate, side)
+    cnt[C.OPEN_ORDERS] += 1
+    levels.add_shares(bk, locate * 2 + side, levels.level_key(side, price), shares, cnt)
+
+
+@kernel(inline="always")
+def _reduce(bk, cnt, slot, want):
+    """Take up to ``want`` shares from the order in ``slot``; return what was taken."""
+    ot = bk.ot
+    left = orders.shares_of(ot, slot)
+    taken = want if want < left else left
+    side = orders.side_of(ot, slot)
+    locate = orders.locate_of(ot, slot)
+    if taken > 0:
+        levels.remove_shares(bk, locate * 2 + side, levels.level_key(side, orders.price_of(ot, slot)), taken,
+                             cnt)
+    if taken == left:
+        orders.remove(ot, bk.ot_meta, slot)
+        cnt[C.OPEN_ORDERS] -= 1
+    else:
+        orders.set_shares(ot, slot, left - taken)
+    return taken
+
+
+@kernel
+def apply_message(buf, p, bk, out, cnt, by_type):
+    """Apply the message at ``buf[p]`` (length already validated against its type)."""
+    t = buf[p]
+    by_type[t] += 1
+    cnt[C.MESSAGES] += 1
+    ts = be48(buf, p + O.TIMESTAMP)
+    if ts > cnt[C.MAX_TIMESTAMP]:
+        cnt[C.MAX_TIMESTAMP] = ts
+    locate = be16(buf, p + O.LOCATE)
+    if t == 65 or t == 70:                                   # A, F
+        _add(bk, cnt, be64u(buf, p + O.ADD_REF), locate, buf[p + O.ADD_SIDE], be32(buf, p + O.ADD_SHARES),
+             be32(buf, p + O.ADD_PRICE))
+        _check_top(bk, out, locate, ts)
+    elif t == 68:                                            # D
+        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.DELETE_REF))
+        if slot < 0:
+            cnt[C.UNKNOWN_ORDER_REFS] += 1
+            return
+        locate = orders.locate_of(bk.ot, slot)
+        _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
+        _check_top(bk, out, locate, ts)
+    elif t == 85:                                            # U
+        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.REPLACE_OLD_REF))
+        if slot < 0:
+            cnt[C.UNKNOWN_ORDER_REFS] += 1
+            return
+        locate = orders.locate_of(bk.ot, slot)
+        side_char = _B if orders.side_of(bk.ot, slot) == 0 else _S
+        _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
+        _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side_char, be32(buf, p + O.REPLACE_SHARES),
+             be32(buf, p + O.REPLACE_PRICE))
+        _check_top(bk, out, locate, ts)
+    elif t == 69 or t == 67:                                 # E, C
+        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.EXEC_REF))
+        if slot < 0:
+            cnt[C.UNKNOWN_ORDER_REFS] += 1
+            return
+        locate = orders.locate_of(bk.ot, slot)
+        side_char = _B if orders.side_of(bk.ot, slot) == 0 else _S
+        if t == 69:
+            price = orders.price_of(bk.ot, slot)
+            printed = True
+        else:
+            price = be32(buf, p + O.EXEC_PRICE)
+            printed = buf[p + O.EXEC_PRINTABLE] == _Y
+        taken = _reduce(bk, cnt, slot, be32(buf, p + O.EXEC_SHARES))
+        if printed and taken > 0:
+            _trade(bk, out, ts, locate, t, side_char, taken, price, np.int64(be64u(buf, p + O.EXEC_MATCH)))
+        _check_top(bk, out, locate, ts)
+    elif t == 88:                                            # X
+        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.CANCEL_REF))
+        if slot < 0:
+            cnt[C.UNKNOWN_ORDER_REFS] += 1
+            return
+        locate = orders.locate_of(bk.ot, slot)
+        _reduce(bk, cnt, slot, be32(buf, p + O.CANCEL_SHARES))
+        _check_top(bk, out, locate, ts)
+    elif t == 80:                                            # P
+        shares = be32(buf, p + O.TRADE_SHARES)
+        if shares > 0:
+            _trade(bk, out, ts, locate, _KIND_P, buf[p + O.TRADE_SIDE], shares, be32(buf, p + O.TRADE_PRICE),
+                   np.int64(be64u(buf, p + O.TRADE_MATCH)))
+    elif t == 81:                                            # Q
+        shares = np.int64(be64u(buf, p + O.CROSS_SHARES))
+        if shares > 0:
+            bk.stats[locate, STAT_CROSS] += shares
+            r = out.n[N_TRADES]
+            row = out.trades[r]
+            row[0] = ts
+            row[1] = locate
+            row[2] = _KIND_Q
+            row[3] = 0
+            row[4] = shares
+            row[5] = be32(buf, p + O.CROSS_PRICE)
+            row[6] = np.int64(be64u(buf, p + O.CROSS_MATCH))
+            out.n[N_TRADES] = r + 1
+    elif t == 66:                                            # B
+        cnt[C.BROKEN_TRADES] += 1
+        out.broken[out.n[N_BROKEN]] = np.int64(be64u(buf, p + O.BROKEN_MATCH))
+        out.n[N_BROKEN] += 1
+    elif t == 82:                                            # R
+        for i in range(8):
+            bk.sym[locate, i] = buf[p + O.DIRECTORY_STOCK + i]
+        bk.sym_set[locate] = 1

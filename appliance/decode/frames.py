@@ -1,0 +1,100 @@
+"""Ethernet II / 802.1Q / QinQ / IPv4 / UDP: find a feed datagram inside a captured frame.
+
+A cursor walks the headers and checks that every byte it is about to read lies inside the captured length.
+A frame that is not a feed datagram is counted by the reason it was skipped; nothing here can read past
+``off + caplen``.
+"""
+import numpy as np
+
+from appliance._jit import kernel
+from appliance.decode import counters as C
+from appliance.decode.state import MAX_LINES
+from appliance.decode.wire import be16, be32
+
+ETH_P_IP = 0x0800
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+ETH_P_QINQ_OLD = 0x9100
+MAX_TAGS = 4
+IPPROTO_UDP = 17
+
+
+@kernel(inline="always")
+def _line_of(mold, group, port, cnt):
+    """Index of the line for (group, port), discovering multicast lines in auto mode; -1 if not a feed."""
+    meta = mold.ln_meta
+    for i in range(meta[0]):
+        if mold.ln_group[i] == group and mold.ln_port[i] == port:
+            return i
+    # Auto mode takes every multicast destination outside 224.0.0.0/24 (link-local control traffic).
+    if meta[1] == 0 or (group >> 28) != 14 or (group >> 8) == 0xE00000:
+        cnt[C.NOT_FEED] += 1
+        return -1
+    if meta[0] == MAX_LINES:
+        cnt[C.LINES_OVERFLOW] += 1
+        return -1
+    i = meta[0]
+    mold.ln_group[i] = group
+    mold.ln_port[i] = port
+    meta[0] = i + 1
+    return i
+
+
+@kernel
+def feed_payload(buf, off, caplen, mold, cnt):
+    """Locate the UDP payload of a feed datagram in the frame at ``buf[off:off+caplen]``.
+
+    Returns (payload offset, payload length, line index); line -1 when the frame is not a feed datagram.
+    """
+    end = off + caplen
+    p = off + 12
+    if p + 2 > end:
+        cnt[C.TRUNCATED_FRAMES] += 1
+        return 0, 0, -1
+    ethertype = be16(buf, p)
+    tags = 0
+    while ethertype == ETH_P_8021Q or ethertype == ETH_P_8021AD or ethertype == ETH_P_QINQ_OLD:
+        tags += 1
+        p += 4
+        if tags > MAX_TAGS:
+            cnt[C.NON_IPV4] += 1
+            return 0, 0, -1
+        if p + 2 > end:
+            cnt[C.TRUNCATED_FRAMES] += 1
+            return 0, 0, -1
+        ethertype = be16(buf, p)
+    if ethertype != ETH_P_IP:
+        cnt[C.NON_IPV4] += 1
+        return 0, 0, -1
+    ip = p + 2
+    if ip + 20 > end:
+        cnt[C.TRUNCATED_FRAMES] += 1
+        return 0, 0, -1
+    vihl = buf[ip]
+    ihl = np.int64(vihl & 15) * 4
+    if (vihl >> 4) != 4 or ihl < 20:
+        cnt[C.BAD_IP] += 1
+        return 0, 0, -1
+    total = be16(buf, ip + 2)
+    if total < ihl:
+        cnt[C.BAD_IP] += 1
+        return 0, 0, -1
+    if ip + total > end or ip + ihl > end:
+        cnt[C.TRUNCATED_FRAMES] += 1
+        return 0, 0, -1
+    if (be16(buf, ip + 6) & 0x3FFF) != 0:                    # MF flag or a fragment offset
+        cnt[C.IP_FRAGMENTS] += 1
+        return 0, 0, -1
+    if buf[ip + 9] != IPPROTO_UDP:
+        cnt[C.NON_UDP] += 1
+        return 0, 0, -1
+    udp = ip + ihl
+    if udp + 8 > ip + total:
+        cnt[C.BAD_UDP] += 1
+        return 0, 0, -1
+    udp_len = be16(buf, udp + 4)
+    if udp_len < 8 or udp + udp_len > ip + total:
+        cnt[C.BAD_UDP] += 1
+        return 0, 0, -1
+    line = _line_of(mold, be32(buf, ip + 16), be16(buf, udp + 2), cnt)
+    return udp + 8, udp_len - 8, line

@@ -1,0 +1,278 @@
+"""MoldUDP64 sessions: validation, sequencing, gap detection and A/B line arbitration.
+
+Per session the kernel keeps the next expected sequence number, and per (session, line) the next sequence
+number that line will send.  First copy wins: a packet whose messages were all applied before is a duplicate;
+one that overlaps applies only its new messages.  A packet that arrives ahead of ``next`` is held (copied into
+a pending slot, since a live ring recycles its frame) while another line carrying the session might still
+fill the hole.  The hole becomes a gap only once every line carrying the session has moved past it
+(``horizon``), or when the pending table is full, or at the end of input.  With one line that is immediate.
+
+A packet whose framing is invalid -- count disagreeing with the bytes, a block length that does not match its
+ITCH type, an unknown type, a truncated block -- is counted and none of its messages are applied; it is
+treated as never received, so the other line (or a gap) accounts for its sequence numbers.
+"""
+import numpy as np
+
+from appliance._jit import kernel
+from appliance.decode import counters as C
+from appliance.decode.book import apply_message
+from appliance.decode.offsets import MSG_LENGTH
+from appliance.decode.state import FLAG_MESSAGES, MAX_PENDING, MAX_SESSIONS, MSG_SLOT, N_BBO, N_BROKEN, N_GAPS, \
+    N_MSGS, N_TRADES, PENDING_SLOT, ROW_MARGIN
+from appliance.decode.wire import be16, be64u
+
+HEADER = 20                  # session 10, sequence 8, count 2
+HEARTBEAT = 0
+END_OF_SESSION = 0xFFFF
+MAX_SEQUENCE = 1 << 62
+
+
+@kernel(inline="always")
+def _session_of(mold, buf, p, cnt):
+    n = mold.ss_meta[0]
+    names = mold.ss_name
+    for s in range(n):
+        same = True
+        for i in range(10):
+            if names[s, i] != buf[p + i]:
+                same = False
+                break
+        if same:
+            return s
+    if n == MAX_SESSIONS:
+        cnt[C.SESSIONS_OVERFLOW] += 1
+        return -1
+    for i in range(10):
+        names[n, i] = buf[p + i]
+    mold.ss_meta[0] = n + 1
+    return n
+
+
+@kernel(inline="always")
+def _valid_blocks(buf, p, n, count, cnt):
+    """True when exactly ``count`` well-formed message blocks fill the packet after its header."""
+    q = p + HEADER
+    end = p + n
+    for _ in range(count):
+        if q + 2 > end:
+            cnt[C.BAD_FRAMING] += 1
+            return False
+        mlen = be16(buf, q)
+        if mlen == 0:
+            cnt[C.BAD_LENGTH] += 1
+            return False
+        if q + 2 + mlen > end:
+            cnt[C.BAD_FRAMING] += 1
+            return False
+        expected = np.int64(MSG_LENGTH[buf[q + 2]])
+        if expected == 0:
+            cnt[C.BAD_TYPE] += 1
+            return False
+        if expected != mlen:
+            cnt[C.BAD_LENGTH] += 1
+            return False
+        q += 2 + mlen
+    if q != end:
+        cnt[C.BAD_FRAMING] += 1
+        return False
+    return True
+
+
+@kernel
+def apply_blocks(buf, p, count, skip, sess, seq, bk, out, cnt, by_type):
+    """Apply blocks ``skip..count-1`` of a validated packet whose first block is at ``buf[p]``."""
+    copy = out.n[FLAG_MESSAGES] != 0
+    for i in range(count):
+        mlen = be16(buf, p)
+        if i >= skip:
+            apply_message(buf, p + 2, bk, out, cnt, by_type)
+            if copy:
+                r = out.n[N_MSGS]
+                for k in range(min(mlen, MSG_SLOT)):
+                    out.msgs[r, k] = buf[p + 2 + k]
+                out.msg_meta[r, 0] = sess
+                out.msg_meta[r, 1] = seq + i
+                out.n[N_MSGS] = r + 1
+        p += 2 + mlen
+
+
+@kernel(inline="always")
+def _gap(mold, out, s, first, last):
+    r = out.n[N_GAPS]
+    out.gaps[r, 0] = s
+    out.gaps[r, 1] = first
+    out.gaps[r, 2] = last
+    out.n[N_GAPS] = r + 1
+    mold.ss_next[s] = last + 1
+
+
+@kernel(inline="always")
+def _horizon(mold, s):
+    """Smallest next-sequence over the lines that have carried session ``s`` (0 if none)."""
+    h = 0
+    for m in range(mold.ln_meta[0]):
+        v = mold.ss_line_next[s, m]
+        if v > 0 and (h == 0 or v < h):
+            h = v
+    return h
+
+
+@kernel(inline="always")
+def _oldest_pending(mold, s, cnt):
+    if cnt[C.PENDING] == 0:
+        return -1
+    best = -1
+    for i in range(MAX_PENDING):
+        if mold.pd_used[i] != 0 and mold.pd_sess[i] == s and (best < 0 or mold.pd_seq[i] < mold.pd_seq[best]):
+            best = i
+    return best
+
+
+@kernel
+def resolve_step(mold, s, force, bk, out, cnt, by_type):
+    """Make one step of progress on session ``s``: release a held packet or declare a hole lost.
+
+    ``force`` declares the hole before the oldest held packet even if a line might still fill it (pending
+    table full, or end of input).  Returns True when something happened.
+    """
+    nxt = mold.ss_next[s]
+    i = _oldest_pending(mold, s, cnt)
+    if i >= 0 and mold.pd_seq[i] <= nxt:
+        seq = mold.pd_seq[i]
+        count = mold.pd_count[i]
+        if seq + count <= nxt:
+            cnt[C.DUPLICATE_PACKETS] += 1
+        else:
+            apply_blocks(mold.stash, i * PENDING_SLOT + HEADER, count, nxt - seq, s, seq, bk, out, cnt, by_type)
+            mold.ss_next[s] = seq + count
+        mold.pd_used[i] = 0
+        cnt[C.PENDING] -= 1
+        return True
+    horizon = _horizon(mold, s)
+    if horizon > nxt:
+        end = horizon if i < 0 or horizon < mold.pd_seq[i] else mold.pd_seq[i]
+        _gap(mold, out, s, nxt, end - 1)
+        return True
+    if force and i >= 0:
+        _gap(mold, out, s, nxt, mold.pd_seq[i] - 1)
+        return True
+    return False
+
+
+@kernel(inline="always")
+def _hold(mold, buf, p, n, s, seq, count, line, cnt):
+    """Copy an early packet into a free pending slot; False when none is free or it does not fit."""
+    if n > PENDING_SLOT or cnt[C.PENDING] == MAX_PENDING:
+        return False
+    for i in range(MAX_PENDING):
+        if mold.pd_used[i] == 0:
+            base = i * PENDING_SLOT
+            for k in range(n):
+                mold.stash[base + k] = buf[p + k]
+            mold.pd_used[i] = 1
+            mold.pd_sess[i] = s
+            mold.pd_seq[i] = seq
+            mold.pd_count[i] = count
+            mold.pd_line[i] = line
+            mold.pd_len[i] = n
+            cnt[C.PENDING] += 1
+            return True
+    return False
+
+
+@kernel
+def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
+    """One MoldUDP64 packet (the UDP payload at ``buf[p:p+n]``) received on ``line``.
+
+    Returns the session index whose held packets may now be released (-1 for none).
+    """
+    cnt[C.PACKETS] += 1
+    if n < HEADER:
+        cnt[C.BAD_PACKETS] += 1
+        cnt[C.BAD_SHORT] += 1
+        return -1
+    seq_u = be64u(buf, p + 10)
+    count = be16(buf, p + 18)
+    if seq_u >= np.uint64(MAX_SEQUENCE):
+        cnt[C.BAD_PACKETS] += 1
+        cnt[C.BAD_SEQUENCE] += 1
+        return -1
+    seq = np.int64(seq_u)
+    control = count == HEARTBEAT or count == END_OF_SESSION
+    if control:
+        if n != HEADER:
+            cnt[C.BAD_PACKETS] += 1
+            cnt[C.BAD_FRAMING] += 1
+            return -1
+    elif not _valid_blocks(buf, p, n, count, cnt):
+        cnt[C.BAD_PACKETS] += 1
+        return -1
+    s = _session_of(mold, buf, p, cnt)
+    if s < 0:
+        return -1
+    if mold.ss_next[s] == 0:
+        mold.ss_next[s] = seq
+        mold.ss_first[s] = seq
+    nxt = mold.ss_next[s]
+    if not control and seq > nxt and n > PENDING_SLOT:
+        # Too large to hold while the other line may fill the hole: treat it as not received.
+        cnt[C.PENDING_FORCED] += 1
+        return -1
+    sent_to = seq if control else seq + count
+    if mold.ss_line_next[s, line] < sent_to:
+        mold.ss_line_next[s, line] = sent_to
+    if control:
+        if count == HEARTBEAT:
+            cnt[C.HEARTBEATS] += 1
+        else:
+            cnt[C.END_OF_SESSION] += 1
+            mold.ss_ended[s] = 1
+    elif seq + count <= nxt:
+        cnt[C.DUPLICATE_PACKETS] += 1
+    elif seq <= nxt:
+        apply_blocks(buf, p + HEADER, count, nxt - seq, s, seq, bk, out, cnt, by_type)
+        mold.ss_next[s] = seq + count
+    else:
+        while cnt[C.PENDING] >= MAX_PENDING:
+            # Pending table full: stop waiting on the oldest hole (one release frees a slot).
+            owner = s if _oldest_pending(mold, s, cnt) >= 0 else mold.pd_sess[_any_pending(mold)]
+            if mold.pd_seq[_oldest_pending(mold, owner, cnt)] > mold.ss_next[owner]:
+                cnt[C.PENDING_FORCED] += 1
+            resolve_step(mold, owner, True, bk, out, cnt, by_type)
+        _hold(mold, buf, p, n, s, seq, count, line, cnt)
+    mold.ss_meta[1] = 1
+    return s
+
+
+@kernel(inline="always")
+def _any_pending(mold):
+    for i in range(MAX_PENDING):
+        if mold.pd_used[i] != 0:
+            return i
+    return -1
+
+
+@kernel(inline="always")
+def has_room(out, margin):
+    """True when every output buffer can take ``margin`` more rows (ROW_MARGIN: one record's worst case)."""
+    rows = out.bbo.shape[0]
+    if out.n[N_BBO] + margin > rows or out.n[N_TRADES] + margin > rows or out.n[N_BROKEN] + margin > rows \
+            or out.n[N_GAPS] + margin > rows:
+        return False
+    return out.n[FLAG_MESSAGES] == 0 or out.n[N_MSGS] + margin <= out.msgs.shape[0]
+
+
+@kernel
+def settle(mold, force, bk, out, cnt, by_type):
+    """Release held packets and declare lost holes until nothing moves; False if stopped for output room.
+
+    ``force`` (end of input) also gives up on holes that another line might still have filled.
+    """
+    for s in range(mold.ss_meta[0]):
+        while True:
+            if not has_room(out, ROW_MARGIN):
+                return False
+            if not resolve_step(mold, s, force, bk, out, cnt, by_type):
+                break
+    mold.ss_meta[1] = 0
+    return True

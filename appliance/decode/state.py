@@ -1,0 +1,141 @@
+"""Every buffer the decode kernels touch, allocated once, up front.
+
+The kernels take these named tuples of numpy arrays and never allocate.  What happens when each fixed-size
+structure fills is decided here and documented in the README ("Capacities"):
+
+* order table (open addressing, sized for ``order_capacity`` live orders at load <= 3/4): a new add beyond
+  capacity is refused and counted (``order_table_full``); later messages naming it count as unknown refs.
+* price-level pool (``level_pool`` levels shared by every book side, each side a sorted segment that doubles
+  when full): a level that cannot be created is counted (``level_pool_full``) and that book is incomplete.
+* session table (``MAX_SESSIONS``) and line table (``MAX_LINES``): packets beyond them are counted and skipped.
+* pending table (``MAX_PENDING`` packets held while another line may fill a hole, each up to
+  ``PENDING_SLOT`` bytes): when it is full the oldest hole is declared a gap early (``pending_forced``).
+* output buffers: the kernels stop at a record boundary before any can overflow; the driver writes them out
+  and calls again, so no row is ever dropped.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from appliance.decode import counters as C
+
+LOCATES = 1 << 16            # stock locate is a u16: books are indexed directly by it
+SIDES = 2                    # 0 = buy ('B'), 1 = sell ('S')
+MAX_LINES = 16
+MAX_SESSIONS = 64
+MAX_PENDING = 1024
+PENDING_SLOT = 9216          # a jumbo frame's UDP payload fits
+OUT_ROWS = 1 << 16
+# Worst case rows one record can add to an output buffer: a 64 KiB payload of 14-byte blocks, plus the
+# pending packets a resolve step may release one at a time (checked again before each one).
+ROW_MARGIN = 4800
+MSG_SLOT = 64                # --messages copies each applied message into a slot this wide
+
+DEFAULT_ORDER_CAPACITY = 6_000_000
+DEFAULT_LEVEL_POOL = 1 << 24
+
+Book = namedtuple("Book", [
+    "ot",           # uint64[cap, 3]: order_ref, price << 32 | shares, stock_locate << 8 | side; ref 0 = empty
+    "ot_meta",      # int64[3]: mask, hash shift, max live orders
+    "lv_start",     # int64[LOCATES * SIDES]: first pool index of the side's segment
+    "lv_cap",       # int64[...]: segment capacity (0 = none yet)
+    "lv_len",       # int64[...]: levels in use; sorted by key, best level last
+    "lv_key",       # uint32[pool]: price for bids, 0xFFFFFFFF - price for asks (so best is always last)
+    "lv_shares",    # int64[pool]: aggregate shares at the level
+    "lv_meta",      # int64[2]: pool bump index, pool size
+    "top_last",     # int64[LOCATES, 4]: last emitted bid_price, bid_size, ask_price, ask_size
+    "stats",        # int64[LOCATES, 4]: volume, notional, trades, cross_volume
+    "sym",          # uint8[LOCATES, 8]: stock name from the directory (R)
+    "sym_set",      # int8[LOCATES]: 1 once an R named the locate
+])
+STAT_VOLUME, STAT_NOTIONAL, STAT_TRADES, STAT_CROSS = range(4)
+
+Mold = namedtuple("Mold", [
+    "ln_group",     # int64[MAX_LINES]: IPv4 destination group of each line
+    "ln_port",      # int64[MAX_LINES]
+    "ln_meta",      # int64[2]: lines in use, auto-discover flag
+    "ln_packets",   # int64[MAX_LINES]: datagrams received per line
+    "ss_name",      # uint8[MAX_SESSIONS, 10]
+    "ss_next",      # int64[MAX_SESSIONS]: next expected sequence number
+    "ss_first",     # int64[MAX_SESSIONS]: first sequence number seen
+    "ss_line_next",  # int64[MAX_SESSIONS, MAX_LINES]: per line, next sequence it will send (0 = not seen)
+    "ss_ended",     # int64[MAX_SESSIONS]: 1 after an end-of-session packet
+    "ss_meta",      # int64[2]: sessions in use, resolve-needed flag
+    "pd_used",      # int64[MAX_PENDING]: 1 while the slot holds a packet
+    "pd_sess", "pd_seq", "pd_count", "pd_line", "pd_len",
+    "stash",        # uint8[MAX_PENDING * PENDING_SLOT]: copies of held packets (live rings recycle frames)
+])
+
+Out = namedtuple("Out", [
+    "n",            # int64[8]: rows used per buffer (indices below), then flags
+    "bbo",          # int64[OUT_ROWS, 6]: timestamp, locate, bid_price, bid_size, ask_price, ask_size
+    "trades",       # int64[OUT_ROWS, 7]: timestamp, locate, kind, side, shares, price, match_number
+    "msgs",         # uint8[OUT_ROWS, MSG_SLOT]: applied message bytes (only with --messages)
+    "msg_meta",     # int64[OUT_ROWS, 2]: session index (-1 for a day file), sequence number
+    "broken",       # int64[OUT_ROWS]: match numbers of B messages
+    "gaps",         # int64[OUT_ROWS, 3]: session index, first missing, last missing
+])
+N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS = range(5)
+FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
+
+
+def order_table_slots(order_capacity: int) -> int:
+    """Power-of-two slot count keeping the load at or under 3/4 for ``order_capacity`` live orders."""
+    need = max(64, (order_capacity * 4 + 2) // 3)
+    return 1 << (need - 1).bit_length()
+
+
+def new_book(order_capacity: int = DEFAULT_ORDER_CAPACITY, level_pool: int = DEFAULT_LEVEL_POOL) -> Book:
+    slots = order_table_slots(order_capacity)
+    bits = slots.bit_length() - 1
+    sides = LOCATES * SIDES
+    # np.zeros maps untouched pages lazily, so a large default costs only what a feed really uses.
+    return Book(
+        ot=np.zeros((slots, 3), np.uint64),
+        ot_meta=np.array([slots - 1, 64 - (bits - 4), order_capacity], np.int64),
+        lv_start=np.zeros(sides, np.int64), lv_cap=np.zeros(sides, np.int64), lv_len=np.zeros(sides, np.int64),
+        lv_key=np.zeros(level_pool, np.uint32), lv_shares=np.zeros(level_pool, np.int64),
+        lv_meta=np.array([0, level_pool], np.int64),
+        top_last=np.zeros((LOCATES, 4), np.int64), stats=np.zeros((LOCATES, 4), np.int64),
+        sym=np.full((LOCATES, 8), 32, np.uint8), sym_set=np.zeros(LOCATES, np.int8),
+    )
+
+
+def new_mold(feeds: list[tuple[int, int]] | None) -> Mold:
+    """Session-layer state; ``feeds`` is a list of (group as int, port), or None to discover multicast lines."""
+    feeds = feeds or []
+    if len(feeds) > MAX_LINES:
+        raise ValueError(f"at most {MAX_LINES} feeds")
+    group = np.zeros(MAX_LINES, np.int64)
+    port = np.zeros(MAX_LINES, np.int64)
+    for i, (g, p) in enumerate(feeds):
+        group[i], port[i] = g, p
+    return Mold(
+        ln_group=group, ln_port=port, ln_meta=np.array([len(feeds), 0 if feeds else 1], np.int64),
+        ln_packets=np.zeros(MAX_LINES, np.int64),
+        ss_name=np.zeros((MAX_SESSIONS, 10), np.uint8), ss_next=np.zeros(MAX_SESSIONS, np.int64),
+        ss_first=np.zeros(MAX_SESSIONS, np.int64), ss_line_next=np.zeros((MAX_SESSIONS, MAX_LINES), np.int64),
+        ss_ended=np.zeros(MAX_SESSIONS, np.int64), ss_meta=np.zeros(2, np.int64),
+        pd_used=np.zeros(MAX_PENDING, np.int64), pd_sess=np.zeros(MAX_PENDING, np.int64),
+        pd_seq=np.zeros(MAX_PENDING, np.int64), pd_count=np.zeros(MAX_PENDING, np.int64),
+        pd_line=np.zeros(MAX_PENDING, np.int64), pd_len=np.zeros(MAX_PENDING, np.int64),
+        stash=np.zeros(MAX_PENDING * PENDING_SLOT, np.uint8),
+    )
+
+
+def new_out(messages: bool = False) -> Out:
+    n = np.zeros(8, np.int64)
+    n[FLAG_MESSAGES] = 1 if messages else 0
+    msg_rows = OUT_ROWS if messages else 1
+    return Out(
+        n=n, bbo=np.zeros((OUT_ROWS, 6), np.int64), trades=np.zeros((OUT_ROWS, 7), np.int64),
+        msgs=np.zeros((msg_rows, MSG_SLOT), np.uint8), msg_meta=np.zeros((msg_rows, 2), np.int64),
+        broken=np.zeros(OUT_ROWS, np.int64), gaps=np.zeros((OUT_ROWS, 3), np.int64),
+    )
+
+
+def new_counters() -> tuple[np.ndarray, np.ndarray]:
+    """The counter array (slots in ``counters``) and messages by type byte."""
+    return np.zeros(C.SIZE, np.int64), np.zeros(256, np.int64)

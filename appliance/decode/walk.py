@@ -1,0 +1,223 @@
+"""Record walkers: the kernels that step through a mapped file (or a chunk of one) record by record.
+
+Each walker takes the buffer and a start offset and returns ``(offset, status)``:
+
+* ``NEED_MORE`` -- every complete record before ``offset`` was processed; the rest is an incomplete record
+  (the driver appends the next chunk of a gzip stream and calls again; with ``final`` set an incomplete
+  record is counted as ``truncated_records`` and the walk ends);
+* ``OUT_FULL`` -- stopped at a record boundary because an output buffer could not take a worst-case record;
+  the driver writes the rows out and calls again from ``offset``;
+* ``CORRUPT`` -- the file's own framing is broken at ``offset`` (a record length no capture can have): nothing
+  after it can be trusted; what was decoded before it stands.
+
+Live rings (TPACKET_V3 blocks, AF_XDP descriptors) hand their frames to the same ``frame`` function.
+"""
+import numpy as np
+
+from appliance._jit import kernel
+from appliance.decode import counters as C
+from appliance.decode.book import apply_message
+from appliance.decode.frames import feed_payload
+from appliance.decode.mold import handle_packet, has_room, settle
+from appliance.decode.offsets import MSG_LENGTH
+from appliance.decode.state import FLAG_MESSAGES, MSG_SLOT, N_MSGS, ROW_MARGIN
+from appliance.decode.wire import be16, rd16, rd32
+
+NEED_MORE, OUT_FULL, CORRUPT = 0, 1, 2
+LINKTYPE_ETHERNET = 1
+MAX_RECORD = 1 << 18          # larger than any snap length a capture tool writes
+
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_IDB = 1
+PCAPNG_SPB = 3
+PCAPNG_EPB = 6
+PCAPNG_BOM = 0x1A2B3C4D
+OPT_IF_TSRESOL = 9
+MAX_IFACES = 64
+NG_BIG, NG_NIFACES, NG_IFACES = 0, 1, 2   # ng[] slots: byte order, interface count, (linktype, tsresol) pairs
+
+
+@kernel
+def frame(buf, off, caplen, ts_ns, mold, bk, out, cnt, by_type):
+    """One captured Ethernet frame: find the feed datagram, run the session layer and the books."""
+    cnt[C.FRAMES] += 1
+    p, n, line = feed_payload(buf, off, caplen, mold, cnt)
+    if line < 0:
+        return
+    mold.ln_packets[line] += 1
+    if cnt[C.FIRST_FRAME_NS] == 0:
+        cnt[C.FIRST_FRAME_NS] = ts_ns
+    cnt[C.LAST_FRAME_NS] = ts_ns
+    handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type)
+    if mold.ss_meta[1] != 0:
+        settle(mold, False, bk, out, cnt, by_type)
+
+
+@kernel(inline="always")
+def _ready(mold, bk, out, cnt, by_type):
+    """Room for one more worst-case record, after releasing whatever held packets can now go."""
+    if mold.ss_meta[1] != 0 and not settle(mold, False, bk, out, cnt, by_type):
+        return False
+    return has_room(out, ROW_MARGIN)
+
+
+@kernel
+def walk_pcap(buf, pos, end, big, nano, linktype, final, mold, bk, out, cnt, by_type):
+    """Classic pcap records from ``pos`` (past the 24-byte file header)."""
+    frac_scale = 1 if nano else 1000
+    while pos < end:
+        if not _ready(mold, bk, out, cnt, by_type):
+            return pos, OUT_FULL
+        if pos + 16 > end:
+            break
+        incl = rd32(buf, pos + 8, big)
+        if incl > MAX_RECORD:
+            return pos, CORRUPT
+        if pos + 16 + incl > end:
+            break
+        if linktype != LINKTYPE_ETHERNET:
+            cnt[C.FRAMES] += 1
+            cnt[C.UNSUPPORTED_LINKTYPE] += 1
+        else:
+            ts = rd32(buf, pos, big) * 1_000_000_000 + rd32(buf, pos + 4, big) * frac_scale
+            frame(buf, pos + 16, incl, ts, mold, bk, out, cnt, by_type)
+        pos += 16 + incl
+    if pos < end and final:
+        cnt[C.TRUNCATED_RECORDS] += 1
+        return end, NEED_MORE
+    return pos, NEED_MORE
+
+
+@kernel(inline="always")
+def _to_ns(ts, resol):
+    """pcapng timestamp units (if_tsresol: 10**-n, or 2**-n with the high bit set) to nanoseconds."""
+    if resol & 0x80:
+        shift = np.int64(resol & 0x7F)
+        if shift > 62:
+            return 0
+        whole = ts >> shift
+        part = ts & ((np.int64(1) << shift) - 1)
+        return whole * 1_000_000_000 + ((part * 1_000_000_000) >> shift) if shift <= 32 \
+            else whole * 1_000_000_000 + np.int64((part / np.float64(np.int64(1) << shift)) * 1e9)
+    if resol <= 9:
+        scale = 1
+        for _ in range(9 - resol):
+            scale *= 10
+        return ts * scale
+    div = 1
+    for _ in range(min(resol, 27) - 9):
+        div *= 10
+    return ts // div
+
+
+@kernel
+def _idb(buf, pos, total, big, ng):
+    n = ng[NG_NIFACES]
+    if n >= MAX_IFACES:
+        return
+    resol = 6
+    q = pos + 16
+    stop = pos + total - 4
+    while q + 4 <= stop:
+        code = rd16(buf, q, big)
+        olen = rd16(buf, q + 2, big)
+        if code == 0 or q + 4 + olen > stop:
+            break
+        if code == OPT_IF_TSRESOL and olen >= 1:
+            resol = np.int64(buf[q + 4])
+        q += 4 + ((olen + 3) & ~3)
+    ng[NG_IFACES + 2 * n] = rd16(buf, pos + 8, big)
+    ng[NG_IFACES + 2 * n + 1] = resol
+    ng[NG_NIFACES] = n + 1
+
+
+@kernel
+def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
+    """pcapng blocks from ``pos``; ``ng`` carries byte order and interfaces across calls and sections."""
+    while pos < end:
+        if not _ready(mold, bk, out, cnt, by_type):
+            return pos, OUT_FULL
+        if pos + 12 > end:
+            break
+        if rd32(buf, pos, False) == PCAPNG_SHB:
+            bom = rd32(buf, pos + 8, False)
+            if bom == PCAPNG_BOM:
+                ng[NG_BIG] = 0
+            elif bom == 0x4D3C2B1A:
+                ng[NG_BIG] = 1
+            else:
+                return pos, CORRUPT
+            ng[NG_NIFACES] = 0
+        big = ng[NG_BIG] != 0
+        btype = rd32(buf, pos, big)
+        total = rd32(buf, pos + 4, big)
+        if total < 12 or total % 4 != 0 or total > MAX_RECORD + 64:
+            return pos, CORRUPT
+        if pos + total > end:
+            break
+        if btype == PCAPNG_IDB and total >= 20:
+            _idb(buf, pos, total, big, ng)
+        elif btype == PCAPNG_EPB and total >= 32:
+            iface = rd32(buf, pos + 8, big)
+            caplen = rd32(buf, pos + 20, big)
+            cnt_frame = iface < ng[NG_NIFACES] and 28 + caplen <= total - 4
+            if not cnt_frame:
+                cnt[C.FRAMES] += 1
+                cnt[C.TRUNCATED_FRAMES] += 1
+            elif ng[NG_IFACES + 2 * iface] != LINKTYPE_ETHERNET:
+                cnt[C.FRAMES] += 1
+                cnt[C.UNSUPPORTED_LINKTYPE] += 1
+            else:
+                ts = (rd32(buf, pos + 12, big) << 32) | rd32(buf, pos + 16, big)
+                frame(buf, pos + 28, caplen, _to_ns(ts, ng[NG_IFACES + 2 * iface + 1]), mold, bk, out, cnt,
+                      by_type)
+        elif btype == PCAPNG_SPB and total >= 16:
+            if ng[NG_NIFACES] == 0 or ng[NG_IFACES] != LINKTYPE_ETHERNET:
+                cnt[C.FRAMES] += 1
+                cnt[C.UNSUPPORTED_LINKTYPE] += 1
+            else:
+                origlen = rd32(buf, pos + 8, big)
+                caplen = min(origlen, total - 16)
+                frame(buf, pos + 12, caplen, 0, mold, bk, out, cnt, by_type)
+        pos += total
+    if pos < end and final:
+        cnt[C.TRUNCATED_RECORDS] += 1
+        return end, NEED_MORE
+    return pos, NEED_MORE
+
+
+@kernel
+def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
+    """NASDAQ binary day file: ``[u16 big-endian length][message]`` repeated, applied in order."""
+    copy = out.n[FLAG_MESSAGES] != 0
+    while pos < end:
+        if not has_room(out, 2):
+            return pos, OUT_FULL
+        if pos + 2 > end:
+            break
+        mlen = be16(buf, pos)
+        if pos + 2 + mlen > end:
+            break
+        p = pos + 2
+        pos = p + mlen
+        if mlen == 0 or np.int64(MSG_LENGTH[buf[p]]) != mlen:
+            cnt[C.BAD_MESSAGES] += 1
+            continue
+        apply_message(buf, p, bk, out, cnt, by_type)
+        if copy:
+            r = out.n[N_MSGS]
+            for k in range(min(mlen, MSG_SLOT)):
+                out.msgs[r, k] = buf[p + k]
+            out.msg_meta[r, 0] = -1
+            out.msg_meta[r, 1] = cnt[C.MESSAGES] + cnt[C.BAD_MESSAGES]
+            out.n[N_MSGS] = r + 1
+    if pos < end and final:
+        cnt[C.TRUNCATED_RECORDS] += 1
+        return end, NEED_MORE
+    return pos, NEED_MORE
+
+
+@kernel
+def finish(mold, bk, out, cnt, by_type):
+    """End of all input: give up on every hole still waiting; False if stopped for output room."""
+    return settle(mold, True, bk, out, cnt, by_type)

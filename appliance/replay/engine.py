@@ -1,0 +1,144 @@
+"""The replay driver: hands mapped inputs to the walker kernels and drains their output buffers.
+
+Python runs once per chunk of input or per full output buffer, never per packet: the kernels walk the mapped
+bytes, and this module only moves finished rows to the writers and keeps score.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.decode import counters as C
+from appliance.decode import state as S
+from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
+from appliance.decode.walk import CORRUPT, NG_IFACES, MAX_IFACES, OUT_FULL, finish, walk_dayfile, \
+    walk_pcap, walk_pcapng
+from appliance.errors import InputError
+from appliance.replay.inputs import Source, chunks, detect
+
+SLICE = 64 << 20             # bytes per kernel call, so progress can be shown on big mapped files
+
+
+@dataclass
+class Options:
+    feeds: list[tuple[int, int]] | None = None
+    messages: bool = False
+    order_capacity: int = S.DEFAULT_ORDER_CAPACITY
+    level_pool: int = S.DEFAULT_LEVEL_POOL
+    window_ns: int = 1_000_000_000
+    step_ns: int = 100_000_000
+
+
+@dataclass
+class Result:
+    sources: list[Source] = field(default_factory=list)
+    input_errors: list[str] = field(default_factory=list)
+    gaps: list[tuple[int, int, int]] = field(default_factory=list)
+    broken: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Replay:
+    """Decode a sequence of inputs as one stream; ``sink`` receives finished rows (see ``replay.output``)."""
+
+    def __init__(self, options: Options, sink, progress=None):
+        self.options = options
+        self.sink = sink
+        self.progress = progress
+        self.book = S.new_book(options.order_capacity, options.level_pool)
+        self.mold = S.new_mold(options.feeds)
+        self.out = S.new_out(options.messages)
+        self.cnt, self.by_type = S.new_counters()
+        self.vwap = new_vwap(options.window_ns, options.step_ns)
+        self.result = Result()
+        self._done_bytes = 0
+
+    # -- driving the kernels ------------------------------------------------------------------------
+    def run(self, paths: list[str]) -> Result:
+        sources = [detect(p) for p in paths]          # every input is checked before any work starts
+        started = time.perf_counter()
+        total = sum(s.size for s in sources)
+        for src in sources:
+            self.result.sources.append(src)
+            try:
+                self._run_source(src, total)
+            except InputError as err:
+                self.result.input_errors.append(str(err))
+            self._done_bytes += src.size
+        while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
+            self.flush()
+        self.flush()
+        while not finish_windows(self.vwap, self.cnt[C.MAX_TIMESTAMP]):
+            self._drain_windows()
+        self._drain_windows(last=True)
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def _run_source(self, src: Source, total: int) -> None:
+        ng = np.zeros(NG_IFACES + 2 * MAX_IFACES, np.int64)
+        gen = chunks(src)
+        try:
+            item = next(gen)
+        except StopIteration:
+            return
+        while True:
+            buf, pos, final = item
+            reached = self._walk(src, buf, pos, final, ng, total)
+            try:
+                item = gen.send(reached)
+            except StopIteration:
+                return
+
+    def _walk(self, src: Source, buf: np.ndarray, pos: int, final: bool, ng: np.ndarray, total: int) -> int:
+        size = len(buf)
+        args = (self.mold, self.book, self.out, self.cnt, self.by_type)
+        while True:
+            end = min(pos + SLICE, size)
+            last = final and end == size
+            if src.kind == "pcap":
+                pos, status = walk_pcap(buf, pos, end, src.big, src.nano, src.linktype, last, *args)
+            elif src.kind == "pcapng":
+                pos, status = walk_pcapng(buf, pos, end, ng, last, *args)
+            else:
+                pos, status = walk_dayfile(buf, pos, end, last, self.book, self.out, self.cnt, self.by_type)
+            if status == OUT_FULL:
+                self.flush()
+                continue
+            if status == CORRUPT:
+                raise InputError(f"{src.path}: file framing is corrupt at byte {pos} of the "
+                                 f"{'inflated ' if src.compressed else ''}stream; decoding of it stopped there")
+            if self.progress is not None:
+                self.progress(self._done_bytes + min(pos, src.size) if not src.compressed else self._done_bytes,
+                              total, int(self.cnt[C.MESSAGES]))
+            if end == size:
+                return pos
+
+    # -- moving rows out ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Hand every finished row to the sink and empty the buffers (the kernels then resume)."""
+        out, n = self.out, self.out.n
+        if n[S.N_TRADES]:
+            # Windows read the tape before it is written out and its buffer reused.
+            self._fold_trades(out.trades, int(n[S.N_TRADES]))
+        self.sink.bbo(out.bbo, int(n[S.N_BBO]), self.book.sym)
+        self.sink.trades(out.trades, int(n[S.N_TRADES]), self.book.sym)
+        if n[S.N_MSGS]:
+            self.sink.messages(out.msgs, out.msg_meta, int(n[S.N_MSGS]), self.mold)
+        for i in range(int(n[S.N_GAPS])):
+            self.result.gaps.append(tuple(int(v) for v in out.gaps[i]))
+        self.result.broken.extend(int(v) for v in out.broken[:n[S.N_BROKEN]])
+        n[:S.FLAG_MESSAGES] = 0
+
+    def _fold_trades(self, tape: np.ndarray, rows: int) -> None:
+        r = 0
+        while True:
+            r, status = feed_trades(tape, r, rows, self.vwap, self.cnt)
+            self._drain_windows()
+            if status == VWAP_DONE:
+                return
+
+    def _drain_windows(self, last: bool = False) -> None:
+        self.sink.vwap(self.vwap.rows, int(self.vwap.n[0]), self.book.sym, last)
+        self.vwap.n[0] = 0

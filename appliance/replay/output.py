@@ -1,0 +1,122 @@
+"""Writers for the replay's output files: bbo.csv, trades.csv, vwap.csv and (with --messages) messages.csv.
+
+Rows arrive as int64 buffers from the kernels and leave as CSV text formatted by ``csvfmt`` (numba).  Prices
+are integer ticks of 1/10,000 dollar throughout.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import UserError
+from appliance.itch.layout import MESSAGE_LENGTH, all_field_names, decode
+from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
+
+BBO_HEADER = "timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size"
+TRADES_HEADER = "timestamp_ns,locate,symbol,kind,side,shares,price,match_number"
+VWAP_HEADER = "window_end_ns,locate,symbol,volume,notional,vwap,trades"
+
+# row columns -> CSV columns (see state.Out and vwap.Vwap for the row layouts)
+BBO_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (INT, 4), (INT, 5))
+TRADES_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (CHAR, 2), (CHAR, 3), (INT, 4), (INT, 5), (INT, 6))
+VWAP_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (RATIO4, 3, 2), (INT, 4))
+
+TEXT_BUFFER = 16 << 20
+
+
+class _CsvFile:
+    def __init__(self, path: Path, header: str, colspec: np.ndarray):
+        self.fh = open(path, "wb")
+        self.fh.write(header.encode() + b"\n")
+        self.spec = colspec
+        self.text = np.empty(TEXT_BUFFER, np.uint8)
+        self.rows = 0
+
+    def write(self, rows: np.ndarray, n: int, sym: np.ndarray) -> None:
+        done = 0
+        while done < n:
+            wrote, used = format_rows(rows[done:n], n - done, self.spec, sym, self.text)
+            self.fh.write(self.text[:used].tobytes())
+            done += wrote
+        self.rows += n
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class CsvSink:
+    """Receives rows from the engine and writes the output directory."""
+
+    def __init__(self, out_dir: str, messages: bool):
+        self.dir = Path(out_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot write to output directory {out_dir}: {err.strerror or err}") from None
+        self.bbo_file = _CsvFile(self.dir / "bbo.csv", BBO_HEADER, BBO_SPEC)
+        self.trades_file = _CsvFile(self.dir / "trades.csv", TRADES_HEADER, TRADES_SPEC)
+        self.vwap_file = _CsvFile(self.dir / "vwap.csv", VWAP_HEADER, VWAP_SPEC)
+        self.vwap_carry = np.zeros((0, 5), np.int64)
+        self.messages_file = None
+        if messages:
+            self.fields = all_field_names()
+            self.messages_fh = open(self.dir / "messages.csv", "w", newline="")
+            self.messages_file = csv.writer(self.messages_fh)
+            self.messages_file.writerow(["session", "sequence"] + self.fields)
+        self.message_rows = 0
+
+    def bbo(self, rows, n, sym):
+        self.bbo_file.write(rows, n, sym)
+
+    def trades(self, rows, n, sym):
+        self.trades_file.write(rows, n, sym)
+
+    def vwap(self, rows, n, sym, last):
+        """Rows come window by window; within a window they are written in locate order.
+
+        A window's rows may straddle two calls (the row buffer filled mid-window), so the rows of the latest
+        window are held back until a later window appears or the input ends.
+        """
+        block = np.concatenate([self.vwap_carry, rows[:n]]) if len(self.vwap_carry) else rows[:n].copy()
+        if len(block) == 0:
+            return
+        block = block[np.lexsort((block[:, 1], block[:, 0]))]
+        if last:
+            keep = len(block)
+        else:
+            keep = int(np.searchsorted(block[:, 0], block[-1, 0], side="left"))
+        self.vwap_file.write(block, keep, sym)
+        self.vwap_carry = block[keep:].copy()
+
+    def messages(self, msgs, meta, n, mold):
+        names = {}
+        for i in range(n):
+            sess = int(meta[i, 0])
+            if sess not in names:
+                names[sess] = "" if sess < 0 else bytes(mold.ss_name[sess]).decode("latin-1").rstrip(" ")
+            mlen = int(MESSAGE_LENGTH[msgs[i, 0]])
+            fields = decode(bytes(msgs[i, :mlen]))
+            self.messages_file.writerow([names[sess], int(meta[i, 1])] + [fields.get(f, "") for f in self.fields])
+        self.message_rows += n
+
+    def close(self) -> None:
+        self.bbo_file.close()
+        self.trades_file.close()
+        self.vwap_file.close()
+        if self.messages_file is not None:
+            self.messages_fh.close()
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
