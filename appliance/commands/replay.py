@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "destination outside 224.0.0.0/24")
     parser.add_argument("--messages", action="store_true",
                         help="also write messages.csv: every applied message with all its fields")
+    parser.add_argument("--packets", action="store_true",
+                        help="also write packets.csv: every MoldUDP64 packet with its frame number, line, session, "
+                             "sequence, count and what became of it")
     parser.add_argument("--order-capacity", type=_positive, default=None, metavar="N",
                         help="live orders the order table holds (default 6,000,000: a full NASDAQ day)")
     parser.add_argument("--level-pool", type=_positive, default=None, metavar="N",
@@ -96,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
     if feeds and len(feeds) > S.MAX_LINES:
         raise UserError(f"at most {S.MAX_LINES} --feed lines")
     options = Options(
-        feeds=feeds, messages=args.messages,
+        feeds=feeds, messages=args.messages, packets=args.packets,
         order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
         level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL,
         window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000)
     sizes = sum(os.path.getsize(p) for p in args.inputs if os.path.isfile(p))
     progress = _Progress() if sys.stderr.isatty() and sizes >= PROGRESS_MIN_BYTES and not args.quiet else None
-    sink = CsvSink(args.out, args.messages)
+    sink = CsvSink(args.out, args.messages, args.packets)
     engine = Replay(options, sink, progress)
     try:
         engine.run(args.inputs)

@@ -17,14 +17,18 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode.book import apply_message
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, MAX_PENDING, MAX_SESSIONS, MSG_SLOT, N_BBO, N_BROKEN, N_GAPS, \
-    N_MSGS, N_TRADES, PENDING_SLOT, ROW_MARGIN
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MAX_PENDING, MAX_SESSIONS, MSG_SLOT, N_BBO, N_BROKEN, N_GAPS, \
+    N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN
 from appliance.decode.wire import be16, be64u
 
 HEADER = 20                  # session 10, sequence 8, count 2
 HEARTBEAT = 0
 END_OF_SESSION = 0xFFFF
 MAX_SEQUENCE = 1 << 62
+# What became of a packet (packets.csv "status"); HELD packets are applied later, when their turn comes.
+PACKET_APPLIED, PACKET_DUPLICATE, PACKET_HELD, PACKET_BAD, PACKET_HEARTBEAT, PACKET_END_OF_SESSION, \
+    PACKET_DROPPED = range(7)
+PACKET_STATUS = ("applied", "duplicate", "held", "bad", "heartbeat", "end_of_session", "dropped")
 
 
 @kernel(inline="always")
@@ -184,32 +188,32 @@ def _hold(mold, buf, p, n, s, seq, count, line, cnt):
 def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
     """One MoldUDP64 packet (the UDP payload at ``buf[p:p+n]``) received on ``line``.
 
-    Returns the session index whose held packets may now be released (-1 for none).
+    Returns (status, session index); status is one of the PACKET_* codes (packets.csv's ``status``).
     """
     cnt[C.PACKETS] += 1
     if n < HEADER:
         cnt[C.BAD_PACKETS] += 1
         cnt[C.BAD_SHORT] += 1
-        return -1
+        return PACKET_BAD, -1
     seq_u = be64u(buf, p + 10)
     count = be16(buf, p + 18)
     if seq_u >= np.uint64(MAX_SEQUENCE):
         cnt[C.BAD_PACKETS] += 1
         cnt[C.BAD_SEQUENCE] += 1
-        return -1
+        return PACKET_BAD, -1
     seq = np.int64(seq_u)
     control = count == HEARTBEAT or count == END_OF_SESSION
     if control:
         if n != HEADER:
             cnt[C.BAD_PACKETS] += 1
             cnt[C.BAD_FRAMING] += 1
-            return -1
+            return PACKET_BAD, -1
     elif not _valid_blocks(buf, p, n, count, cnt):
         cnt[C.BAD_PACKETS] += 1
-        return -1
+        return PACKET_BAD, -1
     s = _session_of(mold, buf, p, cnt)
     if s < 0:
-        return -1
+        return PACKET_DROPPED, -1
     if mold.ss_next[s] == 0:
         mold.ss_next[s] = seq
         mold.ss_first[s] = seq
@@ -217,31 +221,33 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
     if not control and seq > nxt and n > PENDING_SLOT:
         # Too large to hold while the other line may fill the hole: treat it as not received.
         cnt[C.PENDING_FORCED] += 1
-        return -1
+        return PACKET_DROPPED, s
     sent_to = seq if control else seq + count
     if mold.ss_line_next[s, line] < sent_to:
         mold.ss_line_next[s, line] = sent_to
+    mold.ss_meta[1] = 1
     if control:
         if count == HEARTBEAT:
             cnt[C.HEARTBEATS] += 1
-        else:
-            cnt[C.END_OF_SESSION] += 1
-            mold.ss_ended[s] = 1
-    elif seq + count <= nxt:
+            return PACKET_HEARTBEAT, s
+        cnt[C.END_OF_SESSION] += 1
+        mold.ss_ended[s] = 1
+        return PACKET_END_OF_SESSION, s
+    if seq + count <= nxt:
         cnt[C.DUPLICATE_PACKETS] += 1
-    elif seq <= nxt:
+        return PACKET_DUPLICATE, s
+    if seq <= nxt:
         apply_blocks(buf, p + HEADER, count, nxt - seq, s, seq, bk, out, cnt, by_type)
         mold.ss_next[s] = seq + count
-    else:
-        while cnt[C.PENDING] >= MAX_PENDING:
-            # Pending table full: stop waiting on the oldest hole (one release frees a slot).
-            owner = s if _oldest_pending(mold, s, cnt) >= 0 else mold.pd_sess[_any_pending(mold)]
-            if mold.pd_seq[_oldest_pending(mold, owner, cnt)] > mold.ss_next[owner]:
-                cnt[C.PENDING_FORCED] += 1
-            resolve_step(mold, owner, True, bk, out, cnt, by_type)
-        _hold(mold, buf, p, n, s, seq, count, line, cnt)
-    mold.ss_meta[1] = 1
-    return s
+        return PACKET_APPLIED, s
+    while cnt[C.PENDING] >= MAX_PENDING:
+        # Pending table full: stop waiting on the oldest hole (one release frees a slot).
+        owner = s if _oldest_pending(mold, s, cnt) >= 0 else mold.pd_sess[_any_pending(mold)]
+        if mold.pd_seq[_oldest_pending(mold, owner, cnt)] > mold.ss_next[owner]:
+            cnt[C.PENDING_FORCED] += 1
+        resolve_step(mold, owner, True, bk, out, cnt, by_type)
+    _hold(mold, buf, p, n, s, seq, count, line, cnt)
+    return PACKET_HELD, s
 
 
 @kernel(inline="always")
@@ -258,6 +264,8 @@ def has_room(out, margin):
     rows = out.bbo.shape[0]
     if out.n[N_BBO] + margin > rows or out.n[N_TRADES] + margin > rows or out.n[N_BROKEN] + margin > rows \
             or out.n[N_GAPS] + margin > rows:
+        return False
+    if out.n[FLAG_PACKETS] != 0 and out.n[N_PACKETS] + margin > out.packets.shape[0]:
         return False
     return out.n[FLAG_MESSAGES] == 0 or out.n[N_MSGS] + margin <= out.msgs.shape[0]
 

@@ -76,8 +76,10 @@ Out = namedtuple("Out", [
     "msg_meta",     # int64[OUT_ROWS, 2]: session index (-1 for a day file), sequence number
     "broken",       # int64[OUT_ROWS]: match numbers of B messages
     "gaps",         # int64[OUT_ROWS, 3]: session index, first missing, last missing
+    "packets",      # int64[OUT_ROWS, 6]: frame number, line, session index, sequence, count, status (--packets)
 ])
-N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS = range(5)
+N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS, N_PACKETS = range(6)
+FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is listed
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
 
 
@@ -125,14 +127,16 @@ def new_mold(feeds: list[tuple[int, int]] | None) -> Mold:
     )
 
 
-def new_out(messages: bool = False) -> Out:
+def new_out(messages: bool = False, packets: bool = False) -> Out:
     n = np.zeros(8, np.int64)
     n[FLAG_MESSAGES] = 1 if messages else 0
+    n[FLAG_PACKETS] = 1 if packets else 0
     msg_rows = OUT_ROWS if messages else 1
     return Out(
         n=n, bbo=np.zeros((OUT_ROWS, 6), np.int64), trades=np.zeros((OUT_ROWS, 7), np.int64),
         msgs=np.zeros((msg_rows, MSG_SLOT), np.uint8), msg_meta=np.zeros((msg_rows, 2), np.int64),
         broken=np.zeros(OUT_ROWS, np.int64), gaps=np.zeros((OUT_ROWS, 3), np.int64),
+        packets=np.zeros((OUT_ROWS if packets else 1, 6), np.int64),
     )
 
 

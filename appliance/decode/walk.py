@@ -20,8 +20,8 @@ from appliance.decode.book import apply_message
 from appliance.decode.frames import feed_payload
 from appliance.decode.mold import handle_packet, has_room, settle
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, MSG_SLOT, N_MSGS, ROW_MARGIN
-from appliance.decode.wire import be16, rd16, rd32
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MSG_SLOT, N_MSGS, N_PACKETS, ROW_MARGIN
+from appliance.decode.wire import be16, be64u, rd16, rd32
 
 NEED_MORE, OUT_FULL, CORRUPT = 0, 1, 2
 LINKTYPE_ETHERNET = 1
@@ -48,7 +48,16 @@ def frame(buf, off, caplen, ts_ns, mold, bk, out, cnt, by_type):
     if cnt[C.FIRST_FRAME_NS] == 0:
         cnt[C.FIRST_FRAME_NS] = ts_ns
     cnt[C.LAST_FRAME_NS] = ts_ns
-    handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type)
+    status, sess = handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type)
+    if out.n[FLAG_PACKETS] != 0:
+        r = out.n[N_PACKETS]
+        out.packets[r, 0] = cnt[C.FRAMES]
+        out.packets[r, 1] = line
+        out.packets[r, 2] = sess
+        out.packets[r, 3] = np.int64(be64u(buf, p + 10)) if n >= 20 else -1
+        out.packets[r, 4] = be16(buf, p + 18) if n >= 20 else -1
+        out.packets[r, 5] = status
+        out.n[N_PACKETS] = r + 1
     if mold.ss_meta[1] != 0:
         settle(mold, False, bk, out, cnt, by_type)
 

@@ -25,6 +25,7 @@ SLICE = 64 << 20             # bytes per kernel call, so progress can be shown o
 class Options:
     feeds: list[tuple[int, int]] | None = None
     messages: bool = False
+    packets: bool = False
     order_capacity: int = S.DEFAULT_ORDER_CAPACITY
     level_pool: int = S.DEFAULT_LEVEL_POOL
     window_ns: int = 1_000_000_000
@@ -49,7 +50,7 @@ class Replay:
         self.progress = progress
         self.book = S.new_book(options.order_capacity, options.level_pool)
         self.mold = S.new_mold(options.feeds)
-        self.out = S.new_out(options.messages)
+        self.out = S.new_out(options.messages, options.packets)
         self.cnt, self.by_type = S.new_counters()
         self.vwap = new_vwap(options.window_ns, options.step_ns)
         self.result = Result()
@@ -126,10 +127,12 @@ class Replay:
         self.sink.trades(out.trades, int(n[S.N_TRADES]), self.book.sym)
         if n[S.N_MSGS]:
             self.sink.messages(out.msgs, out.msg_meta, int(n[S.N_MSGS]), self.mold)
+        if n[S.N_PACKETS]:
+            self.sink.packets(out.packets, int(n[S.N_PACKETS]), self.mold)
         for i in range(int(n[S.N_GAPS])):
             self.result.gaps.append(tuple(int(v) for v in out.gaps[i]))
         self.result.broken.extend(int(v) for v in out.broken[:n[S.N_BROKEN]])
-        n[:S.FLAG_MESSAGES] = 0
+        n[:S.FLAG_PACKETS] = 0
 
     def _fold_trades(self, tape: np.ndarray, rows: int) -> None:
         r = 0

@@ -6,12 +6,14 @@ are integer ticks of 1/10,000 dollar throughout.
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from appliance.decode.mold import PACKET_STATUS
 from appliance.errors import UserError
 from appliance.itch.layout import MESSAGE_LENGTH, all_field_names, decode
 from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
@@ -19,6 +21,7 @@ from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
 BBO_HEADER = "timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size"
 TRADES_HEADER = "timestamp_ns,locate,symbol,kind,side,shares,price,match_number"
 VWAP_HEADER = "window_end_ns,locate,symbol,volume,notional,vwap,trades"
+PACKETS_HEADER = "frame,line,session,sequence,count,status"
 
 # row columns -> CSV columns (see state.Out and vwap.Vwap for the row layouts)
 BBO_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (INT, 4), (INT, 5))
@@ -51,7 +54,7 @@ class _CsvFile:
 class CsvSink:
     """Receives rows from the engine and writes the output directory."""
 
-    def __init__(self, out_dir: str, messages: bool):
+    def __init__(self, out_dir: str, messages: bool, packets: bool = False):
         self.dir = Path(out_dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,20 @@ class CsvSink:
             self.messages_file = csv.writer(self.messages_fh)
             self.messages_file.writerow(["session", "sequence"] + self.fields)
         self.message_rows = 0
+        self.packets_fh = None
+        if packets:
+            self.packets_fh = open(self.dir / "packets.csv", "w", newline="")
+            self.packets_fh.write(PACKETS_HEADER + "\n")
+
+    def packets(self, rows, n, mold):
+        lines = [(int(mold.ln_group[i]), int(mold.ln_port[i])) for i in range(int(mold.ln_meta[0]))]
+        names = [_session_name(mold, s) for s in range(int(mold.ss_meta[0]))]
+        text = []
+        for frame, line, sess, seq, count, status in rows[:n].tolist():
+            group, port = lines[line]
+            text.append(f"{frame},{ipaddress.IPv4Address(group)}:{port},{names[sess] if sess >= 0 else ''},"
+                        f"{seq if seq >= 0 else ''},{count if count >= 0 else ''},{PACKET_STATUS[status]}\n")
+        self.packets_fh.write("".join(text))
 
     def bbo(self, rows, n, sym):
         self.bbo_file.write(rows, n, sym)
@@ -100,7 +117,7 @@ class CsvSink:
         for i in range(n):
             sess = int(meta[i, 0])
             if sess not in names:
-                names[sess] = "" if sess < 0 else bytes(mold.ss_name[sess]).decode("latin-1").rstrip(" ")
+                names[sess] = "" if sess < 0 else _session_name(mold, sess)
             mlen = int(MESSAGE_LENGTH[msgs[i, 0]])
             fields = decode(bytes(msgs[i, :mlen]))
             self.messages_file.writerow([names[sess], int(meta[i, 1])] + [fields.get(f, "") for f in self.fields])
@@ -112,6 +129,12 @@ class CsvSink:
         self.vwap_file.close()
         if self.messages_file is not None:
             self.messages_fh.close()
+        if self.packets_fh is not None:
+            self.packets_fh.close()
+
+
+def _session_name(mold, s: int) -> str:
+    return bytes(mold.ss_name[s]).decode("latin-1").rstrip(" ")
 
 
 def write_json(path: Path, data: dict) -> None:
