@@ -163,3 +163,59 @@ def write(path, data: bytes, *, gzip: bool = False) -> Path:
     path = Path(path)
     path.write_bytes(_gzip.compress(data) if gzip else data)
     return path
+
+
+# -- synthetic book activity --------------------------------------------------------------------------
+def book_activity(rng, count: int, locates=(1, 2, 3), *, start_ts: int = 34_200_000_000_000,
+                  max_step_ns: int = 40_000_000) -> list[bytes]:
+    """``count`` messages of plausible order flow (plus a few hostile ones: unknown refs, rejected adds),
+    beginning with a stock directory entry per locate; timestamps rise by up to ``max_step_ns``."""
+    out = [directory(locate, f"SYM{locate}", ts=start_ts) for locate in locates]
+    live: dict[int, tuple[int, str]] = {}            # ref -> (locate, side)
+    next_ref, match, ts = 1000, 1, start_ts
+    while len(out) < count:
+        ts += rng.randrange(max_step_ns)
+        roll = rng.random()
+        if roll < 0.35 or not live:
+            locate, side = rng.choice(locates), rng.choice("BS")
+            price = 1_000_000 + rng.randrange(-40, 40) * 100 + (-1500 if side == "B" else 1500)
+            mpid = "MPID" if rng.random() < 0.1 else None
+            out.append(add(next_ref, side, rng.randrange(1, 20) * 100, price, locate=locate, ts=ts, mpid=mpid))
+            live[next_ref] = (locate, side)
+            next_ref += 1
+            continue
+        ref = rng.choice(list(live))
+        locate = live[ref][0]
+        if roll < 0.45:
+            out.append(execute(ref, rng.randrange(1, 1500), match, locate=locate, ts=ts))
+            match += 1
+        elif roll < 0.50:
+            out.append(execute_at(ref, rng.randrange(1, 1500), match, 1_000_000 + rng.randrange(-9, 9) * 100,
+                                  rng.choice("YYN"), locate=locate, ts=ts))
+            match += 1
+        elif roll < 0.60:
+            out.append(cancel(ref, rng.randrange(1, 1500), locate=locate, ts=ts))
+        elif roll < 0.72:
+            out.append(delete(ref, locate=locate, ts=ts))
+            live.pop(ref)
+        elif roll < 0.82:
+            out.append(replace(ref, next_ref, rng.randrange(1, 20) * 100, 1_000_000 + rng.randrange(-40, 40) * 100,
+                               locate=locate, ts=ts))
+            live[next_ref] = live.pop(ref)
+            next_ref += 1
+        elif roll < 0.90:
+            out.append(trade(rng.choice("BS"), rng.randrange(1, 500), 1_000_000 + rng.randrange(-9, 9) * 100,
+                             match, locate=rng.choice(locates), ts=ts))
+            match += 1
+        elif roll < 0.93:
+            out.append(cross(rng.randrange(1, 100_000), 1_000_000, match, locate=rng.choice(locates), ts=ts))
+            match += 1
+        elif roll < 0.95:
+            out.append(broken(rng.randrange(1, match), locate=0, ts=ts))
+        elif roll < 0.97:                                  # a reference that was never added
+            ghost = next_ref + 1_000_000
+            out.append(rng.choice([delete(ghost, locate=locate, ts=ts), cancel(ghost, 5, locate=locate, ts=ts),
+                                   execute(ghost, 5, match, locate=locate, ts=ts)]))
+        else:
+            out.append(add(ref, "S", 100, 1_000_000, locate=locate, ts=ts))               # live ref: rejected
+    return out

@@ -1,0 +1,377 @@
+"""The engine (``appliance replay``, in-process) against the reference on the same files.
+
+Summary fields are compared exactly (VWAP floats approximately), CSVs row for row.  Inputs: feeds from the
+generator in several shapes and formats, a hand-built hostile capture, and the RITCH day file.  Nothing here
+skips when the engine or the generator is missing or wrong: such a test fails, saying what differed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import tempfile
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.itch.layout import MESSAGES, decode
+from reference import build as b
+from reference import reference_replay
+from reference.build import GROUP_A, GROUP_B, PORT
+
+SUMMARY_KEYS = ("packets", "bad_packets", "duplicate_packets", "heartbeats", "end_of_session", "messages",
+                "messages_by_type", "gaps", "open_orders", "unknown_order_refs", "rejected_adds", "broken_trades",
+                "broken_match_numbers", "bad_messages", "frames", "non_ipv4", "bad_ip", "truncated_frames",
+                "ip_fragments", "non_udp", "bad_udp", "not_feed")
+# Counted by the contract but not in its list of summary.json fields: compared when the engine reports them.
+COUNTED_KEYS = ("unsupported_linktype", "truncated_records")
+SYMBOL_FIELDS = ("locate", "bid_price", "bid_size", "ask_price", "ask_size", "volume", "notional", "trades",
+                 "vwap", "cross_volume")
+
+CSV_COLUMNS = {   # file -> (header, converter per column)
+    "bbo.csv": ("timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size", (int, int, str, int, int, int, int)),
+    "trades.csv": ("timestamp_ns,locate,symbol,kind,side,shares,price,match_number",
+                   (int, int, str, str, str, int, int, int)),
+    "vwap.csv": ("window_end_ns,locate,symbol,volume,notional,vwap,trades", (int, int, str, int, int, str, int)),
+}
+RESULT_OF = {"bbo.csv": "bbo", "trades.csv": "trades", "vwap.csv": "vwap"}
+VWAP_PRINTED = re.compile(r"^\d+\.\d{4}$")
+HALF_LAST_DIGIT = Fraction(1, 20_000)          # half of the 4th decimal: the most a correct rounding may move
+
+
+# -- running both sides -------------------------------------------------------------------------------
+def engine_replay(paths, out: Path, feeds=(), window_ms=None, step_ms=None, messages=False) -> dict:
+    from appliance.cli import main
+
+    argv = ["replay", *[str(p) for p in paths], "--out", str(out), "-q"]
+    for feed in feeds:
+        argv += ["--feed", feed]
+    if window_ms is not None:
+        argv += ["--vwap-window-ms", str(window_ms), "--vwap-step-ms", str(step_ms)]
+    if messages:
+        argv.append("--messages")
+    assert main(argv) == 0, f"appliance {' '.join(argv)} failed"
+    result = {"summary": json.loads((out / "summary.json").read_text())}
+    for name, (header, converters) in CSV_COLUMNS.items():
+        with open(out / name, newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows and ",".join(rows[0]) == header, f"{name}: header {rows[:1]}"
+        for number, row in enumerate(rows[1:], 1):
+            assert len(row) == len(converters), f"{name} row {number}: {row}"
+        result[RESULT_OF[name]] = [tuple(c(v) for c, v in zip(converters, row)) for row in rows[1:]]
+    return result
+
+
+def both(paths, out: Path, feeds=(), window_ms=None, step_ms=None):
+    paths = list(paths)
+    kwargs = {} if window_ms is None else {"window_ns": window_ms * 1_000_000, "step_ns": step_ms * 1_000_000}
+    reference = reference_replay(paths, feeds=list(feeds) or None, **kwargs)
+    engine = engine_replay(paths, out, feeds, window_ms, step_ms)
+    return engine, reference
+
+
+# -- comparing ----------------------------------------------------------------------------------------
+def summary_value(summary: dict, key: str):
+    """A summary field, at the top level or (as this engine also writes them) under "counters"."""
+    if key in summary:
+        return summary[key]
+    return summary.get("counters", {}).get(key, "<absent>")
+
+
+def summary_differences(engine: dict, reference: dict) -> list[str]:
+    diffs = []
+    for key in SUMMARY_KEYS:
+        got, want = summary_value(engine, key), reference[key]
+        if got != want:
+            diffs.append(f"summary.json {key}: engine {_short(got)} != reference {_short(want)}")
+    for key in COUNTED_KEYS:
+        got = summary_value(engine, key)
+        if got != "<absent>" and got != reference[key]:
+            diffs.append(f"summary.json {key}: engine {got} != reference {reference[key]}")
+    got_symbols, want_symbols = engine.get("symbols", {}), reference["symbols"]
+    if set(got_symbols) != set(want_symbols):
+        diffs.append(f"summary.json symbols: engine names {sorted(got_symbols)} != reference {sorted(want_symbols)}")
+    for name in sorted(set(got_symbols) & set(want_symbols)):
+        for field in SYMBOL_FIELDS:
+            got, want = got_symbols[name].get(field, "<absent>"), want_symbols[name][field]
+            if field == "vwap" and want is not None and isinstance(got, (int, float)):
+                volume, notional = want_symbols[name]["volume"], want_symbols[name]["notional"]
+                same = within_half_a_tick_digit(Fraction(got), Fraction(notional, volume))
+            else:
+                same = got == want
+            if not same:
+                diffs.append(f"summary.json symbols[{name}].{field}: engine {got} != reference {want}")
+    return diffs
+
+
+def row_differences(name: str, engine_rows: list, reference_rows: list) -> list[str]:
+    if name == "vwap.csv":
+        printed = [row[5] for row in engine_rows]
+        bad = [p for p in printed if not VWAP_PRINTED.match(p)]
+        if bad:
+            return [f"vwap.csv: vwap not printed with 4 decimals, e.g. {bad[0]!r}"]
+    for index, (got, want) in enumerate(zip(engine_rows, reference_rows)):
+        if name == "vwap.csv":
+            exact = Fraction(want[4], want[3])                      # notional / volume, no float involved
+            same = (got[:5] == want[:5] and got[6:] == want[6:]
+                    and abs(Fraction(Decimal(got[5])) - exact) <= HALF_LAST_DIGIT)
+        else:
+            same = got == want
+        if not same:
+            return [f"{name}: first difference at data row {index + 1}: engine {got} != reference {want} "
+                    f"(engine {len(engine_rows)} rows, reference {len(reference_rows)})"]
+    if len(engine_rows) != len(reference_rows):
+        index = min(len(engine_rows), len(reference_rows))
+        extra = engine_rows[index] if len(engine_rows) > index else reference_rows[index]
+        return [f"{name}: engine has {len(engine_rows)} rows, reference {len(reference_rows)}; "
+                f"first unmatched row {index + 1}: {extra}"]
+    return []
+
+
+def within_half_a_tick_digit(value: Fraction, exact: Fraction) -> bool:
+    """A VWAP correct to 4 decimals: a correct rounding of the exact value (either way at a tie), or the
+    double nearest to it (a float error of 1e-12 of the value is allowed on top)."""
+    return abs(value - exact) <= HALF_LAST_DIGIT + abs(exact) * Fraction(1, 10**12)
+
+
+def assert_equivalent(engine: dict, reference: dict) -> None:
+    diffs = summary_differences(engine["summary"], reference["summary"])
+    for name, key in RESULT_OF.items():
+        diffs += row_differences(name, engine[key], reference[key])
+    assert not diffs, "engine and reference disagree:\n  " + "\n  ".join(diffs)
+
+
+def _short(value, limit=300):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- generator feeds ----------------------------------------------------------------------------------
+SHAPES = {
+    "plain-pcap": (dict(seed=1, messages=20_000, instruments=8), "pcap", False),
+    "ab-gaps-on-A-pcapng": (dict(seed=2, messages=20_000, instruments=12, ab=True, gaps=6, gaps_on="A"),
+                            "pcapng", False),
+    "ab-gaps-on-both-gzip": (dict(seed=3, messages=20_000, instruments=5, ab=True, gaps=6, gaps_on="both"),
+                             "pcap", True),
+    "hostile-vlan-malformed": (dict(seed=4, messages=20_000, instruments=20, ab=True, gaps=4, gaps_on="both",
+                                    malformed=40, vlan=True), "pcapng", True),
+    "single-line-gaps-malformed": (dict(seed=5, messages=20_000, instruments=3, gaps=5, malformed=25), "pcap",
+                                   False),
+    "dayfile-gzip": (dict(seed=6, messages=20_000, instruments=10), "dayfile", True),
+}
+
+
+def generate(path: Path, fmt: str, compressed: bool, **spec):
+    from appliance.gen import FeedSpec, write_feed
+
+    return write_feed(path, FeedSpec(**spec), fmt=fmt, gzip=compressed)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_generated_feed(tmp_path, shape):
+    spec, fmt, compressed = SHAPES[shape]
+    path = tmp_path / f"feed.{fmt}"
+    manifest = generate(path, fmt, compressed, **spec)
+    engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)
+    # the generator's own account, as a third opinion on the reference
+    summary = reference["summary"]
+    assert summary["bad_packets"] == manifest.expected_bad_packets
+    assert summary["messages"] > 0 and reference["trades"] and reference["bbo"] and reference["vwap"]
+    if spec.get("ab") and spec.get("gaps_on") == "A":
+        assert summary["gaps"] == [], "holes on line A only must be filled from line B"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), messages=st.integers(50, 4_000), instruments=st.integers(1, 40),
+       ab=st.booleans(), gaps=st.integers(0, 8), gaps_on=st.sampled_from(["A", "both"]),
+       malformed=st.integers(0, 30), vlan=st.booleans(), fmt=st.sampled_from(["pcap", "pcapng", "dayfile"]),
+       compressed=st.booleans(), window=st.sampled_from([(1000, 100), (500, 250), (300, 100)]))
+def test_generated_feeds_of_many_shapes(seed, messages, instruments, ab, gaps, gaps_on, malformed, vlan, fmt,
+                                        compressed, window):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "feed"
+        manifest = generate(path, fmt, compressed, seed=seed, messages=messages, instruments=instruments, ab=ab,
+                            gaps=gaps, gaps_on=gaps_on, malformed=malformed, vlan=vlan)
+        engine, reference = both([path], Path(tmp) / "out", window_ms=window[0], step_ms=window[1])
+        assert_equivalent(engine, reference)
+        assert reference["summary"]["bad_packets"] == manifest.expected_bad_packets
+
+
+def test_same_feed_as_pcap_pcapng_and_day_file_gives_the_same_books_and_trades(tmp_path):
+    spec = dict(seed=11, messages=15_000, instruments=6, ab=True)
+    results = {}
+    for fmt in ("pcap", "pcapng", "dayfile"):
+        path = tmp_path / f"feed.{fmt}"
+        generate(path, fmt, False, **spec)
+        engine, reference = both([path], tmp_path / f"out-{fmt}")
+        assert_equivalent(engine, reference)
+        results[fmt] = engine
+    for fmt in ("pcapng", "dayfile"):
+        for key in ("bbo", "trades", "vwap"):
+            assert results[fmt][key] == results["pcap"][key], f"{key} from {fmt} differs from pcap"
+        for key in ("messages", "messages_by_type", "open_orders", "unknown_order_refs", "rejected_adds",
+                    "broken_match_numbers", "symbols"):
+            assert summary_value(results[fmt]["summary"], key) == summary_value(results["pcap"]["summary"], key), key
+
+
+def test_several_generated_inputs_are_one_stream(tmp_path):
+    """Two captures of one feed, split mid-stream: state (books, sequencing) carries across the files."""
+    whole = tmp_path / "whole.pcap"
+    generate(whole, "pcap", False, seed=21, messages=8_000, instruments=4, ab=True, gaps=3, gaps_on="both")
+    records = _pcap_split(whole.read_bytes())
+    first = b.write(tmp_path / "first.pcap", records[0])
+    second = b.write(tmp_path / "second.pcap", records[1], gzip=True)
+    engine, reference = both([first, second], tmp_path / "out")
+    assert_equivalent(engine, reference)
+    assert reference == reference_replay(whole)
+
+
+def _pcap_split(raw: bytes) -> tuple[bytes, bytes]:
+    """Cut a little-endian or big-endian classic pcap in two at the middle record boundary."""
+    import struct
+
+    order = "<" if raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    header, pos, starts = raw[:24], 24, []
+    while pos + 16 <= len(raw):
+        starts.append(pos)
+        pos += 16 + struct.unpack_from(order + "I", raw, pos + 8)[0]
+    middle = starts[len(starts) // 2]
+    return raw[:middle], header + raw[middle:]
+
+
+# -- hand-built hostile capture -----------------------------------------------------------------------
+HOSTILE_SESSION = b"HOSTILE001"
+
+
+def hostile_capture(seed: int = 7):
+    """Frames of an A/B feed wrapped in hostility, and the (sequence, message) pairs that must come out.
+
+    Packets of 1-6 messages; line A loses some, line B others, both lose a few (true gaps); between and
+    around the good packets: truncated copies, lengths past the end, unknown types, zero-length and
+    wrong-length messages, wrong counts, trailing bytes, garbage datagrams, garbage frames, fragments,
+    non-UDP, VLAN and QinQ tags, IP options, heartbeats, a second session, traffic on other groups.
+    """
+    rng = random.Random(seed)
+    messages = b.book_activity(rng, 1_500)
+    packets, seq = [], 1
+    while seq <= len(messages):
+        n = min(rng.randrange(1, 7), len(messages) - seq + 1)
+        packets.append((seq, messages[seq - 1:seq - 1 + n]))
+        seq += n
+    lost_both = set(rng.sample(range(1, len(packets)), 6))
+    lost_a = set(rng.sample(range(len(packets)), 25)) | lost_both
+    lost_b = set(rng.sample(range(len(packets)), 25)) | lost_both
+    delivered = [(s + i, m) for k, (s, group) in enumerate(packets) if not (k in lost_a and k in lost_b)
+                 for i, m in enumerate(group)]
+
+    def sends(group, line_lost, k, s, msgs):
+        if k in line_lost:
+            return []
+        options = rng.choice([{}, {"vlans": (0x8100,)}, {"vlans": (0x88A8, 0x8100)}, {"ip_options": b"\x01" * 8}])
+        return [b.udp_frame(b.mold(s, msgs, session=HOSTILE_SESSION), group=group, **options)]
+
+    frames = []
+    for k, (s, msgs) in enumerate(packets):
+        frames += sends(GROUP_A, lost_a, k, s, msgs)
+        frames += hostility(rng, s, msgs)
+        frames += sends(GROUP_B, lost_b, k, s, msgs)
+        if k % 40 == 0:
+            frames.append(b.udp_frame(b.heartbeat(s + len(msgs), session=HOSTILE_SESSION), group=GROUP_B))
+    frames.append(b.udp_frame(b.end_of_session(len(messages) + 1, session=HOSTILE_SESSION), group=GROUP_A))
+    return frames, delivered
+
+
+def hostility(rng: random.Random, seq: int, msgs: list[bytes]) -> list:
+    """A few bad frames and bad packets that look like the good packet at ``seq``."""
+    good = b.mold(seq, msgs, session=HOSTILE_SESSION)
+    group = rng.choice([GROUP_A, GROUP_B])
+    bad_payloads = [
+        good[:rng.randrange(1, 20)],                                              # shorter than the header
+        good[:-rng.randrange(1, 10)],                                             # last block past the end
+        b.mold(seq, msgs[:-1] + [b"\xff" + msgs[-1][1:]], session=HOSTILE_SESSION),   # unknown type
+        b.mold(seq, msgs + [b""], session=HOSTILE_SESSION),                      # zero-length message
+        b.mold(seq, msgs[:-1] + [msgs[-1] + b"\x00"], session=HOSTILE_SESSION),  # length != type's length
+        b.mold(seq, msgs, session=HOSTILE_SESSION, count=len(msgs) + 1),         # count too large
+        b.mold(seq, msgs, session=HOSTILE_SESSION, count=len(msgs) - 1) if len(msgs) > 1 else good + b"\x01",
+        good + bytes(rng.randrange(1, 4)),                                        # trailing bytes
+        b"HOSTILE001" + rng.randbytes(8) + b"\x00\x02" + b"\xff\xff" + rng.randbytes(30),  # garbage
+    ]
+    out = [b.udp_frame(rng.choice(bad_payloads), group=group)]
+    roll = rng.random()
+    if roll < 0.25:
+        frame = b.udp_frame(good, group=group)
+        out.append((frame[:rng.randrange(1, len(frame))], len(frame)))           # cut by the capture
+    elif roll < 0.35:
+        out.append(rng.randbytes(rng.randrange(0, 120)))                          # not even Ethernet
+    elif roll < 0.45:
+        out.append(b.udp_frame(good, group=group, flags_fragment=rng.choice([0x2000, 0x0100])))
+    elif roll < 0.50:
+        out.append(b.udp_frame(good, group=group, protocol=6))
+    elif roll < 0.55:
+        out.append(b.udp_frame(b.mold(1, [b.add(1, "B", 1, 1)], session=b"ELSEWHERE "), group="10.0.0.9"))
+    elif roll < 0.60:
+        out.append(b.udp_frame(good, group="224.0.0.1"))                           # control block: never a feed
+    elif roll < 0.70:
+        out.append(b.udp_frame(good, group=group, **rng.choice([                   # headers that lie, unambiguously
+            {"version": 6}, {"ihl": rng.randrange(0, 5)}, {"total_length": rng.randrange(0, 20)},
+            {"udp_length": rng.randrange(0, 8)}, {"udp_length": len(good) + 9 + rng.randrange(0, 50)},
+            {"ethertype": 0x86DD}, {"vlans": (0x8100,) * 5}])))
+    return out
+
+
+def expected_rows(delivered):
+    return [(HOSTILE_SESSION.decode(), seq, decode(m)) for seq, m in delivered]
+
+
+def read_engine_messages(path: Path) -> list[tuple]:
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            spec = MESSAGES[row["Message Type"]]
+            fields = {fld.name: row[fld.name] if fld.kind == "alpha" else int(row[fld.name]) for fld in spec.fields}
+            out.append((row["session"], int(row["sequence"]), fields))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_hostile_capture(tmp_path, fmt):
+    frames, delivered = hostile_capture()
+    raw = b.pcap_bytes(frames) if fmt == "pcap" else b.pcapng_bytes(frames, big_endian=True)
+    path = b.write(tmp_path / f"hostile.{fmt}", raw)
+    reference = reference_replay(path)
+    assert reference["messages"] == expected_rows(delivered), "reference did not deliver exactly the good packets"
+    out = tmp_path / "out"
+    engine = engine_replay([path], out, messages=True)
+    assert_equivalent(engine, reference)
+    engine_messages = read_engine_messages(out / "messages.csv")
+    for index, (got, want) in enumerate(zip(engine_messages, expected_rows(delivered))):
+        assert got == want, f"messages.csv row {index + 1}: engine {got} != sent {want}"
+    assert len(engine_messages) == len(delivered)
+
+
+def test_hostile_capture_with_explicit_feeds(tmp_path):
+    frames, delivered = hostile_capture(seed=8)
+    path = b.write(tmp_path / "hostile.pcap", b.pcap_bytes(frames), gzip=True)
+    feeds = [f"{GROUP_B}:{PORT}", f"{GROUP_A}:{PORT}"]
+    engine, reference = both([path], tmp_path / "out", feeds=feeds)
+    assert_equivalent(engine, reference)
+    assert reference["summary"]["not_feed"] > 0
+
+
+def test_ritch_day_file(shared_fixtures, tmp_path):
+    engine, reference = both([shared_fixtures / "ex20101224.TEST_ITCH_50"], tmp_path / "out")
+    assert_equivalent(engine, reference)
+
+
+def test_summary_json_carries_the_contract_fields_at_its_top_level(tmp_path):
+    path = b.write(tmp_path / "day.bin", b.dayfile_bytes([b.directory(1, "A"), b.add(1, "B", 1, 1)]))
+    engine = engine_replay([path], tmp_path / "out")
+    missing = [key for key in SUMMARY_KEYS + ("symbols",) if key not in engine["summary"]]
+    assert not missing, f"summary.json lacks top-level {missing} (found under 'counters': " \
+                        f"{[k for k in missing if k in engine['summary'].get('counters', {})]})"
