@@ -335,7 +335,7 @@ def read_engine_messages(path: Path) -> list[tuple]:
         for row in csv.DictReader(f):
             spec = MESSAGES[row["Message Type"]]
             fields = {fld.name: row[fld.name] if fld.kind == "alpha" else int(row[fld.name]) for fld in spec.fields}
-            out.append((row["session"], int(row["sequence"]), fields))
+            out.append((row["session"], int(row["sequence"]) if row["sequence"] else None, fields))
     return out
 
 
@@ -364,6 +364,41 @@ def test_hostile_capture_with_explicit_feeds(tmp_path):
     assert reference["summary"]["not_feed"] > 0
 
 
+def hostile_day_file(seed: int = 9) -> tuple[bytes, list[bytes]]:
+    """Good records with bad ones between them (zero length, unknown type, a length one off the type's) and a
+    record that runs past the end; returns the bytes and the messages that must be applied."""
+    rng = random.Random(seed)
+    good = b.book_activity(rng, 2_000)
+    raw, kept = bytearray(b.dayfile_bytes(good[:20])), list(good[:20])
+    for message in good[20:]:
+        raw += b.dayfile_bytes([message])
+        kept.append(message)
+        roll = rng.random()
+        if roll < 0.03:
+            raw += b"\x00\x00"
+        elif roll < 0.06:
+            raw += b.dayfile_bytes([bytes([rng.choice(b"abcGMTZ\x00\xff")]) + rng.randbytes(rng.randrange(0, 60))])
+        elif roll < 0.09:
+            other = rng.choice(good)
+            raw += b.dayfile_bytes([other + b"\x00" if rng.random() < 0.5 else other[:-1]])
+    raw += b.dayfile_bytes([good[0]])[:-3]
+    return bytes(raw), kept
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_hostile_day_file(tmp_path, compressed):
+    raw, kept = hostile_day_file()
+    path = b.write(tmp_path / "day", raw, gzip=compressed)
+    reference = reference_replay(path)
+    assert [m for _s, _q, m in reference["messages"]] == [decode(m) for m in kept]
+    assert reference["summary"]["bad_messages"] > 50 and reference["summary"]["truncated_records"] == 1
+    out = tmp_path / "out"
+    engine = engine_replay([path], out, messages=True)
+    assert_equivalent(engine, reference)
+    got = [fields for _session, _seq, fields in read_engine_messages(out / "messages.csv")]
+    assert got == [decode(m) for m in kept]
+
+
 def test_ritch_day_file(shared_fixtures, tmp_path):
     engine, reference = both([shared_fixtures / "ex20101224.TEST_ITCH_50"], tmp_path / "out")
     assert_equivalent(engine, reference)
@@ -375,3 +410,63 @@ def test_summary_json_carries_the_contract_fields_at_its_top_level(tmp_path):
     missing = [key for key in SUMMARY_KEYS + ("symbols",) if key not in engine["summary"]]
     assert not missing, f"summary.json lacks top-level {missing} (found under 'counters': " \
                         f"{[k for k in missing if k in engine['summary'].get('counters', {})]})"
+
+
+# -- readings of the contract where its words leave room ---------------------------------------------
+def _good(seq, ref, ts=1):
+    return b.udp_frame(b.mold(seq, [b.add(ref, "B", 100, 1000 + ref, ts=ts)]))
+
+
+def _edge_frames(kind: str):
+    """Frames (or a day file's bytes) for one reading, between good packets so sequencing is observable."""
+    whole = b.udp_frame(b.mold(2, [b.add(2, "B", 100, 1002)]))
+    if kind == "ip-total-length-past-a-whole-capture-is-bad_ip":
+        return [_good(1, 1), b.udp_frame(b.mold(2, [b.add(2, "B", 1, 1)]), total_length=1400), whole]
+    if kind == "ip-header-cut-by-the-capture-is-truncated":
+        return [_good(1, 1), (whole[:30], len(whole)), whole]
+    if kind == "runt-ethernet-frame-is-truncated":
+        return [_good(1, 1), whole[:10], whole]
+    if kind == "unsupported-linktype-records-count-as-frames":
+        return "pcapng-linktype-101"
+    if kind == "heartbeat-with-trailing-bytes-is-bad":
+        return [_good(1, 1), b.udp_frame(b.heartbeat(3) + b"\x00\x00"), whole]
+    if kind == "end-of-session-with-trailing-bytes-is-bad":
+        return [_good(1, 1), b.udp_frame(b.end_of_session(3) + b"\x00"), whole]
+    if kind == "day-file-whose-first-record-is-bad-is-still-a-day-file":
+        return b"\x00\x00" + b.dayfile_bytes(b.book_activity(random.Random(3), 30))
+    if kind == "end-of-session-repeated-is-listed-once":
+        return [_good(1, 1), b.udp_frame(b.end_of_session(2)), b.udp_frame(b.end_of_session(2)),
+                b.udp_frame(b.end_of_session(2), group=GROUP_B)]
+    if kind == "symbol-is-the-final-directory-name":
+        return [b.udp_frame(b.mold(1, [b.directory(1, "OLD"), b.add(1, "B", 100, 5, ts=1),
+                                       b.execute(1, 10, 1, ts=2), b.directory(1, "NEW")]))]
+    if kind == "day-file-record-past-the-end-with-unknown-type-is-truncated":
+        return b.dayfile_bytes(b.book_activity(random.Random(3), 30)) + b"\x00\x30Z" + bytes(5)
+    if kind == "execution-naming-another-locate-moves-the-orders-book":
+        return [b.udp_frame(b.mold(1, [b.add(1, "B", 100, 5, locate=3, ts=1), b.execute(1, 10, 1, locate=4, ts=2),
+                                       b.cancel(1, 10, locate=4, ts=3), b.delete(1, locate=4, ts=4)]))]
+    raise KeyError(kind)
+
+
+EDGE_KINDS = ["ip-total-length-past-a-whole-capture-is-bad_ip", "ip-header-cut-by-the-capture-is-truncated",
+              "runt-ethernet-frame-is-truncated", "unsupported-linktype-records-count-as-frames",
+              "heartbeat-with-trailing-bytes-is-bad", "end-of-session-with-trailing-bytes-is-bad",
+              "end-of-session-repeated-is-listed-once", "day-file-whose-first-record-is-bad-is-still-a-day-file",
+              "symbol-is-the-final-directory-name", "day-file-record-past-the-end-with-unknown-type-is-truncated",
+              "execution-naming-another-locate-moves-the-orders-book"]
+
+
+@pytest.mark.parametrize("kind", EDGE_KINDS)
+def test_contract_reading(tmp_path, kind):
+    """The reference's reading of a loose phrase (see tests/reference docstrings); the engine must match it or
+    the two readings must be reconciled in the contract."""
+    content = _edge_frames(kind)
+    if content == "pcapng-linktype-101":
+        raw = b.pcapng_bytes([_good(1, 1), _good(2, 2)], linktype=101)
+    elif isinstance(content, bytes):
+        raw = content
+    else:
+        raw = b.pcap_bytes(content)
+    path = b.write(tmp_path / "edge.bin", raw)
+    engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)

@@ -226,6 +226,8 @@ BAD_PAYLOADS = {
     "count smaller than the blocks": b.mold(2, msgs(2, 2), count=1),
     "trailing garbage": b.mold(2, msgs(1, 2)) + b"\x00",
     "block header cut": b.mold(2, msgs(1, 2), count=2) + b"\x00",
+    "heartbeat with trailing bytes": b.heartbeat(5) + b"\x00",
+    "end of session with trailing bytes": b.end_of_session(5) + b"\x00\x00",
 }
 
 
@@ -235,7 +237,7 @@ def test_bad_packet_is_counted_and_its_neighbours_decode_exactly(tmp_path, kind)
     r = cap(tmp_path, packets(b.mold(1, before), BAD_PAYLOADS[kind], b.mold(2, after)))
     s = r["summary"]
     assert s["bad_packets"] == 1 and s["packets"] == 3
-    assert s["gaps"] == [] and s["duplicate_packets"] == 0
+    assert s["gaps"] == [] and s["duplicate_packets"] == 0 and s["heartbeats"] == 0 and s["end_of_session"] == []
     assert applied(r) == [(1, decode(before[0])), (2, decode(after[0])), (3, decode(after[1]))]
 
 

@@ -211,7 +211,7 @@ def book_activity(rng, count: int, locates=(1, 2, 3), *, start_ts: int = 34_200_
             out.append(cross(rng.randrange(1, 100_000), 1_000_000, match, locate=rng.choice(locates), ts=ts))
             match += 1
         elif roll < 0.95:
-            out.append(broken(rng.randrange(1, match), locate=0, ts=ts))
+            out.append(broken(rng.randrange(1, match + 1), locate=0, ts=ts))
         elif roll < 0.97:                                  # a reference that was never added
             ghost = next_ref + 1_000_000
             out.append(rng.choice([delete(ghost, locate=locate, ts=ts), cancel(ghost, 5, locate=locate, ts=ts),

@@ -44,7 +44,8 @@ def parse_mold(payload: bytes) -> MoldPacket | None:
     session = payload[:10]
     sequence, count = struct.unpack_from(">QH", payload, 10)
     if count in (HEARTBEAT, END_OF_SESSION):
-        return MoldPacket(session, sequence, count, ())
+        # No blocks to walk, and the bytes must still be used exactly: a longer heartbeat is bad.
+        return MoldPacket(session, sequence, count, ()) if len(payload) == HEADER_LENGTH else None
     messages = []
     pos = HEADER_LENGTH
     for _ in range(count):
