@@ -444,7 +444,8 @@ def _edge_frames(kind: str):
         return b.dayfile_bytes(b.book_activity(random.Random(3), 30)) + b"\x00\x30Z" + bytes(5)
     if kind == "execution-naming-another-locate-moves-the-orders-book":
         return [b.udp_frame(b.mold(1, [b.add(1, "B", 100, 5, locate=3, ts=1), b.execute(1, 10, 1, locate=4, ts=2),
-                                       b.cancel(1, 10, locate=4, ts=3), b.delete(1, locate=4, ts=4)]))]
+                                       b.replace(1, 2, 70, 6, locate=4, ts=3), b.cancel(2, 10, locate=4, ts=4),
+                                       b.execute_at(2, 5, 2, 7, locate=4, ts=5), b.delete(2, locate=4, ts=6)]))]
     raise KeyError(kind)
 
 

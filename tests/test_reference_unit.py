@@ -74,7 +74,7 @@ def test_cancel_partial_then_beyond_remaining_and_delete(tmp_path):
 
 def test_replace_chain_keeps_side_and_locate_of_the_original(tmp_path):
     r = day(tmp_path, [b.directory(3, "CHN"), b.add(1, "S", 100, 500, locate=3, ts=1),
-                       b.replace(1, 2, 80, 510, locate=3, ts=2), b.replace(2, 3, 60, 505, locate=3, ts=3),
+                       b.replace(1, 2, 80, 510, locate=3, ts=2), b.replace(2, 3, 60, 505, locate=9, ts=3),
                        b.execute(3, 10, 1, locate=3, ts=4), b.execute(1, 10, 2, locate=3, ts=5),
                        b.delete(2, locate=3, ts=6)])
     assert r["bbo"] == [(1, 3, "CHN", 0, 0, 500, 100), (2, 3, "CHN", 0, 0, 510, 80), (3, 3, "CHN", 0, 0, 505, 60),
@@ -333,6 +333,17 @@ def test_every_capture_format_gives_the_same_result(tmp_path, fmt, compressed):
     want = reference_replay(b.write(tmp_path / "plain.pcap", b.pcap_bytes(stream())))
     assert got == want
     assert got["summary"]["gaps"] == [["TEST000001", 3, 3]] and got["trades"][0][5] == 4
+
+
+@pytest.mark.parametrize("length", [60, 61, 62, 63])
+def test_pcapng_records_keep_captured_bytes_without_block_padding(length):
+    from reference.inputs import pcapng_records
+
+    frame = bytes(range(length))
+    enhanced = list(pcapng_records(b.pcapng_bytes([frame, (frame[:50], length)])))
+    assert [(r.data, r.wire_length) for r in enhanced] == [(frame, length), (frame[:50], length)]
+    simple = list(pcapng_records(b.pcapng_bytes([frame], simple=True)))   # an SPB is cut only by the snaplen
+    assert [(r.data, r.wire_length) for r in simple] == [(frame, length)]
 
 
 def test_unsupported_linktype_is_counted_per_record(tmp_path):

@@ -63,20 +63,23 @@ def pcap_records(raw: bytes):
 def pcapng_records(raw: bytes):
     order = "<"
     linktypes: list[int] = []             # interface id -> link type, for the current section
+    snaplens: list[int] = []              # interface id -> snap length (0: none)
     pos = 0
     while pos + 12 <= len(raw):
         if raw[pos:pos + 4] == PCAPNG_SHB:
             order = PCAPNG_BYTE_ORDER.get(raw[pos + 8:pos + 12])
             if order is None:
                 return
-            linktypes = []
+            linktypes, snaplens = [], []
         block_type, block_length = struct.unpack_from(order + "II", raw, pos)
         if block_length < 12 or pos + block_length > len(raw):
             return
         body = raw[pos + 8:pos + block_length - 4]
         pos += block_length
         if block_type == PCAPNG_IDB and len(body) >= 8:
-            linktypes.append(struct.unpack_from(order + "H", body, 0)[0])
+            linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", body, 0)
+            linktypes.append(linktype)
+            snaplens.append(snaplen)
         elif block_type == PCAPNG_EPB and len(body) >= 20:
             interface, _hi, _lo, captured, original = struct.unpack_from(order + "IIIII", body, 0)
             if interface < len(linktypes) and 20 + captured <= len(body):
@@ -84,4 +87,6 @@ def pcapng_records(raw: bytes):
         elif block_type == PCAPNG_SPB and len(body) >= 4 and linktypes:
             (original,) = struct.unpack_from(order + "I", body, 0)
             captured = min(original, len(body) - 4)      # the rest of the body is padding
+            if snaplens[0]:
+                captured = min(captured, snaplens[0])
             yield Record(linktypes[0], body[4:4 + captured], original)
