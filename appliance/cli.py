@@ -19,8 +19,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gets one sentence and a pointer to --help, not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="appliance",
         description="Market-data capture appliance for NASDAQ TotalView-ITCH 5.0 over MoldUDP64.",
         epilog="commands:\n" + "\n".join(f"  {name:10s} {text}" for name, text in COMMANDS.items())
@@ -37,17 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     top = _top_parser()
     if not argv or argv[0].startswith("-"):
         top.parse_args(argv)          # handles --help / --version and exits
-        top.print_usage(sys.stderr)
-        print("appliance: error: a command is required", file=sys.stderr)
+        print("appliance: a command is required (see 'appliance --help')", file=sys.stderr)
         return 2
     name = argv[0]
     if name not in COMMANDS:
-        top.print_usage(sys.stderr)
-        print(f"appliance: error: unknown command {name!r} (choose from {', '.join(sorted(COMMANDS))})",
-              file=sys.stderr)
+        print(f"appliance: unknown command {name!r} (choose from {', '.join(sorted(COMMANDS))})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"appliance.commands.{name}")
-    parser = argparse.ArgumentParser(prog=f"appliance {name}", description=COMMANDS[name])
+    parser = _Parser(prog=f"appliance {name}", description=COMMANDS[name])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     return run_guarded(module.run, args)

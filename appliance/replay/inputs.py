@@ -111,20 +111,40 @@ def chunks(src: Source) -> Iterator[tuple[np.ndarray, int, bool]]:
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         yield np.frombuffer(mapped, dtype=np.uint8), src.start, True
         return
-    with gzip.open(src.path, "rb") as fh:
-        tail = b""
-        skip = src.start
+    tail = b""
+    skip = src.start
+    for data, final in _inflate(src.path):
+        joined = tail + data
+        reached = yield np.frombuffer(joined, dtype=np.uint8), skip, final
+        skip = 0
+        tail = joined[reached:] if reached is not None else b""
+
+
+def _inflate(path: str) -> Iterator[tuple[bytes, bool]]:
+    """Inflate a gzip file (any number of members) in chunks; a cut or damaged stream yields what inflated
+    cleanly and then raises InputError, so everything before the damage is decoded."""
+    decomp = zlib.decompressobj(wbits=31)
+    pending = bytearray()
+    with open(path, "rb") as fh:
         while True:
+            raw = fh.read(1 << 20)
             try:
-                data = fh.read(GZIP_CHUNK)
-            except (OSError, EOFError, zlib.error) as err:
-                raise InputError(f"{src.path}: gzip stream is damaged after "
-                                 f"{fh.tell() if not fh.closed else '?'} bytes: {err}") from None
-            final = len(data) < GZIP_CHUNK
-            joined = tail + data
-            buf = np.frombuffer(joined, dtype=np.uint8)
-            reached = yield buf, skip, final
-            skip = 0
-            tail = joined[reached:] if reached is not None else b""
-            if final:
+                while raw:
+                    pending += decomp.decompress(raw)
+                    raw = b""
+                    if decomp.eof and decomp.unused_data:      # the next gzip member starts here
+                        raw = decomp.unused_data
+                        decomp = zlib.decompressobj(wbits=31)
+            except zlib.error as err:
+                yield bytes(pending), True
+                raise InputError(f"{path}: gzip stream is damaged ({err}); decoded what came before it") from None
+            at_end = not fh.peek(1) if hasattr(fh, "peek") else False
+            if at_end:
+                pending += decomp.flush()
+                yield bytes(pending), True
+                if not decomp.eof:
+                    raise InputError(f"{path}: gzip stream ends early (file cut short); decoded what it held")
                 return
+            if len(pending) >= GZIP_CHUNK:
+                yield bytes(pending), False
+                pending.clear()
