@@ -1,0 +1,160 @@
+"""The one module that reads and writes /sys, /proc and the few /etc files tuning owns.
+
+psutil's habit: no path is hard-coded against ``/``; every path is relative and joined to ``root``, so the
+tests point the whole provisioning layer at a fake tree.  A write records the value it replaces before it
+writes (netsniff-ng's ``irq.c`` does this for ``smp_affinity_list``), which is what makes revert exact.
+With ``dry_run`` a write is recorded in the journal and not performed.
+
+Kernel attributes (sysfs, procfs) and configuration files are written differently on purpose: an attribute
+is opened ``O_WRONLY | O_TRUNC`` without ``O_CREAT`` (a missing attribute is an error, never a new file in a
+fake tree that hides a typo), a configuration file is written to a temporary name and renamed into place.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+ABSENT = None  # the recorded "old value" of a configuration file or link that did not exist
+
+
+@dataclass(frozen=True)
+class Write:
+    """One journal record: which path, what it held before, what was (or would have been) written."""
+
+    path: str
+    old: str | None
+    new: str | None
+
+
+class HostFS:
+    """Reads and writes under ``root``; ``journal`` lists every write in order, performed or not."""
+
+    def __init__(self, root: str | os.PathLike = "/", dry_run: bool = False):
+        self.root = Path(root)
+        self.dry_run = dry_run
+        self.journal: list[Write] = []
+
+    def __repr__(self) -> str:
+        return f"HostFS(root={str(self.root)!r}, dry_run={self.dry_run})"
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        """The real path of ``rel`` (written as on a live host, e.g. ``/proc/sys/net/core/rmem_max``)."""
+        return self.root / rel.lstrip("/")
+
+    def show(self, rel: str) -> str:
+        """``rel`` as an operator would type it on the host."""
+        return "/" + rel.lstrip("/")
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    def is_dir(self, rel: str) -> bool:
+        return self.path(rel).is_dir()
+
+    def is_writable(self, rel: str) -> bool:
+        """Whether the attribute's mode lets anyone write it.
+
+        ``os.access`` is useless here: root passes it for any regular file, but procfs and sysfs refuse
+        writes to 0444 attributes even for root (``net.core.rmem_max`` inside a network namespace is one).
+        """
+        try:
+            return bool(os.stat(self.path(rel)).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        except FileNotFoundError:
+            return False
+
+    def listdir(self, rel: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def glob(self, pattern: str) -> list[str]:
+        """Relative paths matching ``pattern`` (relative too), sorted."""
+        return sorted("/" + str(p.relative_to(self.root)) for p in self.root.glob(pattern.lstrip("/")))
+
+    def resolve(self, rel: str) -> str:
+        """``rel`` with symlinks resolved, still relative to the root (sysfs class links point into devices)."""
+        real = os.path.realpath(self.path(rel))
+        root = os.path.realpath(self.root)
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise ValueError(f"{self.show(rel)} resolves outside {root}")
+        return "/" + os.path.relpath(real, root)
+
+    # -- kernel attributes ---------------------------------------------------------------------------------
+    def read(self, rel: str) -> str:
+        """An attribute's value without its trailing newline."""
+        with open(self.path(rel), encoding="ascii", errors="replace") as f:
+            return f.read().rstrip("\n")
+
+    def read_text(self, rel: str) -> str:
+        """A whole multi-line procfs file (``/proc/interrupts``, ``/proc/cpuinfo``)."""
+        with open(self.path(rel), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def write(self, rel: str, value: str) -> Write:
+        """Write a kernel attribute, recording what it held first.  Raises ``OSError`` as the kernel does."""
+        record = Write(rel, self.read(rel), value)
+        self.journal.append(record)
+        if not self.dry_run:
+            self._write_attr(self.path(rel), value)
+        return record
+
+    def _write_attr(self, path: Path, value: str) -> None:
+        # One write() call: sysfs and procfs parse exactly the buffer of a single write.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, value.encode("ascii"))
+        finally:
+            os.close(fd)
+
+    # -- configuration files and links (/etc) --------------------------------------------------------------
+    def read_file(self, rel: str) -> str | None:
+        """A configuration file's content, or ``None`` when it does not exist."""
+        try:
+            with open(self.path(rel), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ABSENT
+
+    def put_file(self, rel: str, content: str | None, mode: int = 0o644) -> Write:
+        """Create, replace (atomically) or, with ``None``, remove a configuration file."""
+        record = Write(rel, self.read_file(rel), content)
+        self.journal.append(record)
+        if self.dry_run:
+            return record
+        path = self.path(rel)
+        if content is None:
+            path.unlink(missing_ok=True)
+            return record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return record
+
+    def read_link(self, rel: str) -> str | None:
+        try:
+            return os.readlink(self.path(rel))
+        except FileNotFoundError:
+            return ABSENT
+
+    def put_link(self, rel: str, target: str | None) -> Write:
+        """Point a symlink at ``target`` (replacing what is there), or remove it with ``None``."""
+        record = Write(rel, self.read_link(rel), target)
+        self.journal.append(record)
+        if self.dry_run:
+            return record
+        path = self.path(rel)
+        if os.path.lexists(path):
+            path.unlink()
+        if target is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, path)
+        return record

@@ -1,0 +1,1 @@
+"""Built-in tuning profiles (TOML data files, read with importlib.resources)."""
