@@ -434,6 +434,17 @@ def _edge_frames(kind: str):
         return [_good(1, 1), b.udp_frame(b.end_of_session(3) + b"\x00"), whole]
     if kind == "day-file-whose-first-record-is-bad-is-still-a-day-file":
         return b"\x00\x00" + b.dayfile_bytes(b.book_activity(random.Random(3), 30))
+    if kind == "sessions-still-held-at-the-end-resolve-in-order-of-first-appearance":
+        # line B carries both sessions, then falls silent; line A's later packets are held to the end
+        first, second = b"SECOND    ", b"FIRST     "
+        frames = []
+        for session, base in ((first, 1), (second, 100)):
+            for group in (GROUP_A, GROUP_B):
+                frames.append(b.udp_frame(b.mold(1, [b.add(base, "B", 10, base, ts=1)], session=session),
+                                          group=group))
+        for session, base in ((second, 100), (first, 1)):
+            frames.append(b.udp_frame(b.mold(3, [b.add(base + 1, "S", 10, 2000 + base, ts=2)], session=session)))
+        return frames
     if kind == "end-of-session-repeated-is-listed-once":
         return [_good(1, 1), b.udp_frame(b.end_of_session(2)), b.udp_frame(b.end_of_session(2)),
                 b.udp_frame(b.end_of_session(2), group=GROUP_B)]
@@ -454,7 +465,8 @@ EDGE_KINDS = ["ip-total-length-past-a-whole-capture-is-bad_ip", "ip-header-cut-b
               "heartbeat-with-trailing-bytes-is-bad", "end-of-session-with-trailing-bytes-is-bad",
               "end-of-session-repeated-is-listed-once", "day-file-whose-first-record-is-bad-is-still-a-day-file",
               "symbol-is-the-final-directory-name", "day-file-record-past-the-end-with-unknown-type-is-truncated",
-              "execution-naming-another-locate-moves-the-orders-book"]
+              "execution-naming-another-locate-moves-the-orders-book",
+              "sessions-still-held-at-the-end-resolve-in-order-of-first-appearance"]
 
 
 @pytest.mark.parametrize("kind", EDGE_KINDS)
@@ -470,4 +482,42 @@ def test_contract_reading(tmp_path, kind):
         raw = b.pcap_bytes(content)
     path = b.write(tmp_path / "edge.bin", raw)
     engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)
+
+
+def test_pending_cap_forces_the_oldest_hole(tmp_path):
+    """Line B falls silent after sequence 1; line A lost 2 and 600 and goes on, so A's packets are held.  When
+    1,024 wait, the oldest hole is declared and what was held flows at once: the rows of session 1 then appear
+    among those of an unrelated session 2 (locate 2) that is flowing meanwhile, not after all of them."""
+    other = b"OTHER     "
+    frames = [b.udp_frame(b.mold(1, [b.add(1, "B", 10, 100, ts=1)]), group=group) for group in (GROUP_A, GROUP_B)]
+    for seq in range(3, 1_103):
+        if seq != 600:
+            frames.append(b.udp_frame(b.mold(seq, [b.add(seq, "B" if seq % 2 else "S", 10, 100 + seq % 50,
+                                                         ts=seq * 1_000_000)])))
+        frames.append(b.udp_frame(b.mold(seq, [b.add(10_000 + seq, "B", 1, seq, locate=2, ts=seq * 1_000_000)],
+                                         session=other), group="239.9.9.9"))
+    frames.append(b.udp_frame(b.mold(1_900, [b.delete(5, ts=2_000_000_000)])))
+    path = b.write(tmp_path / "cap.pcap", b.pcap_bytes(frames))
+    engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)
+    assert reference["summary"]["gaps"] == [["TEST000001", 2, 2], ["TEST000001", 600, 600],
+                                            ["TEST000001", 1_103, 1_899]]
+    locates = [row[1] for row in reference["bbo"]]
+    first_forced = locates.index(1, 1)                  # the first row of session 1 after sequence 1
+    assert 0 < locates[first_forced:].count(2) < 1_100 - 1_024, "the hole was not forced at the cap"
+
+
+def test_vwap_counts_a_trade_stamped_before_an_earlier_message(tmp_path):
+    """The contract's window holds every counted trade stamped in [end - window, end), whatever arrived before
+    it.  Feed time steps back within a file (here by 50 ms and by 1 s), and between inputs: a second day file
+    starts again at midnight."""
+    first = b.dayfile_bytes([b.directory(1, "ONE"), b.directory(2, "TWO")] + [
+        b.trade("B", 100 + i, 10 + i, i, locate=1 + i % 2, ts=ts)
+        for i, ts in enumerate([5_000_000_000, 4_950_000_000, 4_000_000_000, 5_020_000_000, 5_010_000_000,
+                                5_500_000_000, 5_450_000_000, 5_600_000_000])])
+    second = b.dayfile_bytes([b.directory(1, "ONE")] + [b.trade("S", 7, 99, 100 + i, ts=1_000_000_000 + i * 10**8)
+                                                       for i in range(10)])
+    paths = [b.write(tmp_path / "day1.bin", first), b.write(tmp_path / "day2.bin", second)]
+    engine, reference = both(paths, tmp_path / "out")
     assert_equivalent(engine, reference)
