@@ -41,9 +41,11 @@ def _line_of(mold, group, port, cnt):
 
 
 @kernel
-def feed_payload(buf, off, caplen, mold, cnt):
+def feed_payload(buf, off, caplen, wirelen, mold, cnt):
     """Locate the UDP payload of a feed datagram in the frame at ``buf[off:off+caplen]``.
 
+    ``wirelen`` is the frame's length on the wire: a header that promises more bytes than were captured is a
+    truncated capture when the capture was cut short, and a lie (bad_ip / bad_udp) when it was not.
     Returns (payload offset, payload length, line index); line -1 when the frame is not a feed datagram.
     """
     end = off + caplen
@@ -80,7 +82,10 @@ def feed_payload(buf, off, caplen, mold, cnt):
         cnt[C.BAD_IP] += 1
         return 0, 0, -1
     if ip + total > end or ip + ihl > end:
-        cnt[C.TRUNCATED_FRAMES] += 1
+        if caplen < wirelen:
+            cnt[C.TRUNCATED_FRAMES] += 1
+        else:
+            cnt[C.BAD_IP] += 1
         return 0, 0, -1
     if (be16(buf, ip + 6) & 0x3FFF) != 0:                    # MF flag or a fragment offset
         cnt[C.IP_FRAGMENTS] += 1

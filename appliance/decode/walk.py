@@ -34,14 +34,17 @@ PCAPNG_EPB = 6
 PCAPNG_BOM = 0x1A2B3C4D
 OPT_IF_TSRESOL = 9
 MAX_IFACES = 64
-NG_BIG, NG_NIFACES, NG_IFACES = 0, 1, 2   # ng[] slots: byte order, interface count, (linktype, tsresol) pairs
+NG_BIG, NG_NIFACES, NG_IFACES = 0, 1, 2   # ng[] slots: byte order, interface count, then per interface:
+NG_IFACE_SLOTS = 3                        # link type, if_tsresol, snap length
+NG_SIZE = NG_IFACES + NG_IFACE_SLOTS * MAX_IFACES
 
 
 @kernel
-def frame(buf, off, caplen, ts_ns, mold, bk, out, cnt, by_type):
-    """One captured Ethernet frame: find the feed datagram, run the session layer and the books."""
+def frame(buf, off, caplen, wirelen, ts_ns, mold, bk, out, cnt, by_type):
+    """One captured Ethernet frame (``wirelen`` bytes on the wire, ``caplen`` of them captured): find the feed
+    datagram, run the session layer and the books."""
     cnt[C.FRAMES] += 1
-    p, n, line = feed_payload(buf, off, caplen, mold, cnt)
+    p, n, line = feed_payload(buf, off, caplen, wirelen, mold, cnt)
     if line < 0:
         return
     mold.ln_packets[line] += 1
@@ -89,7 +92,7 @@ def walk_pcap(buf, pos, end, big, nano, linktype, final, mold, bk, out, cnt, by_
             cnt[C.UNSUPPORTED_LINKTYPE] += 1
         else:
             ts = rd32(buf, pos, big) * 1_000_000_000 + rd32(buf, pos + 4, big) * frac_scale
-            frame(buf, pos + 16, incl, ts, mold, bk, out, cnt, by_type)
+            frame(buf, pos + 16, incl, rd32(buf, pos + 12, big), ts, mold, bk, out, cnt, by_type)
         pos += 16 + incl
     if pos < end and final:
         cnt[C.TRUNCATED_RECORDS] += 1
@@ -135,8 +138,10 @@ def _idb(buf, pos, total, big, ng):
         if code == OPT_IF_TSRESOL and olen >= 1:
             resol = np.int64(buf[q + 4])
         q += 4 + ((olen + 3) & ~3)
-    ng[NG_IFACES + 2 * n] = rd16(buf, pos + 8, big)
-    ng[NG_IFACES + 2 * n + 1] = resol
+    base = NG_IFACES + NG_IFACE_SLOTS * n
+    ng[base] = rd16(buf, pos + 8, big)
+    ng[base + 1] = resol
+    ng[base + 2] = rd32(buf, pos + 12, big)
     ng[NG_NIFACES] = n + 1
 
 
@@ -173,21 +178,25 @@ def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
             if not cnt_frame:
                 cnt[C.FRAMES] += 1
                 cnt[C.TRUNCATED_FRAMES] += 1
-            elif ng[NG_IFACES + 2 * iface] != LINKTYPE_ETHERNET:
+            elif ng[NG_IFACES + NG_IFACE_SLOTS * iface] != LINKTYPE_ETHERNET:
                 cnt[C.FRAMES] += 1
                 cnt[C.UNSUPPORTED_LINKTYPE] += 1
             else:
                 ts = (rd32(buf, pos + 12, big) << 32) | rd32(buf, pos + 16, big)
-                frame(buf, pos + 28, caplen, _to_ns(ts, ng[NG_IFACES + 2 * iface + 1]), mold, bk, out, cnt,
-                      by_type)
+                frame(buf, pos + 28, caplen, rd32(buf, pos + 24, big), _to_ns(ts, ng[NG_IFACES + NG_IFACE_SLOTS * iface + 1]),
+                      mold, bk, out, cnt, by_type)
         elif btype == PCAPNG_SPB and total >= 16:
             if ng[NG_NIFACES] == 0 or ng[NG_IFACES] != LINKTYPE_ETHERNET:
                 cnt[C.FRAMES] += 1
                 cnt[C.UNSUPPORTED_LINKTYPE] += 1
             else:
+                # An SPB holds min(original length, snap length) bytes, padded to 4 (pcapng 4.4).
                 origlen = rd32(buf, pos + 8, big)
                 caplen = min(origlen, total - 16)
-                frame(buf, pos + 12, caplen, 0, mold, bk, out, cnt, by_type)
+                snap = ng[NG_IFACES + 2]
+                if snap > 0 and snap < caplen:
+                    caplen = snap
+                frame(buf, pos + 12, caplen, origlen, 0, mold, bk, out, cnt, by_type)
         pos += total
     if pos < end and final:
         cnt[C.TRUNCATED_RECORDS] += 1

@@ -13,7 +13,7 @@ import numpy as np
 from appliance.decode import counters as C
 from appliance.decode import state as S
 from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
-from appliance.decode.walk import CORRUPT, NG_IFACES, MAX_IFACES, OUT_FULL, finish, walk_dayfile, \
+from appliance.decode.walk import CORRUPT, NG_SIZE, OUT_FULL, finish, walk_dayfile, \
     walk_pcap, walk_pcapng
 from appliance.errors import InputError
 from appliance.replay.inputs import Source, chunks, detect
@@ -78,7 +78,7 @@ class Replay:
         return self.result
 
     def _run_source(self, src: Source, total: int) -> None:
-        ng = np.zeros(NG_IFACES + 2 * MAX_IFACES, np.int64)
+        ng = np.zeros(NG_SIZE, np.int64)
         gen = chunks(src)
         try:
             item = next(gen)
