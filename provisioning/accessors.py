@@ -214,15 +214,19 @@ class ServiceState(Accessor):
 
 class ConfigFile(Accessor):
     """A whole file under /etc; ``None`` means absent.  ``restart`` names a service to restart after a
-    write when it is running (irqbalance reads /etc/default/irqbalance only at start)."""
+    write when it is running (irqbalance reads /etc/default/irqbalance only at start).  Removing the file
+    also removes the empty directories between it and ``anchor``, which tuning created for it."""
 
     kind = "file"
 
-    def __init__(self, fs: HostFS, path: str, services=None, restart: str | None = None, mode: int = 0o644):
+    def __init__(self, fs: HostFS, path: str, services=None, restart: str | None = None, mode: int = 0o644,
+                 anchor: str | None = None):
         self.fs, self.path, self.services, self.restart, self.mode = fs, path, services, restart, mode
+        self.anchor = anchor
 
     def locator(self):
-        return {"kind": self.kind, "path": self.path, "restart": self.restart, "mode": self.mode}
+        return {"kind": self.kind, "path": self.path, "restart": self.restart, "mode": self.mode,
+                "anchor": self.anchor}
 
     def where(self):
         return self.fs.show(self.path)
@@ -231,7 +235,7 @@ class ConfigFile(Accessor):
         return self.fs.read_file(self.path)
 
     def write(self, value):
-        self.fs.put_file(self.path, value, self.mode)
+        self.fs.put_file(self.path, value, self.mode, prune_below=self.anchor)
         if self.restart and self.services is not None:
             self.services.restart_if_active(self.restart)
 
@@ -243,13 +247,15 @@ class ConfigFile(Accessor):
 
 
 class Link(Accessor):
+    """A symlink; ``None`` means absent.  ``anchor`` as for :class:`ConfigFile`."""
+
     kind = "link"
 
-    def __init__(self, fs: HostFS, path: str):
-        self.fs, self.path = fs, path
+    def __init__(self, fs: HostFS, path: str, anchor: str | None = None):
+        self.fs, self.path, self.anchor = fs, path, anchor
 
     def locator(self):
-        return {"kind": self.kind, "path": self.path}
+        return {"kind": self.kind, "path": self.path, "anchor": self.anchor}
 
     def where(self):
         return self.fs.show(self.path)
@@ -258,7 +264,7 @@ class Link(Accessor):
         return self.fs.read_link(self.path)
 
     def write(self, value):
-        self.fs.put_link(self.path, value)
+        self.fs.put_link(self.path, value, prune_below=self.anchor)
 
     def show(self, value):
         return "absent" if value is None else f"-> {value}"
@@ -281,7 +287,7 @@ def rebuild(host, locator: dict[str, Any]) -> Accessor:
         return ServiceState(host.services, locator["name"])
     if kind == "file":
         return ConfigFile(host.fs, locator["path"], host.services, locator.get("restart"),
-                          locator.get("mode", 0o644))
+                          locator.get("mode", 0o644), locator.get("anchor"))
     if kind == "link":
-        return Link(host.fs, locator["path"])
+        return Link(host.fs, locator["path"], locator.get("anchor"))
     raise ValueError(f"unknown setting kind {kind!r} in the state file")

@@ -169,14 +169,17 @@ def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
                     entry.collateral = snapshot
                 if not host.dry_run:
                     save_state(path, state)  # write-ahead: the old value is on disk before the write
+                # Undo is armed before the write: a write that fails its read-back check may still have
+                # changed the value (a partial hugepage allocation), and rollback must cover it.
+                undo.append((s.accessor, s.current, snapshot))
                 try:
                     _write_checked(s.accessor, s.target, s.at_least, host.dry_run)
                 except Unsupported as err:
+                    undo.pop()
                     s.status, s.note = UNSUPPORTED, str(err)
                     if new:
                         state.entries.remove(entry)
                     continue
-                undo.append((s.accessor, s.current, snapshot))
                 s.status = CHANGE if host.dry_run else CHANGED
     except BaseException as err:
         errors = _rollback(host, undo)
@@ -187,7 +190,7 @@ def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
                 save_state(path, existing)
         if not isinstance(err, Exception):
             raise
-        raise ApplyError(f"{step}: {err}; the {len(undo)} change(s) made before it were rolled back"
+        raise ApplyError(f"{step}: {err}; everything this run changed was rolled back"
                          if not errors else f"{step}: {err}; rolling back failed for {len(errors)} value(s)",
                          errors) from err
     if not host.dry_run and state.entries != before:

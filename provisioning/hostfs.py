@@ -119,7 +119,21 @@ class HostFS:
         except FileNotFoundError:
             return ABSENT
 
-    def put_file(self, rel: str, content: str | None, mode: int = 0o644) -> Write:
+    def _prune(self, rel: str, below: str | None) -> None:
+        """Remove the now-empty directories between ``rel`` and ``below`` (which stays), so that removing
+        the last file put under, say, ``multi-user.target.wants`` leaves the tree as it was."""
+        if below is None:
+            return
+        stop = self.path(below)
+        parent = self.path(rel).parent
+        while parent != stop and stop in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (someone else's file is there) or already gone
+                return
+            parent = parent.parent
+
+    def put_file(self, rel: str, content: str | None, mode: int = 0o644, prune_below: str | None = None) -> Write:
         """Create, replace (atomically) or, with ``None``, remove a configuration file."""
         record = Write(rel, self.read_file(rel), content)
         self.journal.append(record)
@@ -128,6 +142,7 @@ class HostFS:
         path = self.path(rel)
         if content is None:
             path.unlink(missing_ok=True)
+            self._prune(rel, prune_below)
             return record
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -145,7 +160,7 @@ class HostFS:
         except FileNotFoundError:
             return ABSENT
 
-    def put_link(self, rel: str, target: str | None) -> Write:
+    def put_link(self, rel: str, target: str | None, prune_below: str | None = None) -> Write:
         """Point a symlink at ``target`` (replacing what is there), or remove it with ``None``."""
         record = Write(rel, self.read_link(rel), target)
         self.journal.append(record)
@@ -154,7 +169,9 @@ class HostFS:
         path = self.path(rel)
         if os.path.lexists(path):
             path.unlink()
-        if target is not None:
+        if target is None:
+            self._prune(rel, prune_below)
+        else:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(target, path)
         return record

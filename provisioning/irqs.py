@@ -72,16 +72,10 @@ def queue_of(name: str, iface: str) -> int | None:
 
 def device_vectors(fs: HostFS, topo: Topology, iface: str) -> list[int]:
     """MSI/MSI-X vectors of the interface's own device; empty for virtual interfaces."""
-    device = topo.device_dir(iface)
+    device = topo.pci_dir(iface)
     if device is None:
         return []
-    vectors = fs.listdir(f"{device}/msi_irqs")
-    if not vectors:
-        # virtio_net's netdev hangs off a virtio device whose parent PCI function owns the vectors.
-        subsystem = fs.read_link(f"{device}/subsystem") or ""
-        if subsystem.rstrip("/").endswith("/virtio"):
-            vectors = fs.listdir(f"{device.rsplit('/', 1)[0]}/msi_irqs")
-    return sorted(int(v) for v in vectors if v.isdigit())
+    return sorted(int(v) for v in fs.listdir(f"{device}/msi_irqs") if v.isdigit())
 
 
 def interface_irqs(fs: HostFS, topo: Topology, iface: str) -> list[Irq]:

@@ -131,12 +131,23 @@ class Topology:
         rel = f"/sys/class/net/{iface}/device"
         return self.fs.resolve(rel) if self.fs.exists(rel) else None
 
+    def pci_dir(self, iface: str) -> str | None:
+        """The device that owns the interrupts and the NUMA node: ``device`` itself, or for virtio_net the
+        PCI function the virtio device hangs off (``.../0000:00:03.0/virtio2``)."""
+        device = self.device_dir(iface)
+        if device is None:
+            return None
+        subsystem = self.fs.read_link(f"{device}/subsystem") or ""
+        if subsystem.rstrip("/").endswith("/virtio"):
+            return device.rsplit("/", 1)[0]
+        return device
+
     def nic_node(self, iface: str) -> int | None:
         """The NIC's NUMA node, ``None`` when the kernel does not know it (virtual device, -1, no NUMA)."""
-        rel = f"/sys/class/net/{iface}/device/numa_node"
-        if not self.fs.exists(rel):
+        device = self.pci_dir(iface)
+        if device is None or not self.fs.exists(f"{device}/numa_node"):
             return None
-        node = int(self.fs.read(rel))
+        node = int(self.fs.read(f"{device}/numa_node"))
         return node if node >= 0 else None
 
     def queues(self, iface: str, kind: str) -> list[int]:

@@ -5,7 +5,7 @@ import shlex
 
 from provisioning.accessors import ConfigFile, Link
 from provisioning.context import Context
-from provisioning.settings import CHANGE, OK, REBOOT, Setting
+from provisioning.settings import CHANGE, CHANGED, OK, REBOOT, Setting
 from provisioning.topology import format_cpulist, parse_cpulist
 
 BOOT_PARAMS = ("isolcpus", "nohz_full", "rcu_nocbs")
@@ -72,7 +72,7 @@ def systemd_escape(name: str) -> str:
 
 
 def sysctl_dropin(ctx: Context) -> str | None:
-    rows = [s for s in ctx.built if s.knob == "sysctl" and s.status in (OK, CHANGE)]
+    rows = [s for s in ctx.built if s.knob == "sysctl" and s.status in (OK, CHANGE, CHANGED)]
     if not rows:
         return None
     lines = [f"# Written by 'appliance tune apply --persist' (profile {ctx.profile.name}); "
@@ -113,7 +113,10 @@ def persist(ctx: Context, cfg: dict) -> list[Setting]:
         raise ValueError("--persist needs the command the boot unit runs")
     fs, services = ctx.host.fs, ctx.host.services
     return [
-        Setting("persist", "sysctl.d drop-in", PERSIST_REASON, ConfigFile(fs, SYSCTL_DROPIN), target=sysctl_dropin(ctx)),
-        Setting("persist", "boot unit", PERSIST_REASON, ConfigFile(fs, UNIT_PATH, services), target=unit_text(ctx)),
-        Setting("persist", "boot unit enabled", PERSIST_REASON, Link(fs, WANTS_LINK), target=f"../{UNIT_NAME}"),
+        Setting("persist", "sysctl.d drop-in", PERSIST_REASON, ConfigFile(fs, SYSCTL_DROPIN, anchor="/etc/sysctl.d"),
+                target=sysctl_dropin(ctx)),
+        Setting("persist", "boot unit", PERSIST_REASON, ConfigFile(fs, UNIT_PATH, services, anchor="/etc/systemd/system"),
+                target=unit_text(ctx)),
+        Setting("persist", "boot unit enabled", PERSIST_REASON, Link(fs, WANTS_LINK, anchor="/etc/systemd/system"),
+                target=f"../{UNIT_NAME}"),
     ]
