@@ -142,6 +142,28 @@ def _record(state: State, s: Setting) -> tuple[Entry, bool]:
     return entry, False
 
 
+def _apply_one(s: Setting, state: State, path: Path, host: Host, undo: list) -> None:
+    """Record, then write, one setting that needs a change; an unsupported write leaves no trace."""
+    entry, new = _record(state, s)
+    snapshot = _snapshot(s.accessor)
+    if new:
+        entry.collateral = snapshot
+    if not host.dry_run:
+        save_state(path, state)  # write-ahead: the old value is on disk before the write
+    # Undo is armed before the write: a write that fails its read-back check may still have changed the
+    # value (a partial hugepage allocation), and rollback must cover it.
+    undo.append((s.accessor, s.current, snapshot))
+    try:
+        _write_checked(s.accessor, s.target, s.at_least, host.dry_run)
+    except Unsupported as err:
+        undo.pop()
+        s.status, s.note = UNSUPPORTED, str(err)
+        if new:
+            state.entries.remove(entry)
+        return
+    s.status = CHANGE if host.dry_run else CHANGED
+
+
 def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
     host, path = ctx.host, Path(state_path)
     existing = load_state(path)
@@ -160,27 +182,11 @@ def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
                 result.rows.append(s)
                 if s.accessor is None or s.status not in (OK, CHANGE):
                     continue
-                entry, new = _record(state, s)
-                if s.status == OK:
-                    continue
                 step = s.key
-                snapshot = _snapshot(s.accessor)
-                if new:
-                    entry.collateral = snapshot
-                if not host.dry_run:
-                    save_state(path, state)  # write-ahead: the old value is on disk before the write
-                # Undo is armed before the write: a write that fails its read-back check may still have
-                # changed the value (a partial hugepage allocation), and rollback must cover it.
-                undo.append((s.accessor, s.current, snapshot))
-                try:
-                    _write_checked(s.accessor, s.target, s.at_least, host.dry_run)
-                except Unsupported as err:
-                    undo.pop()
-                    s.status, s.note = UNSUPPORTED, str(err)
-                    if new:
-                        state.entries.remove(entry)
-                    continue
-                s.status = CHANGE if host.dry_run else CHANGED
+                if s.status == OK:
+                    _record(state, s)  # verify checks it too, revert finds it at its old value
+                else:
+                    _apply_one(s, state, path, host, undo)
     except BaseException as err:
         errors = _rollback(host, undo)
         if not host.dry_run:

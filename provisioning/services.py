@@ -44,8 +44,9 @@ class HostServices:
         import psutil
 
         found = []
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            if proc.info["name"] == name:
+        for proc in psutil.process_iter(["name", "cmdline", "status"]):
+            # A zombie has exited; only its parent has not collected it yet.
+            if proc.info["name"] == name and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         return found
 
