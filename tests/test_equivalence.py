@@ -34,7 +34,8 @@ SYMBOL_FIELDS = ("locate", "bid_price", "bid_size", "ask_price", "ask_size", "vo
                  "vwap", "cross_volume")
 
 CSV_COLUMNS = {   # file -> (header, converter per column)
-    "bbo.csv": ("timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size", (int, int, str, int, int, int, int)),
+    "bbo.csv": ("timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size",
+                (int, int, str, int, int, int, int)),
     "trades.csv": ("timestamp_ns,locate,symbol,kind,side,shares,price,match_number",
                    (int, int, str, str, str, int, int, int)),
     "vwap.csv": ("window_end_ns,locate,symbol,volume,notional,vwap,trades", (int, int, str, int, int, str, int)),
