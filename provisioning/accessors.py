@@ -47,7 +47,10 @@ class Attr(Accessor):
             raise Unsupported(self.missing)
         raw = self.fs.read(self.path).strip()
         if self.codec == "int":
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:
+                raise Unsupported(f"{self.where()} holds {raw!r}, not a single number") from None
         if self.codec == "select":
             match = _SELECTED.search(raw)
             return match.group(1) if match else raw

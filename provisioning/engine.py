@@ -19,7 +19,7 @@ from provisioning.host import Host
 from provisioning.knobs import ORDER, build
 from provisioning.knobs.boot import reboot_cmdline
 from provisioning.settings import CHANGE, CHANGED, OK, UNSUPPORTED, Accessor, Setting
-from provisioning.state import Entry, State, load_state, remove_state, save_state
+from provisioning.state import Entry, State, load_state, locked, remove_state, save_state
 
 
 class WriteFailed(ProvisioningError):
@@ -165,7 +165,15 @@ def _apply_one(s: Setting, state: State, path: Path, host: Host, undo: list) -> 
 
 
 def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
-    host, path = ctx.host, Path(state_path)
+    """Apply the profile; holds the state file's lock unless this is a dry run."""
+    if ctx.host.dry_run:
+        return _apply(ctx, Path(state_path))
+    with locked(state_path):
+        return _apply(ctx, Path(state_path))
+
+
+def _apply(ctx: Context, path: Path) -> ApplyResult:
+    host = ctx.host
     existing = load_state(path)
     _check_owner(existing, ctx, path)
     state = copy.deepcopy(existing) if existing else State(
@@ -224,6 +232,14 @@ def verify(host: Host, state_path: str | Path) -> tuple[State, list[Check]]:
 
 
 def revert(host: Host, state_path: str | Path) -> tuple[State, RevertResult]:
+    """Restore the saved values, newest first; holds the state file's lock unless this is a dry run."""
+    if host.dry_run:
+        return _revert(host, state_path)
+    with locked(state_path):
+        return _revert(host, state_path)
+
+
+def _revert(host: Host, state_path: str | Path) -> tuple[State, RevertResult]:
     state = load_state(state_path)
     if state is None:
         raise StateError(f"nothing to revert: no tuning has been applied (no state file at {state_path})")

@@ -7,6 +7,9 @@ target, and the collateral values a channel change destroys.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import time
@@ -83,3 +86,19 @@ def save_state(path: str | os.PathLike, state: State) -> None:
 
 def remove_state(path: str | os.PathLike) -> None:
     Path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, shared: bool = False):
+    """Hold ``<state>.lock`` while applying, reverting or verifying, so a boot-time apply and an operator's
+    revert cannot interleave their writes.  Refuses at once instead of waiting."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateError(f"another appliance tune holds {lock}; wait for it to finish") from err
+            raise
+        yield

@@ -337,3 +337,16 @@ def test_crash_midway_leaves_a_state_that_reverts(tmp_path, monkeypatch):
 
     revert(m.host_view(), state)
     assert m.snapshot() == before
+
+
+def test_a_second_tune_is_refused_while_one_holds_the_lock(tmp_path):
+    from provisioning.state import locked
+
+    m = machine(tmp_path)
+    before = m.snapshot()
+    state = tmp_path / "state.json"
+    with locked(state):
+        with pytest.raises(StateError, match="another appliance tune holds"):
+            apply(_ctx(m.host), state)
+    assert m.snapshot() == before
+    apply(_ctx(m.host_view()), state)  # free again

@@ -105,6 +105,17 @@ def test_dry_run_shows_the_exact_writes(capsys, fake):
     assert fake.snapshot() == before
 
 
+def test_revert_dry_run_lists_the_restores_and_keeps_the_state(capsys, fake):
+    assert _run(capsys, fake, "apply", "--iface", "ens1f0")[0] == 0
+    tuned = fake.snapshot()
+    code, out, _ = _run(capsys, fake, "revert", "--dry-run")
+    assert code == 0
+    assert "would restore ens1f0 channels combined" in out
+    assert "  write '0-7' to /proc/irq/121/smp_affinity_list (now '4')" in out
+    assert "  ethtool set_channels ens1f0 combined_count=8" in out
+    assert fake.snapshot() == tuned
+
+
 def test_operator_errors_are_one_line(capsys, fake):
     code, out, err = _run(capsys, fake, "plan", "--iface", "nope0")
     assert code == 2 and out == ""
