@@ -66,7 +66,7 @@ KNOB_KEYS = {
     "pause": {"autoneg": _bool, "rx": _bool, "tx": _bool},
     "irq_affinity": {},
     "rps_xps": {},
-    "napi": {"defer_hard_irqs": _count, "gro_flush_timeout": _count},
+    "napi": {"defer_hard_irqs": _count, "gro_flush_timeout": _count, "threaded": _bool},
     "sysctl": {},
     "hugepages": {"pages_2m": _count, "pages_1g": _count},
     "governor": {"governor": _text},

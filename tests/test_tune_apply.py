@@ -49,7 +49,7 @@ def test_apply_verify_revert_restores_every_value_byte_for_byte(tmp_path):
         "irqbalance", "ens1f0 channels combined", "ens1f0 ring rx", "ens1f0 coalesce use_adaptive_rx_coalesce",
         "ens1f0 rx-gro", "ens1f0 pause autoneg", "ens1f0 pause rx", "ens1f0 pause tx",
         "ens1f0 irq 121 i40e-ens1f0-TxRx-0", "ens1f0 irq 122 i40e-ens1f0-TxRx-1",
-        "ens1f0 napi_defer_hard_irqs", "ens1f0 gro_flush_timeout",
+        "ens1f0 napi_defer_hard_irqs", "ens1f0 gro_flush_timeout", "ens1f0 threaded",
         "net.core.rmem_max", "net.core.rmem_default", "net.core.netdev_max_backlog",
         "hugepages 2 MB node 1", "hugepages 1 GB node 1", "governor policy4 (cpus 4)", "governor policy6 (cpus 6)",
         "transparent hugepages defrag"}
@@ -66,6 +66,7 @@ def test_apply_verify_revert_restores_every_value_byte_for_byte(tmp_path):
     assert _read(m, "proc/irq/131/smp_affinity_list") == "0-7"  # ens1f1 untouched
     assert _read(m, f"{NIC}/napi_defer_hard_irqs") == "2"
     assert _read(m, f"{NIC}/gro_flush_timeout") == "20000"
+    assert _read(m, f"{NIC}/threaded") == "1"
     assert _read(m, "proc/sys/net/core/rmem_max") == "536870912"
     assert _read(m, "proc/sys/net/core/netdev_max_backlog") == "250000"
     assert _read(m, NODE1_2M) == "2048"

@@ -75,11 +75,12 @@ def rps_xps(ctx: Context, cfg: dict) -> list[Setting]:
 def napi(ctx: Context, cfg: dict) -> list[Setting]:
     rows, fs = [], ctx.host.fs
     for t in ctx.targets:
-        for option, attr in (("defer_hard_irqs", "napi_defer_hard_irqs"), ("gro_flush_timeout", "gro_flush_timeout")):
+        for option, attr in (("defer_hard_irqs", "napi_defer_hard_irqs"), ("gro_flush_timeout", "gro_flush_timeout"),
+                             ("threaded", "threaded")):
             if option not in cfg:
                 continue
             path = f"/sys/class/net/{t.iface}/{attr}"
             rows.append(Setting("napi", f"{t.iface} {attr}", cfg["reason"],
-                                Attr(fs, path, "int", missing=f"{fs.show(path)} does not exist (kernel < 5.10)"),
-                                target=cfg[option]))
+                                Attr(fs, path, "int", missing=f"{fs.show(path)} does not exist (kernel too old)"),
+                                target=int(cfg[option])))
     return rows

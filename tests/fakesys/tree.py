@@ -65,6 +65,7 @@ def _netdev(root: Path, name: str, netdir: str, queues: int) -> None:
     _link(root, f"sys/class/net/{name}", f"../../{netdir}")
     _put(root, f"sys/{netdir}/napi_defer_hard_irqs", "0")
     _put(root, f"sys/{netdir}/gro_flush_timeout", "0")
+    _put(root, f"sys/{netdir}/threaded", "0")
     _put(root, f"sys/{netdir}/ifindex", str(len(os.listdir(root / "sys/class/net"))))
     for q in range(queues):
         queue_files(root, f"sys/{netdir}", "rx", q)
