@@ -20,6 +20,7 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 REPO = Path(__file__).resolve().parents[1]
+HOST_NIC = "eth0"
 PROFILE = """extends = "latency"
 name = "veth-test"
 [knobs.irqbalance]
@@ -60,17 +61,18 @@ def _host_snapshot() -> dict[str, str]:
     paths += glob.glob("/sys/devices/system/node/node*/hugepages/*/nr_hugepages")
     paths += glob.glob("/sys/devices/system/cpu/cpufreq/policy*/scaling_governor")
     paths += glob.glob("/proc/irq/*/smp_affinity_list")
-    paths += glob.glob("/sys/class/net/*/queues/*/rps_cpus") + glob.glob("/sys/class/net/*/napi_defer_hard_irqs")
+    # Only the host's own NIC: other tests may add and remove interfaces in the host namespace meanwhile.
+    paths += glob.glob(f"/sys/class/net/{HOST_NIC}/queues/*/*ps_cpus")
+    paths += [f"/sys/class/net/{HOST_NIC}/{a}" for a in ("napi_defer_hard_irqs", "gro_flush_timeout", "threaded")]
     out = {}
     for path in sorted(paths):
         try:
             out[path] = Path(path).read_text()
         except OSError as err:
             out[path] = f"unreadable: {err.errno}"
-    for iface in os.listdir("/sys/class/net"):
-        for opt in ("-l", "-k"):
-            out[f"ethtool {opt} {iface}"] = subprocess.run(["ethtool", opt, iface], capture_output=True,
-                                                           text=True).stdout
+    for opt in ("-l", "-g", "-c", "-k"):
+        out[f"ethtool {opt} {HOST_NIC}"] = subprocess.run(["ethtool", opt, HOST_NIC], capture_output=True,
+                                                          text=True).stdout
     return out
 
 
