@@ -21,7 +21,7 @@ from appliance.gen.fields import (
     NOII_DIRECTION, NOII_FAR, NOII_NEAR, NOII_REFERENCE, TRADING_STATE)
 from appliance.gen.orderflow import (
     ADD, ADD_ATTRIBUTED, BREAK, CANCEL, DELETE, EXECUTE, EXECUTE_PRICE, MIX, NEXT_MATCH, RECENT, REPLACE, RNG,
-    TRADE, Market, Tape, add, cancel, delete, replace)
+    TRADE, Market, Tape, add, alias_table, cancel, delete, replace)
 from appliance.gen.rng import next_unit, stream_key
 from appliance.gen.schedule import PATCH_BREAK, PATCH_COLLAR, PATCH_CROSS, PATCH_HALT, PATCH_NOII, \
     PATCH_TRADING_ACTION, build_schedule
@@ -164,10 +164,10 @@ def build_day(spec: FeedSpec) -> Day:
 
 def _market(u) -> Market:
     home = np.minimum(u.price // TICK - 1, LADDER // 2).astype(np.int64)   # level 0 stays >= one tick
-    cdf = np.cumsum(u.activity)
-    cdf /= cdf[-1]
+    pick_prob, pick_alias = alias_table(u.activity)
     action_cdf = np.cumsum(MIX) / MIX.sum()
     return Market(names=np.ascontiguousarray(u.names), lo=u.price - home * TICK, home=home, anchor=home.copy(),
-                  halted=np.zeros(len(u), np.uint8), lot=u.round_lot.copy(), cdf=cdf,
+                  halted=np.zeros(len(u), np.uint8), lot=u.round_lot.copy(), pick_prob=pick_prob,
+                  pick_alias=pick_alias,
                   mpids=np.frombuffer(b"".join(MPIDS), np.uint8).reshape(len(MPIDS), 4).copy(),
                   action_cdf=action_cdf)

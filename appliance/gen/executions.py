@@ -10,7 +10,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.gen import records
-from appliance.gen.book import BUY, REF_BASE, SELL, front, reduce
+from appliance.gen.book import BUY, LEVEL, REF_BASE, SELL, SHARES, best_level, front, reduce
 from appliance.gen.orderflow import EXECUTIONS, NEXT_MATCH, RECENT, RNG, draw_shares, pick_instrument, price_of
 from appliance.gen.rng import next_below, next_unit
 from appliance.gen.universe import TICK
@@ -44,11 +44,11 @@ def execute(out, pos, ts, bk, mk, key, tape, with_price):
         o = front(bk, stock, side)
         if o < 0:
             return -1
-    shares = np.int64(bk.shares[o])
+    shares = np.int64(bk.orders[o, SHARES])
     qty = shares
     if shares > 1 and next_unit(key, tape.state, RNG) >= P_FULL_FILL:
         qty = 1 + next_below(key, tape.state, RNG, shares - 1)
-    level = np.int64(bk.level[o])
+    level = np.int64(bk.orders[o, LEVEL])
     mk.anchor[stock] = level
     match = next_match(tape, stock)
     reduce(bk, o, qty)
@@ -64,8 +64,8 @@ def execute(out, pos, ts, bk, mk, key, tape, with_price):
 @kernel
 def reference_price(bk, mk, stock):
     """Midpoint of the book (rounded down to a tick), one side's best, or the last trade."""
-    bid = bk.best[2 * stock + BUY]
-    ask = bk.best[2 * stock + SELL]
+    bid = best_level(bk, stock, BUY)
+    ask = best_level(bk, stock, SELL)
     if bid >= 0 and ask >= 0:
         return price_of(mk, stock, (np.int64(bid) + ask) // 2)
     if bid >= 0 or ask >= 0:
@@ -80,8 +80,8 @@ def trade(out, pos, ts, bk, mk, key, tape):
     stock = pick_instrument(mk, key, tape)
     if mk.halted[stock]:
         return -1
-    bid = bk.best[2 * stock + BUY]
-    ask = bk.best[2 * stock + SELL]
+    bid = best_level(bk, stock, BUY)
+    ask = best_level(bk, stock, SELL)
     if bid >= 0 and ask >= 0:
         price = (price_of(mk, stock, bid) + price_of(mk, stock, ask)) // 2
     else:

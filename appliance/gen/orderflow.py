@@ -22,8 +22,8 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.gen import records
-from appliance.gen.book import BUY, LADDER, LAST_REPLACE, LIVE, ORDERS, REF_BASE, SELL, TARGET_LIVE, enqueue, \
-    front, reduce, remove
+from appliance.gen.book import BUY, LADDER, LAST_REPLACE, LEVEL, LIVE, ORDERS, REF_BASE, SELL, SHARES, \
+    best_level, enqueue, reduce, remove, side_of, stock_of
 from appliance.gen.rng import next_below, next_exponential, next_unit
 from appliance.gen.universe import TICK
 
@@ -38,7 +38,8 @@ Market = namedtuple("Market", [
     "anchor",       # int64[n]: level of the last trade: where a book with both sides empty restarts
     "halted",       # uint8[n]: 1 while halted or paused (no executions then)
     "lot",          # int64[n]: round lot
-    "cdf",          # float64[n]: cumulative activity, to pick an instrument
+    "pick_prob",    # float64[n]: alias table of the activity distribution (Walker/Vose), to pick an
+    "pick_alias",   # int64[n]:   instrument in O(1): a binary search over 3,000 weights costs more
     "mpids",        # uint8[k, 4]: attributions for 'F' adds
     "action_cdf",   # float64[len(MIX)]
 ])
@@ -52,8 +53,25 @@ RECENT = 4096
 
 @kernel(inline="always")
 def pick_instrument(mk, key, tape):
-    i = np.searchsorted(mk.cdf, next_unit(key, tape.state, RNG), side="right")
-    return min(np.int64(i), mk.cdf.shape[0] - 1)
+    """An instrument drawn by activity: the alias method (one draw picks a column and a coin)."""
+    x = next_unit(key, tape.state, RNG) * mk.pick_prob.shape[0]
+    i = np.int64(x)
+    return i if x - i < mk.pick_prob[i] else mk.pick_alias[i]
+
+
+def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias table for ``weights``: column i keeps itself with probability prob[i], else alias[i]."""
+    n = len(weights)
+    scaled = [float(w) * n / float(weights.sum()) for w in weights]
+    prob, alias = np.ones(n), np.arange(n, dtype=np.int64)
+    small = [i for i, p in enumerate(scaled) if p < 1.0]
+    large = [i for i, p in enumerate(scaled) if p >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return prob, alias
 
 
 @kernel(inline="always")
@@ -75,8 +93,8 @@ def draw_shares(mk, stock, key, tape):
 @kernel
 def place(bk, mk, stock, side, key, tape):
     """Ladder level for a new order on ``side``: improve, join or sit behind the side's best; -1 if no room."""
-    bid = bk.best[2 * stock + BUY]
-    ask = bk.best[2 * stock + SELL]
+    bid = best_level(bk, stock, BUY)
+    ask = best_level(bk, stock, SELL)
     sign = 1 if side == BUY else -1                   # +1 moves a bid towards the ask, and vice versa
     own, other = (bid, ask) if side == BUY else (ask, bid)
     if own >= 0:
@@ -133,10 +151,10 @@ def pick_live(bk, key, tape):
         back = next_below(key, tape.state, RNG, n)                        # any time today
     start = max(0, n - 1 - back)
     for o in range(start, max(-1, start - 512), -1):
-        if bk.shares[o] > 0:
+        if bk.orders[o, SHARES] > 0:
             return o
     for o in range(start + 1, min(n, start + 512)):
-        if bk.shares[o] > 0:
+        if bk.orders[o, SHARES] > 0:
             return o
     return -1
 
@@ -147,7 +165,7 @@ def delete(out, pos, ts, bk, key, tape):
     if o < 0:
         return -1
     remove(bk, o)
-    return records.delete(out, pos, ts, np.int64(bk.stock[o]), REF_BASE + o)
+    return records.delete(out, pos, ts, stock_of(bk, o), REF_BASE + o)
 
 
 @kernel
@@ -156,28 +174,28 @@ def cancel(out, pos, ts, bk, key, tape):
     o = pick_live(bk, key, tape)
     if o < 0:
         return -1
-    if bk.shares[o] < 2:
+    if bk.orders[o, SHARES] < 2:
         remove(bk, o)
-        return records.delete(out, pos, ts, np.int64(bk.stock[o]), REF_BASE + o)
-    qty = 1 + next_below(key, tape.state, RNG, bk.shares[o] - 1)
+        return records.delete(out, pos, ts, stock_of(bk, o), REF_BASE + o)
+    qty = 1 + next_below(key, tape.state, RNG, bk.orders[o, SHARES] - 1)
     reduce(bk, o, qty)
-    return records.cancel(out, pos, ts, np.int64(bk.stock[o]), REF_BASE + o, qty)
+    return records.cancel(out, pos, ts, stock_of(bk, o), REF_BASE + o, qty)
 
 
 @kernel
 def replace(out, pos, ts, bk, mk, key, tape):
     """Cancel-replace: same instrument and side, a new reference, often a new price; loses time priority."""
     o = bk.counters[LAST_REPLACE]
-    if o < 0 or bk.shares[o] == 0 or next_unit(key, tape.state, RNG) >= 0.35:
+    if o < 0 or bk.orders[o, SHARES] == 0 or next_unit(key, tape.state, RNG) >= 0.35:
         o = pick_live(bk, key, tape)
         if o < 0:
             return -1
-    stock, side, level = np.int64(bk.stock[o]), np.int64(bk.side[o]), np.int64(bk.level[o])
-    shares = np.int64(bk.shares[o])
+    stock, side = stock_of(bk, o), side_of(bk, o)
+    level, shares = np.int64(bk.orders[o, LEVEL]), np.int64(bk.orders[o, SHARES])
     remove(bk, o)
     r = next_unit(key, tape.state, RNG)
     moved = level + (0 if r < 0.3 else (1 if r < 0.65 else -1)) * (1 + next_below(key, tape.state, RNG, 2))
-    other = bk.best[2 * stock + 1 - side]
+    other = best_level(bk, stock, 1 - side)
     sign = 1 if side == BUY else -1
     if 0 <= moved < LADDER and (other < 0 or sign * (moved - other) < 0):
         level = moved                         # otherwise keep the old price, which was valid
