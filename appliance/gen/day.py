@@ -115,7 +115,7 @@ def run_day(out, offsets, ts, sched_ts, sched_at, sched_patch, tpl, n_flow, bk, 
     flow timestamp (all scheduled + flow so far), so no unread value is overwritten.
     """
     n_sched = sched_ts.shape[0]
-    pos = 0
+    pos = np.int64(0)            # not the literal 0: that would compile every callee twice
     i_s = 0
     i_f = 0
     while i_s < n_sched or i_f < n_flow:

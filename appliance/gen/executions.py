@@ -31,7 +31,7 @@ def next_match(tape, stock):
     return match
 
 
-@kernel
+@kernel(inline="always")
 def execute(out, pos, ts, bk, mk, key, tape, with_price):
     """E (or C, at an improved price) against the top of a random side of a busy instrument."""
     stock = pick_instrument(mk, key, tape)
@@ -73,7 +73,7 @@ def reference_price(bk, mk, stock):
     return price_of(mk, stock, mk.anchor[stock])
 
 
-@kernel
+@kernel(inline="always")
 def trade(out, pos, ts, bk, mk, key, tape):
     """P: a fill against a non-displayed order, priced inside the spread (at the midpoint when both sides
     are quoted, which is where most hidden and midpoint-peg liquidity executes)."""
@@ -102,7 +102,7 @@ def recent_execution(key, tape):
     return tape.recent[slot, 0], tape.recent[slot, 1]
 
 
-@kernel
+@kernel(inline="always")
 def break_trade(out, pos, ts, key, tape):
     match, stock = recent_execution(key, tape)
     if match < 0:

@@ -121,7 +121,7 @@ def place(bk, mk, stock, side, key, tape):
     return level
 
 
-@kernel
+@kernel(inline="always")
 def add(out, pos, ts, bk, mk, tape, key, attributed):
     stock = pick_instrument(mk, key, tape)
     side = next_below(key, tape.state, RNG, 2)
@@ -159,7 +159,7 @@ def pick_live(bk, key, tape):
     return -1
 
 
-@kernel
+@kernel(inline="always")
 def delete(out, pos, ts, bk, key, tape):
     o = pick_live(bk, key, tape)
     if o < 0:
@@ -168,7 +168,7 @@ def delete(out, pos, ts, bk, key, tape):
     return records.delete(out, pos, ts, stock_of(bk, o), REF_BASE + o)
 
 
-@kernel
+@kernel(inline="always")
 def cancel(out, pos, ts, bk, key, tape):
     """Partial cancel; an order of one share is deleted instead (X never takes an order to zero)."""
     o = pick_live(bk, key, tape)
@@ -182,7 +182,7 @@ def cancel(out, pos, ts, bk, key, tape):
     return records.cancel(out, pos, ts, stock_of(bk, o), REF_BASE + o, qty)
 
 
-@kernel
+@kernel(inline="always")
 def replace(out, pos, ts, bk, mk, key, tape):
     """Cancel-replace: same instrument and side, a new reference, often a new price; loses time priority."""
     o = bk.counters[LAST_REPLACE]
