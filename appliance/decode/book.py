@@ -106,7 +106,7 @@ def _reduce(bk, cnt, slot, want):
     return taken
 
 
-@kernel
+@kernel(inline="always")
 def apply_message(buf, p, bk, out, cnt, by_type):
     """Apply the message at ``buf[p]`` (length already validated against its type)."""
     t = buf[p]
