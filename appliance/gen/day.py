@@ -24,7 +24,7 @@ from appliance.gen.orderflow import (
     TRADE, Market, Tape, add, alias_table, cancel, delete, replace)
 from appliance.gen.rng import next_unit, stream_key
 from appliance.gen.schedule import PATCH_BREAK, PATCH_COLLAR, PATCH_CROSS, PATCH_HALT, PATCH_NOII, \
-    PATCH_TRADING_ACTION, build_schedule
+    PATCH_TRADING_ACTION, build_schedule, mandatory_messages
 from appliance.gen.spec import FeedSpec
 from appliance.gen.timeline import TIMELINES, fill_flow_times, flow_buckets
 from appliance.gen.universe import MPIDS, TICK, make_universe
@@ -32,7 +32,6 @@ from appliance.itch.layout import MAX_MESSAGE_LENGTH, MESSAGE_LENGTH
 
 FIRST_MATCH = 1_000                    # match numbers are day-unique; start clear of 0
 LIVE_ORDERS_PER_INSTRUMENT = 150       # the book stops growing past this many live orders per instrument
-MIN_FLOW_SHARE = 0.2                   # the order flow must be at least this share of the day
 
 
 @dataclass(frozen=True)
@@ -136,15 +135,15 @@ def run_day(out, offsets, ts, sched_ts, sched_at, sched_patch, tpl, n_flow, bk, 
 
 def build_day(spec: FeedSpec) -> Day:
     spec.validate()
+    need = mandatory_messages(spec.instruments) + 1
+    if spec.messages < need:
+        raise UserError(f"{spec.messages:,} messages is too few for {spec.instruments:,} instruments: a day needs "
+                        f"at least {need:,} (six system events, a directory entry per instrument, one order)")
     tl = TIMELINES[spec.timeline]
     u = make_universe(spec.seed, spec.instruments)
     sched = build_schedule(u, tl, spec.messages, spec.seed)
     n = spec.messages
     n_flow = n - len(sched)
-    if n_flow < MIN_FLOW_SHARE * n:
-        need = int(len(sched) / (1 - MIN_FLOW_SHARE)) + 1
-        raise UserError(f"{n:,} messages is too few for {spec.instruments:,} instruments "
-                        f"(the directory, trading states and crosses alone take {len(sched):,}): use at least {need:,}")
     ts = np.empty(n, np.int64)
     starts, lengths, counts = flow_buckets(tl, n_flow)
     scratch = int(counts.max()) + 1

@@ -86,19 +86,23 @@ def _drop(spec: FeedSpec, packets: Packets, data: np.ndarray, on_a: np.ndarray, 
           imp: Impairments) -> None:
     """Drop ``gaps`` packets (line A, or both lines) and ``gaps_both`` more from both lines.
 
-    The packets are spread over the day, one per stretch, never the first or last data packet, never two
-    neighbours (adjacent drops would merge into one gap and make the counts ambiguous).
+    Never the first or last data packet.  The drops are spread over the day, one per stretch, and never two
+    neighbours (adjacent drops from both lines would merge into one gap) unless the feed is too short for
+    that; the manifest lists each dropped packet either way.
     """
     k = spec.gaps + spec.gaps_both
     if k == 0:
         return
     candidates = data[1:-1]
-    if len(candidates) < 3 * k:
-        raise UserError(f"{k} dropped packets need a longer feed: only {len(data):,} data packets; "
-                        "ask for more messages or fewer gaps")
+    if len(candidates) < k:
+        raise UserError(f"cannot drop {k} packets from a feed of {len(data):,} data packets (the first and last "
+                        "are never dropped): ask for more messages or fewer gaps")
     draws = Stream(spec.seed, "plan.drops")
     stretch = len(candidates) // k
-    picks = candidates[np.arange(k) * stretch + draws.below(k, stretch - 1)]     # stretch - 1: no neighbours
+    if stretch >= 3:
+        picks = candidates[np.arange(k) * stretch + draws.below(k, stretch - 1)]   # stretch - 1: no neighbours
+    else:
+        picks = np.sort(candidates[draws.permutation(len(candidates))[:k]])
     both = np.zeros(k, bool)
     both[draws.permutation(k)[:spec.gaps_both]] = True
     if spec.gaps_on == "both":
@@ -113,14 +117,14 @@ def _drop(spec: FeedSpec, packets: Packets, data: np.ndarray, on_a: np.ndarray, 
 
 
 def _hostile_sources(spec: FeedSpec, data: np.ndarray, on_a: np.ndarray) -> np.ndarray:
-    """The good packets (sent on line A) the hostile frames are made from, one per stretch of the day."""
+    """The good packets (sent on line A) the hostile frames are made from, one per stretch of the day; in a
+    feed with fewer packets than hostile frames, several follow the same packet."""
     k = spec.malformed
+    sent = data[on_a[data]]                # never empty: the first data packet is never dropped
     if k == 0:
         return np.zeros(0, np.int64)
-    sent = data[on_a[data]]
-    if len(sent) < 2 * k:
-        raise UserError(f"{k} malformed packets need a longer feed: only {len(sent):,} data packets; "
-                        "ask for more messages or fewer malformed packets")
+    if len(sent) < k:
+        return sent[np.arange(k) * len(sent) // k]
     stretch = len(sent) // k
     return np.sort(sent[np.arange(k) * stretch + Stream(spec.seed, "plan.hostile").below(k, stretch)])
 

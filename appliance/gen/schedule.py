@@ -6,7 +6,8 @@ merges them with the order flow by time.  A few need the state of the book when 
 imbalance is priced at the book's midpoint then, a LULD collar around it, a broken trade names a recent
 execution, a halt stops executions -- so each carries a ``patch`` code telling the kernel what to fill in or
 update.  Which instruments play which part (the IPO, the paused stock...) is fixed by activity rank, so every
-message type appears in any day of at least a few thousand messages.
+message type appears in any day of at least a few thousand messages.  Smaller days keep the system events
+and the directory and as many of the other parts as fit, rarest message types first.
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import numpy as np
 from appliance.gen.encode import encode_rows
 from appliance.gen.rng import Stream
 from appliance.gen.timeline import SECOND, Timeline
-from appliance.gen.universe import MPIDS, PRICE_SCALE, TICK, Universe
+from appliance.gen.universe import MPIDS, TICK, Universe
 
 PATCH_STATIC, PATCH_TRADING_ACTION, PATCH_HALT, PATCH_CROSS, PATCH_NOII, PATCH_COLLAR, PATCH_BREAK = range(7)
 MS, US = 1_000_000, 1_000
 CROSS_SHARE = 0.04                     # at most this share of the day's messages are NOII and cross messages
 OPEN_NOII_BEFORE = (300, 240, 180, 120, 60, 30, 10)          # seconds before the open
 CLOSE_NOII_BEFORE = (600, 300, 240, 180, 120, 60, 30, 10)    # seconds before the close
-MIN_INSTRUMENTS = 8                    # enough for the IPO, the paused, the halted and the crossing stocks
+SYSTEM_EVENTS = "OSQMEC"                # start of messages, system hours, market hours, ends
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,17 @@ class Schedule:
 class _Builder:
     def __init__(self):
         self.parts: list[tuple[np.ndarray, np.ndarray, int]] = []
+        self.rows = 0
 
     def add(self, mtype: str, ts, patch: int = PATCH_STATIC, **columns) -> None:
         ts = np.atleast_1d(np.asarray(ts, dtype=np.int64))
-        rows = encode_rows(mtype, len(ts), Timestamp=ts, **columns)
-        self.parts.append((ts, rows, patch))
+        if len(ts):
+            self.parts.append((ts, encode_rows(mtype, len(ts), Timestamp=ts, **columns), patch))
+            self.rows += len(ts)
+
+    def rollback(self, parts: int) -> None:
+        while len(self.parts) > parts:
+            self.rows -= len(self.parts.pop()[0])
 
     def build(self) -> Schedule:
         ts = np.concatenate([p[0] for p in self.parts])
@@ -59,8 +66,8 @@ class _Builder:
 
 @dataclass(frozen=True)
 class Roles:
-    """Instruments with a part to play, by activity rank (busiest first)."""
-    crossing: np.ndarray       # the open and close crosses, and their imbalances
+    """Instruments with a part to play, by activity rank (busiest first).  With few instruments one plays
+    several parts: the IPO, the pause and the operational halt come one after another, never at once."""
     ipo: int                   # quietest: halted until its IPO cross
     listing: int               # second quietest: direct listing price discovery (O)
     paused: int                # a LULD trading pause with its auction collar (J) and halt cross
@@ -68,75 +75,98 @@ class Roles:
     participants: np.ndarray   # have registered market makers (L)
 
 
-def assign_roles(u: Universe, messages: int) -> Roles:
+def assign_roles(u: Universe) -> Roles:
     order = u.by_rank()
     n = len(u)
-    per_crossing = 2 + len(OPEN_NOII_BEFORE) + len(CLOSE_NOII_BEFORE)
-    k = int(np.clip(messages * CROSS_SHARE // per_crossing, 1, n - 2))
-    crossing = np.sort(order[:k][order[:k] != order[-1]])
-    return Roles(crossing=crossing, ipo=int(order[-1]), listing=int(order[-2]), paused=int(order[1]),
-                 op_halted=int(order[3]), participants=np.sort(order[:min(n, 20)]))
+    return Roles(ipo=int(order[-1]), listing=int(order[-2 % n]), paused=int(order[1 % n]),
+                 op_halted=int(order[3 % n]), participants=np.sort(order[:min(n, 20)]))
+
+
+def mandatory_messages(instruments: int) -> int:
+    """What every day has: the six system events and one directory entry per instrument."""
+    return len(SYSTEM_EVENTS) + instruments
 
 
 def build_schedule(u: Universe, tl: Timeline, messages: int, seed: int) -> Schedule:
+    """Everything but the order flow.  The optional parts go in by priority while they fit in half of what
+    the system events and the directory leave of ``messages``."""
     b = _Builder()
     draws = Stream(seed, "schedule")
-    roles = assign_roles(u, messages)
-    b.add("S", tl.start_of_messages, Event_Code="O")
-    t = _opening_burst(b, u, roles, tl.start_of_messages + MS)
-    assert t < tl.start_of_system
-    b.add("S", tl.start_of_system, Event_Code="S")
-    _ipo(b, u, roles.ipo, tl)
-    _direct_listing(b, u, roles.listing, tl)
-    _noii(b, u, roles.crossing, tl.market_open, OPEN_NOII_BEFORE, "O", tl.start_of_system, draws)
-    b.add("S", tl.market_open, Event_Code="Q")
-    _cross(b, u, roles.crossing, tl.market_open + 50 * MS, "O", 1, draws)
-    _luld_pause(b, u, roles.paused, tl)
-    b.add("h", [tl.market_fraction(0.6), tl.market_fraction(0.6) + tl.pause_ns], PATCH_HALT,
-          Stock_Locate=roles.op_halted + 1, Stock=bytes(u.names[roles.op_halted]), Market_Code="Q",
-          Operational_Halt_Action=["H", "T"])
-    b.add("B", tl.market_fraction(0.5), PATCH_BREAK)
-    b.add("W", tl.market_fraction(0.95), Breached_Level="1")   # after 15:25 on a real day: no halt follows
-    _intraday_notices(b, u, roles, tl, draws)
-    _noii(b, u, roles.crossing, tl.market_close, CLOSE_NOII_BEFORE, "C", tl.market_open, draws)
-    b.add("S", tl.market_close, Event_Code="M")
-    _cross(b, u, roles.crossing, tl.market_close + 50 * MS, "C", 2, draws)
-    b.add("S", tl.end_of_system, Event_Code="E")
-    b.add("S", tl.end_of_messages, Event_Code="C")
+    roles = assign_roles(u)
+    times = (tl.start_of_messages, tl.start_of_system, tl.market_open, tl.market_close, tl.end_of_system,
+             tl.end_of_messages)
+    for code, t in zip(SYSTEM_EVENTS, times):
+        b.add("S", t, Event_Code=code)
+    _directory(b, u, roles, tl.start_of_messages + MS)
+    budget = b.rows + (messages - mandatory_messages(len(u))) // 2
+    features = (
+        lambda: b.add("V", tl.start_of_messages + MS // 2, Level_1=539_400_000_000, Level_2=504_600_000_000,
+                      Level_3=464_000_000_000),       # 7%, 13%, 20% below an S&P 500 close of 5,800.00
+        lambda: b.add("W", tl.market_fraction(0.95), Breached_Level="1"),   # after 15:25: no halt follows
+        lambda: _ipo(b, u, roles.ipo, tl),
+        lambda: b.add("B", tl.market_fraction(0.5), PATCH_BREAK),        # after the IPO cross: a match exists
+        lambda: _luld_pause(b, u, roles.paused, tl),
+        lambda: b.add("h", [tl.market_fraction(0.6), tl.market_fraction(0.6) + tl.pause_ns], PATCH_HALT,
+                      Stock_Locate=roles.op_halted + 1, Stock=bytes(u.names[roles.op_halted]), Market_Code="Q",
+                      Operational_Halt_Action=["H", "T"]),
+        lambda: _direct_listing(b, u, roles.listing, tl),
+        lambda: _intraday_notices(b, u, tl, draws),
+        lambda: _participants(b, u, roles, tl.start_of_system - 10 * MS),
+        lambda: _trading_states(b, u, roles, tl.start_of_system - 20 * MS),
+        lambda: _crosses(b, u, roles, tl, int(min(messages * CROSS_SHARE, budget - b.rows)), draws),
+    )
+    for i, feature in enumerate(features):
+        mark = len(b.parts)
+        feature()
+        if b.rows > budget:
+            b.rollback(mark)
+            if i == 2:                    # no IPO cross, so the break (next) would have no execution to name
+                break
     return b.build()
 
 
-def _opening_burst(b: _Builder, u: Universe, roles: Roles, t: int) -> int:
-    """Directory (R) for every instrument, circuit-breaker levels (V), trading states (H), market makers (L).
-
-    Returns the time after the burst.
-    """
+def _directory(b: _Builder, u: Universe, roles: Roles, t: int) -> None:
+    """The stock directory (R), one message per instrument in locate order, 2 us apart."""
     n = len(u)
-    locate = np.arange(1, n + 1)
     listed = u.nasdaq_listed
     etp = u.etp
-    b.add("R", t + 2 * US * np.arange(n), Stock_Locate=locate, Stock=list(map(bytes, u.names)),
+    b.add("R", t + 2 * US * np.arange(n), Stock_Locate=np.arange(1, n + 1), Stock=list(map(bytes, u.names)),
           Market_Category=list(u.category), Financial_Status_Indicator=_pick(listed, "N", " "),
           Round_Lot_Size=u.round_lot, Round_Lots_Only="N", Issue_Classification=_pick(etp, "Q", "C"),
-          Issue_Sub_Type=_pick(etp, "I ", "Z "), Authenticity="P", Short_Sale_Threshold_Indicator=_pick(listed, "N", " "),
+          Issue_Sub_Type=_pick(etp, "I ", "Z "), Authenticity="P",
+          Short_Sale_Threshold_Indicator=_pick(listed, "N", " "),
           IPO_Flag=[("Y" if i == roles.ipo else ("N" if listed[i] else " ")) for i in range(n)],
           LULD_Reference_Price_Tier=_pick(u.rank < max(1, n // 5), "1", "2"), ETP_Flag=_pick(etp, "Y", "N"),
           Inverse_Indicator="N")
-    t += 2 * US * n + MS
-    # MWCB levels: 7%, 13% and 20% below an S&P 500 reference close of 5,800.00 (Price(8)).
-    b.add("V", t, Level_1=539_400_000_000, Level_2=504_600_000_000, Level_3=464_000_000_000)
-    t += MS
-    states = ["H" if i == roles.ipo else "T" for i in range(n)]
-    reasons = ["IPO1" if i == roles.ipo else "" for i in range(n)]
-    b.add("H", t + 2 * US * np.arange(n), PATCH_TRADING_ACTION, Stock_Locate=locate, Stock=list(map(bytes, u.names)),
-          Trading_State=states, Reason=reasons)
-    t += 2 * US * n + MS
+
+
+def _trading_states(b: _Builder, u: Universe, roles: Roles, t: int) -> None:
+    """Trading state (H 'T') for every instrument before system hours; the IPO has its own (halted)."""
+    others = np.array([i for i in range(len(u)) if i != roles.ipo], np.int64)
+    b.add("H", t + 2 * US * np.arange(len(others)), PATCH_TRADING_ACTION, Stock_Locate=others + 1,
+          Stock=[bytes(u.names[i]) for i in others], Trading_State="T")
+
+
+def _participants(b: _Builder, u: Universe, roles: Roles, t: int) -> None:
+    """Three registered market makers (L) in each of the busiest instruments, the first one primary."""
     mm = np.repeat(roles.participants, 3)
     mpids = [MPIDS[(int(i) * 7 + j * 5) % len(MPIDS)] for i in roles.participants for j in range(3)]
     b.add("L", t + 2 * US * np.arange(len(mm)), MPID=mpids, Stock_Locate=mm + 1,
           Stock=[bytes(u.names[i]) for i in mm], Primary_Market_Maker=["Y", "N", "N"] * len(roles.participants),
           Market_Maker_Mode="N", Market_Participant_State="A")
-    return t + 2 * US * len(mm)
+
+
+def _crosses(b: _Builder, u: Universe, roles: Roles, tl: Timeline, allowance: int, draws: Stream) -> None:
+    """Imbalances (I) ahead of the open and close, and the opening and closing crosses (Q), for as many of
+    the busiest instruments as ``allowance`` messages cover (the IPO joins only when it is alone)."""
+    per_instrument = 2 + len(OPEN_NOII_BEFORE) + len(CLOSE_NOII_BEFORE)
+    order = u.by_rank()
+    candidates = order[order != roles.ipo] if len(u) > 1 else order
+    crossing = np.sort(candidates[:max(0, allowance) // per_instrument])
+    _noii(b, u, crossing, tl.market_open, OPEN_NOII_BEFORE, "O", tl.start_of_system, draws)
+    _cross(b, u, crossing, tl.market_open + 50 * MS, "O", 1, draws)
+    _noii(b, u, crossing, tl.market_close, CLOSE_NOII_BEFORE, "C", tl.market_open, draws)
+    _cross(b, u, crossing, tl.market_close + 50 * MS, "C", 2, draws)
 
 
 def _pick(mask: np.ndarray, yes: str, no: str) -> list[str]:
@@ -144,9 +174,11 @@ def _pick(mask: np.ndarray, yes: str, no: str) -> list[str]:
 
 
 def _ipo(b: _Builder, u: Universe, i: int, tl: Timeline) -> None:
-    """Anticipated release for quotation (K), quotation only, then the IPO (halt) cross and trading."""
+    """Halted from the start ("IPO1"), the anticipated release for quotation (K), quotation only, then the
+    IPO (halt) cross and trading."""
     release = tl.market_fraction(0.2)
     stock = dict(Stock_Locate=i + 1, Stock=bytes(u.names[i]))
+    b.add("H", tl.start_of_system - 30 * MS, PATCH_TRADING_ACTION, Trading_State="H", Reason="IPO1", **stock)
     b.add("K", tl.start_of_system + SECOND, IPO_Quotation_Release_Time=release // SECOND,
           IPO_Quotation_Release_Qualifier="A", IPO_Price=int(u.price[i]), **stock)
     b.add("H", release, PATCH_TRADING_ACTION, Trading_State="Q", Reason="IPOQ", **stock)
@@ -175,7 +207,7 @@ def _luld_pause(b: _Builder, u: Universe, i: int, tl: Timeline) -> None:
     b.add("H", start + tl.pause_ns, PATCH_TRADING_ACTION, Trading_State="T", **stock)
 
 
-def _intraday_notices(b: _Builder, u: Universe, roles: Roles, tl: Timeline, draws: Stream) -> None:
+def _intraday_notices(b: _Builder, u: Universe, tl: Timeline, draws: Stream) -> None:
     """Reg SHO short-sale restrictions (Y) and retail price improvement interest (N) at random times."""
     n = len(u)
     span = tl.market_close - tl.market_open

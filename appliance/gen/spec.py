@@ -12,6 +12,7 @@ from appliance.itch.layout import MAX_MESSAGE_LENGTH
 
 MAX_INSTRUMENTS = 10_000       # NASDAQ carries about 9,000; the generator's book costs ~25 KB per instrument
 MAX_MESSAGES = 2_000_000_000
+DEFAULT_VLAN = 100
 
 
 @dataclass
@@ -26,7 +27,7 @@ class FeedSpec:
     instruments: int = 300
     session: str = "TEST000001"             # MoldUDP64 session, 10 ASCII characters
     start_seq: int = 1                      # sequence number of the first message
-    vlan: int | None = None                 # 802.1Q VLAN id (the inner C-tag with qinq)
+    vlan: int | None = None                 # 802.1Q VLAN id (the inner C-tag with qinq); True: DEFAULT_VLAN
     qinq: bool = False                      # add an outer 802.1ad S-tag (0x88a8) with ``outer_vlan``
     ip_options: bool = False                # IHL 6: a 4-byte NOP/EOL option in every feed packet
     ab: bool = False                        # send every packet on line B too, a few microseconds later
@@ -50,8 +51,8 @@ class FeedSpec:
     def validate(self) -> None:
         """Raise UserError, in one sentence, for the first thing wrong with this spec."""
         _check(isinstance(self.seed, int) and 0 <= self.seed < 2**64, f"seed {self.seed!r} must be 0 to 2**64-1")
-        _check(isinstance(self.instruments, int) and 8 <= self.instruments <= MAX_INSTRUMENTS,
-               f"instruments must be 8 to {MAX_INSTRUMENTS:,}, not {self.instruments!r}")
+        _check(isinstance(self.instruments, int) and 1 <= self.instruments <= MAX_INSTRUMENTS,
+               f"instruments must be 1 to {MAX_INSTRUMENTS:,}, not {self.instruments!r}")
         _check(isinstance(self.messages, int) and 0 < self.messages <= MAX_MESSAGES,
                f"messages must be 1 to {MAX_MESSAGES:,}, not {self.messages!r}")
         _check(isinstance(self.session, str) and len(self.session) == 10 and self.session.isascii()
@@ -59,7 +60,7 @@ class FeedSpec:
         _check(isinstance(self.start_seq, int) and 1 <= self.start_seq < 2**62,
                f"start_seq must be at least 1, not {self.start_seq!r}")
         _check(self.vlan is None or (isinstance(self.vlan, int) and 0 <= self.vlan <= 4095),
-               f"vlan must be 0 to 4095, not {self.vlan!r}")
+               f"vlan must be a VLAN id 0 to 4095, not {self.vlan!r}")
         _check(0 <= self.outer_vlan <= 4095, f"outer_vlan must be 0 to 4095, not {self.outer_vlan!r}")
         for name in ("gaps", "gaps_both", "malformed"):
             value = getattr(self, name)
@@ -80,6 +81,14 @@ class FeedSpec:
                "line_a and line_b must differ")
         _ipv4(self.source, "source")
         epoch_seconds(self.date)
+
+    @property
+    def vlan_id(self) -> int | None:
+        """The 802.1Q id to tag with, or None: ``vlan`` may also be a bool (False: untagged, True: the default
+        id), and QinQ always has an inner tag."""
+        if self.vlan is None or self.vlan is False:
+            return DEFAULT_VLAN if self.qinq else None
+        return DEFAULT_VLAN if self.vlan is True else int(self.vlan)
 
     @property
     def impaired(self) -> bool:

@@ -55,8 +55,8 @@ def ethernet(dst: bytes, src: bytes, ethertype: int, spec: FeedSpec) -> bytes:
     tags = b""
     if spec.qinq:
         tags += struct.pack(">HH", ETH_P_8021AD, spec.outer_vlan)
-    if spec.vlan is not None or spec.qinq:
-        tags += struct.pack(">HH", ETH_P_8021Q, 100 if spec.vlan is None else spec.vlan)
+    if spec.vlan_id is not None:
+        tags += struct.pack(">HH", ETH_P_8021Q, spec.vlan_id)
     return dst + src + tags + struct.pack(">H", ethertype)
 
 
