@@ -21,13 +21,13 @@ from appliance.gen.fields import (
     NOII_DIRECTION, NOII_FAR, NOII_NEAR, NOII_REFERENCE, TRADING_STATE)
 from appliance.gen.orderflow import (
     ADD, ADD_ATTRIBUTED, BREAK, CANCEL, DELETE, EXECUTE, EXECUTE_PRICE, MIX, NEXT_MATCH, RECENT, REPLACE, RNG,
-    TRADE, Market, Tape, add, alias_table, cancel, delete, replace)
+    TRADE, DOLLARS_PER_SPACING_TICK, MAX_SPACING, Market, Tape, add, alias_table, cancel, delete, replace)
 from appliance.gen.rng import next_unit, stream_key
 from appliance.gen.schedule import PATCH_BREAK, PATCH_COLLAR, PATCH_CROSS, PATCH_HALT, PATCH_NOII, \
     PATCH_TRADING_ACTION, build_schedule, mandatory_messages
 from appliance.gen.spec import FeedSpec
 from appliance.gen.timeline import TIMELINES, fill_flow_times, flow_buckets
-from appliance.gen.universe import MPIDS, TICK, make_universe
+from appliance.gen.universe import MPIDS, PRICE_SCALE, TICK, make_universe
 from appliance.itch.layout import MAX_MESSAGE_LENGTH, MESSAGE_LENGTH
 
 FIRST_MATCH = 1_000                    # match numbers are day-unique; start clear of 0
@@ -164,9 +164,11 @@ def build_day(spec: FeedSpec) -> Day:
 def _market(u) -> Market:
     home = np.minimum(u.price // TICK - 1, LADDER // 2).astype(np.int64)   # level 0 stays >= one tick
     pick_prob, pick_alias = alias_table(u.activity)
+    dollars = u.price // PRICE_SCALE
+    spacing = np.clip(np.rint(dollars / DOLLARS_PER_SPACING_TICK), 1, MAX_SPACING).astype(np.int64)
     action_cdf = np.cumsum(MIX) / MIX.sum()
     return Market(names=np.ascontiguousarray(u.names), lo=u.price - home * TICK, home=home, anchor=home.copy(),
-                  halted=np.zeros(len(u), np.uint8), lot=u.round_lot.copy(), pick_prob=pick_prob,
+                  halted=np.zeros(len(u), np.uint8), lot=u.round_lot.copy(), spacing=spacing, pick_prob=pick_prob,
                   pick_alias=pick_alias,
                   mpids=np.frombuffer(b"".join(MPIDS), np.uint8).reshape(len(MPIDS), 4).copy(),
                   action_cdf=action_cdf)

@@ -30,6 +30,13 @@ from appliance.gen.universe import TICK
 ACTIONS = "AFDUXECPB"
 MIX = np.array([0.430, 0.016, 0.372, 0.098, 0.021, 0.040, 0.004, 0.009, 0.000002])
 ADD, ADD_ATTRIBUTED, DELETE, REPLACE, CANCEL, EXECUTE, EXECUTE_PRICE, TRADE, BREAK = range(9)
+# Price dynamics.  A cent is a lot for a $5 stock and nothing for a $400 one: books of dearer stocks are
+# spread wider (``spacing`` ticks between levels, one tick per $40 of price, at most MAX_SPACING) and their
+# price walks as far in relative terms.  The walk is pulled back to the opening price once it is
+# TILT_SPACINGS spacings away, which keeps a day's range near 1-5% and inside the ladder.
+DOLLARS_PER_SPACING_TICK = 40
+MAX_SPACING = 8
+TILT_SPACINGS = 64
 
 Market = namedtuple("Market", [
     "names",        # uint8[n, 8]: symbols
@@ -38,6 +45,7 @@ Market = namedtuple("Market", [
     "anchor",       # int64[n]: level of the last trade: where a book with both sides empty restarts
     "halted",       # uint8[n]: 1 while halted or paused (no executions then)
     "lot",          # int64[n]: round lot
+    "spacing",      # int64[n]: typical gap between price levels, in ticks (wider for dearer stocks)
     "pick_prob",    # float64[n]: alias table of the activity distribution (Walker/Vose), to pick an
     "pick_alias",   # int64[n]:   instrument in O(1): a binary search over 3,000 weights costs more
     "mpids",        # uint8[k, 4]: attributions for 'F' adds
@@ -104,15 +112,16 @@ def place(bk, mk, stock, side, key, tape):
     else:
         ref = mk.anchor[stock] - sign
     # Pull back towards the opening price: a side above its home improves less often, the other more.
-    tilt = min(1.0, max(-1.0, sign * (ref - mk.home[stock]) / (LADDER / 8.0)))
+    spacing = mk.spacing[stock]
+    tilt = min(1.0, max(-1.0, sign * (ref - mk.home[stock]) / min(0.4 * LADDER, TILT_SPACINGS * spacing)))
     p_improve = 0.10 * (1.0 - tilt)
     r = next_unit(key, tape.state, RNG)
     if r < p_improve and own >= 0:
-        level = ref + sign
+        level = ref + sign * (1 + next_below(key, tape.state, RNG, spacing))
     elif r < p_improve + 0.30:
         level = ref
     else:
-        level = ref - sign * (1 + np.int64(next_exponential(key, tape.state, RNG, 3.0)))
+        level = ref - sign * spacing * (1 + np.int64(next_exponential(key, tape.state, RNG, 3.0)))
     if other >= 0 and sign * (level - other) >= 0:    # never lock or cross the other side
         level = np.int64(other) - sign
     level = min(LADDER - 1, max(0, level))
@@ -194,7 +203,8 @@ def replace(out, pos, ts, bk, mk, key, tape):
     level, shares = np.int64(bk.orders[o, LEVEL]), np.int64(bk.orders[o, SHARES])
     remove(bk, o)
     r = next_unit(key, tape.state, RNG)
-    moved = level + (0 if r < 0.3 else (1 if r < 0.65 else -1)) * (1 + next_below(key, tape.state, RNG, 2))
+    step = mk.spacing[stock] * (1 + next_below(key, tape.state, RNG, 2))
+    moved = level + (0 if r < 0.3 else (step if r < 0.65 else -step))
     other = best_level(bk, stock, 1 - side)
     sign = 1 if side == BUY else -1
     if 0 <= moved < LADDER and (other < 0 or sign * (moved - other) < 0):
