@@ -93,64 +93,69 @@ def feed_datagram(frame: bytes, wirelen: int):
     return GROUPS[".".join(map(str, frame[pos + 16:pos + 20]))], frame[udp + 8:udp + length]
 
 
-def replay_book(messages: list[bytes]) -> collections.Counter:
-    """Replay the order flow through a plain book; count every way the generator could have broken it."""
-    live: dict[int, list] = {}          # ref -> [locate, side, shares, price]
-    by_locate = collections.defaultdict(set)
-    issues = collections.Counter()
-    halted, max_ref, last_ts = set(), 0, -1
+class PlainBook:
+    """Live orders by reference, per instrument; slow and obvious."""
 
-    def best(locate, side):
-        refs = [r for r in by_locate[locate] if live[r][1] == side]
+    def __init__(self):
+        self.live: dict[int, list] = {}          # ref -> [locate, side, shares, price]
+        self.by_locate = collections.defaultdict(set)
+
+    def add(self, ref, locate, side, shares, price):
+        self.live[ref] = [locate, side, shares, price]
+        self.by_locate[locate].add(ref)
+
+    def remove(self, ref):
+        self.by_locate[self.live.pop(ref)[0]].discard(ref)
+
+    def best(self, locate, side):
+        """(best price, the oldest order at it) on one side, or (None, None)."""
+        refs = [r for r in self.by_locate[locate] if self.live[r][1] == side]
         if not refs:
             return None, None
-        price = (max if side == "B" else min)(live[r][3] for r in refs)
-        return price, min(r for r in refs if live[r][3] == price)      # oldest at the best price
+        price = (max if side == "B" else min)(self.live[r][3] for r in refs)
+        return price, min(r for r in refs if self.live[r][3] == price)
 
-    def add(ref, locate, side, shares, price):
-        nonlocal max_ref
-        issues["ref not increasing"] += ref <= max_ref
-        max_ref = max(max_ref, ref)
-        live[ref] = [locate, side, shares, price]
-        by_locate[locate].add(ref)
-        bid, ask = best(locate, "B")[0], best(locate, "S")[0]
-        issues["crossed book"] += bid is not None and ask is not None and bid >= ask
+    def crossed(self, locate):
+        bid, ask = self.best(locate, "B")[0], self.best(locate, "S")[0]
+        return bid is not None and ask is not None and bid >= ask
 
-    def gone(ref):
-        by_locate[live.pop(ref)[0]].discard(ref)
 
+def replay_book(messages: list[bytes]) -> collections.Counter:
+    """Replay the order flow through a plain book; count every way the generator could have broken it."""
+    book, issues, halted, max_ref, last_ts = PlainBook(), collections.Counter(), set(), 0, -1
     for raw in messages:
         m, t = decode(raw), chr(raw[0])
         issues["time went back"] += m["Timestamp"] < last_ts
         last_ts, locate = m["Timestamp"], m["Stock Locate"]
         ref = m.get("Order Reference Number", m.get("Original Order Reference Number"))
-        if t in "AF":
-            add(ref, locate, m["Buy/Sell Indicator"], m["Shares"], m["Price"])
-        elif t in "ECXDU" and ref not in live:
+        new = ref if t in "AF" else m.get("New Order Reference Number")
+        if t in "ECXDU" and ref not in book.live:
             issues[f"{t} on an unknown order"] += 1
-        elif t in "EC":
-            order = live[ref]
+            continue
+        order = book.live.get(ref)
+        if t in "EC":
             issues["execution while halted"] += locate in halted
-            issues["execution not at the top of the book"] += best(locate, order[1])[1] != ref
+            issues["execution not at the top of the book"] += book.best(locate, order[1])[1] != ref
             issues["executed more than left"] += not 0 < m["Executed Shares"] <= order[2]
             order[2] -= m["Executed Shares"]
-            if order[2] == 0:
-                gone(ref)
         elif t == "X":
-            issues["cancel not partial"] += not 0 < m["Cancelled Shares"] < live[ref][2]
-            live[ref][2] -= m["Cancelled Shares"]
-        elif t == "D":
-            gone(ref)
-        elif t == "U":
-            order = live[ref]
-            gone(ref)
-            add(m["New Order Reference Number"], order[0], order[1], m["Shares"], m["Price"])
+            issues["cancel not partial"] += not 0 < m["Cancelled Shares"] < order[2]
+            order[2] -= m["Cancelled Shares"]
         elif t == "H":
             (halted.discard if m["Trading State"] == "T" else halted.add)(locate)
         elif t == "h":
             (halted.add if m["Operational Halt Action"] == "H" else halted.discard)(locate)
         elif t == "P":
             issues["trade while halted"] += locate in halted
+        if t in "DU" or (t in "EC" and order[2] == 0):
+            book.remove(ref)
+        if new is not None:
+            issues["reference not increasing"] += new <= max_ref
+            max_ref = max(max_ref, new)
+            side, shares, price = (m["Buy/Sell Indicator"], m["Shares"], m["Price"]) if t in "AF" else \
+                (order[1], m["Shares"], m["Price"])
+            book.add(new, locate if t in "AF" else order[0], side, shares, price)
+            issues["crossed book"] += book.crossed(locate)
     return +issues
 
 

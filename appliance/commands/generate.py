@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="file to write (its directory is created if missing)")
     parser.add_argument("--format", choices=("pcap", "pcapng", "dayfile"),
                         help="default: from OUT's name (.pcapng, .pcap, ITCH/.itch for a day file), else pcap")
-    parser.add_argument("--gzip", action="store_true", default=None, help="gzip the file (default when OUT ends in .gz)")
+    parser.add_argument("--gzip", action="store_true", default=None,
+                        help="gzip the file (default when OUT ends in .gz)")
     parser.add_argument("--preset", choices=("sample", "day"),
                         help="sample: pcaps/sample.pcap (20k messages, A/B, gaps, malformed); day: the 20 M-message "
                              "benchmark day; options given as well override the preset")

@@ -51,8 +51,9 @@ def flow_step(out, pos, ts, bk, mk, tape, key):
     action = np.searchsorted(mk.action_cdf, next_unit(key, tape.state, RNG), side="right")
     live, target = bk.counters[LIVE], bk.counters[TARGET_LIVE]
     # Past the target book size, turn some adds into deletes so the book levels off as a real one does.
-    if action <= ADD_ATTRIBUTED and live > target and next_unit(key, tape.state, RNG) < min(0.5, (live - target) / target):
-        action = DELETE
+    if (action == ADD or action == ADD_ATTRIBUTED) and live > target:
+        if next_unit(key, tape.state, RNG) < min(0.5, (live - target) / target):
+            action = DELETE
     end = -1
     if action == DELETE:
         end = delete(out, pos, ts, bk, key, tape)

@@ -56,7 +56,8 @@ class FeedSpec:
         _check(isinstance(self.messages, int) and 0 < self.messages <= MAX_MESSAGES,
                f"messages must be 1 to {MAX_MESSAGES:,}, not {self.messages!r}")
         _check(isinstance(self.session, str) and len(self.session) == 10 and self.session.isascii()
-               and self.session.isprintable(), f"session {self.session!r} must be exactly 10 printable ASCII characters")
+               and self.session.isprintable(),
+               f"session {self.session!r} must be exactly 10 printable ASCII characters")
         _check(isinstance(self.start_seq, int) and 1 <= self.start_seq < 2**62,
                f"start_seq must be at least 1, not {self.start_seq!r}")
         _check(self.vlan is None or (isinstance(self.vlan, int) and 0 <= self.vlan <= 4095),
