@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import collections
 import gzip
+import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -433,3 +435,14 @@ def test_cli_refuses_bad_options_in_one_sentence(tmp_path, capsys, argv):
 def test_bad_specs_are_user_errors(tmp_path, field, value):
     with pytest.raises(UserError):
         write_feed(tmp_path / "x.pcap", FeedSpec(**{field: value}))
+
+
+def test_compiled_kernels_and_the_interpreter_write_the_same_bytes(tmp_path):
+    """numba's integer semantics (wrapping, promotion) against plain Python running the same kernels."""
+    kw = dict(messages=3000, instruments=20, ab=True, gaps=1, malformed=11, vlan=3, ip_options=True)
+    compiled, interpreted = tmp_path / "jit.pcap", tmp_path / "nojit.pcap"
+    write_feed(compiled, FeedSpec(**kw))
+    code = f"from appliance.gen import FeedSpec, write_feed; write_feed({str(interpreted)!r}, FeedSpec(**{kw!r}))"
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, check=True, cwd=ROOT)
+    assert compiled.read_bytes() == interpreted.read_bytes()
