@@ -47,12 +47,14 @@ class FramePlan:
         return len(self.ts)
 
 
-def plan_frames(spec: FeedSpec, day: Day, packets: Packets, lines: list[LineHeader]) -> tuple[FramePlan, Impairments]:
+def plan_frames(spec: FeedSpec, day: Day, packets: Packets,
+                lines: list[LineHeader]) -> tuple[FramePlan, Impairments]:
+    """Line A gets every packet but its drops, plus the hostile frames; line B (with ``ab``) a delayed copy
+    of every packet but its drops.  Frames are in time order; IPv4 identification counts up per line."""
     imp = Impairments()
     data = np.flatnonzero(packets.is_data)
     on_a = np.ones(len(packets), bool)
-    on_b = np.zeros(len(packets), bool)
-    on_b[:] = spec.ab
+    on_b = np.full(len(packets), spec.ab)
     _drop(spec, packets, data, on_a, on_b, imp)
     delay = np.zeros(len(packets), np.int64)
     if spec.ab:
