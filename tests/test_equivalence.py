@@ -529,10 +529,10 @@ def test_pending_cap_forces_the_oldest_hole(tmp_path):
     assert 0 < locates[first_forced:].count(2) < 1_100 - 1_024, "the hole was not forced at the cap"
 
 
-def test_vwap_counts_a_trade_stamped_before_an_earlier_message(tmp_path):
-    """The contract's window holds every counted trade stamped in [end - window, end), whatever arrived before
-    it.  Feed time steps back within a file (here by 50 ms and by 1 s), and between inputs: a second day file
-    starts again at midnight."""
+def test_vwap_feed_time_steps_back_late_trades_and_new_epochs(tmp_path):
+    """Feed time is the largest step seen.  Within a file it steps back by 50 ms and by exactly one window:
+    those trades are late (left out of the windows, counted).  The second day file starts again at midnight,
+    more than a window back: a new epoch whose windows are all emitted."""
     first = b.dayfile_bytes([b.directory(1, "ONE"), b.directory(2, "TWO")] + [
         b.trade("B", 100 + i, 10 + i, i, locate=1 + i % 2, ts=ts)
         for i, ts in enumerate([5_000_000_000, 4_950_000_000, 4_000_000_000, 5_020_000_000, 5_010_000_000,
@@ -542,3 +542,6 @@ def test_vwap_counts_a_trade_stamped_before_an_earlier_message(tmp_path):
     paths = [b.write(tmp_path / "day1.bin", first), b.write(tmp_path / "day2.bin", second)]
     engine, reference = both(paths, tmp_path / "out")
     assert_equivalent(engine, reference)
+    assert engine["summary"]["counters"]["vwap_late_trades"] == 3           # at 4.95 s, 4.0 s and 5.45 s
+    second_day = [row for row in engine["vwap"] if int(row[0]) <= 2_000_000_000]
+    assert len(second_day) == 10 and int(second_day[-1][6]) == 10

@@ -170,8 +170,8 @@ def test_bounds_checked_kernels_decode_hostile_input_identically(tmp_path):
         assert a == p, name
     summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert summary["bad_packets"] == 4
-    assert summary["counters"]["truncated_frames"] == 1
-    assert summary["counters"]["bad_udp"] == 1
+    assert summary["truncated_frames"] == 1
+    assert summary["bad_udp"] == 1
     assert summary["counters"]["truncated_records"] == 1
     assert summary["messages"] == 5
     assert summary["gaps"] == [["TEST000001", 5, 5]]

@@ -15,8 +15,8 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode import levels, orders
 from appliance.decode import offsets as O
-from appliance.decode.state import N_BBO, N_BROKEN, N_TRADES, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, \
-    STAT_VOLUME
+from appliance.decode.state import CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_CLOCK, N_BBO, \
+    N_BROKEN, N_TRADES, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
 from appliance.decode.wire import be16, be32, be48, be64u
 
 _B, _S, _Y = ord("B"), ord("S"), ord("Y")
@@ -44,6 +44,29 @@ def _check_top(bk, out, locate, ts):
     out.bbo[r, 4] = ask_p
     out.bbo[r, 5] = ask_s
     out.n[N_BBO] = r + 1
+
+
+@kernel(inline="always")
+def _feed_clock(out, ts):
+    """Mark the tape when feed time enters a new VWAP step, or jumps back past a whole window (a new epoch,
+    e.g. the next day file), so windows are emitted as feed time passes even without trades."""
+    clock = out.clock
+    if ts < clock[CLOCK_NEXT] and ts >= clock[CLOCK_FLOOR]:
+        return
+    step = clock[CLOCK_STEP]
+    s = ts // step
+    clock[CLOCK_NEXT] = (s + 1) * step
+    clock[CLOCK_FLOOR] = s * step - clock[CLOCK_WINDOW]
+    r = out.n[N_TRADES]
+    row = out.trades[r]
+    row[0] = ts
+    row[1] = 0
+    row[2] = KIND_CLOCK
+    row[3] = 0
+    row[4] = 0
+    row[5] = 0
+    row[6] = 0
+    out.n[N_TRADES] = r + 1
 
 
 @kernel(inline="always")
@@ -115,6 +138,7 @@ def apply_message(buf, p, bk, out, cnt, by_type):
     ts = be48(buf, p + O.TIMESTAMP)
     if ts > cnt[C.MAX_TIMESTAMP]:
         cnt[C.MAX_TIMESTAMP] = ts
+    _feed_clock(out, ts)
     locate = be16(buf, p + O.LOCATE)
     if t == 65 or t == 70:                                   # A, F
         _add(bk, cnt, be64u(buf, p + O.ADD_REF), locate, buf[p + O.ADD_SIDE], be32(buf, p + O.ADD_SHARES),

@@ -28,9 +28,9 @@ MAX_SESSIONS = 64
 MAX_PENDING = 1024
 PENDING_SLOT = 9216          # a jumbo frame's UDP payload fits
 OUT_ROWS = 1 << 16
-# Worst case rows one record can add to an output buffer: a 64 KiB payload of 14-byte blocks, plus the
-# pending packets a resolve step may release one at a time (checked again before each one).
-ROW_MARGIN = 4800
+# Worst case rows one record can add to an output buffer: a 64 KiB payload of 14-byte blocks, each of which
+# may add a trade and a feed-clock mark to the tape (held packets are released one at a time, checked again).
+ROW_MARGIN = 9600
 MSG_SLOT = 64                # --messages copies each applied message into a slot this wide
 
 DEFAULT_ORDER_CAPACITY = 6_000_000
@@ -77,7 +77,10 @@ Out = namedtuple("Out", [
     "broken",       # int64[OUT_ROWS]: match numbers of B messages
     "gaps",         # int64[OUT_ROWS, 3]: session index, first missing, last missing
     "packets",      # int64[OUT_ROWS, 6]: frame number, line, session index, sequence, count, status (--packets)
+    "clock",        # int64[4]: VWAP step ns, window ns, next mark at, epoch floor (see book._feed_clock)
 ])
+CLOCK_STEP, CLOCK_WINDOW, CLOCK_NEXT, CLOCK_FLOOR = range(4)
+KIND_CLOCK = 0               # a tape row of this kind is a feed-clock mark, not a trade
 N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS, N_PACKETS = range(6)
 FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is listed
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
@@ -127,7 +130,8 @@ def new_mold(feeds: list[tuple[int, int]] | None) -> Mold:
     )
 
 
-def new_out(messages: bool = False, packets: bool = False) -> Out:
+def new_out(messages: bool = False, packets: bool = False, step_ns: int = 100_000_000,
+            window_ns: int = 1_000_000_000) -> Out:
     n = np.zeros(8, np.int64)
     n[FLAG_MESSAGES] = 1 if messages else 0
     n[FLAG_PACKETS] = 1 if packets else 0
@@ -137,6 +141,7 @@ def new_out(messages: bool = False, packets: bool = False) -> Out:
         msgs=np.zeros((msg_rows, MSG_SLOT), np.uint8), msg_meta=np.zeros((msg_rows, 2), np.int64),
         broken=np.zeros(OUT_ROWS, np.int64), gaps=np.zeros((OUT_ROWS, 3), np.int64),
         packets=np.zeros((OUT_ROWS if packets else 1, 6), np.int64),
+        clock=np.array([step_ns, window_ns, 0, -(1 << 62)], np.int64),
     )
 
 

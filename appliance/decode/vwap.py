@@ -2,14 +2,18 @@
 
 Windows are driven by ITCH timestamps, never the wall clock, so a replay is deterministic.  Window ``e`` ends at
 ``e * step_ns`` and holds the printed trades (E, printable C, P) stamped in ``[e*step - window, e*step)``.
-A window's row is emitted when feed time reaches its end -- the first trade at or after it, or the end of
-input for windows up to the step holding the last message -- and only if the window holds trades.
+A window's row is emitted once feed time reaches its end, and only if the window holds trades; at the end of
+input (or of an epoch) windows are emitted up to the one holding the latest message.
 
-The kernel reads the trade tape the book kernel produced (rows of ``state.Out.trades``), so window emission
-never interrupts message processing; each instrument keeps a ring of ``window / step`` per-step buckets, and
-only instruments with trades inside the window are visited at each step.  Feed time is assumed
-non-decreasing: a trade stamped before the latest step already seen is left out of the windows and counted
-(``vwap_late_trades``).
+The kernel reads the tape the book kernel produced (rows of ``state.Out.trades``), so window emission never
+interrupts message processing.  Besides trades, the tape carries feed-clock marks (kind 0): one whenever a
+message enters a new step, so windows are emitted as feed time passes even without trades.  Each instrument keeps
+a ring of ``window / step`` per-step buckets, and only instruments with trades inside the window are visited.
+
+Feed time is the largest step seen.  A message more than a window older than that starts a new epoch (the next
+day file of a multi-day replay starts again at midnight): the old epoch's windows are finished and the buckets
+cleared.  A trade older than feed time but within a window of it cannot join windows already emitted: it is left
+out of the windows and counted (``vwap_late_trades``).
 """
 from collections import namedtuple
 
@@ -17,7 +21,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.state import LOCATES, OUT_ROWS
+from appliance.decode.state import KIND_CLOCK, LOCATES, OUT_ROWS
 
 NEED_MORE, OUT_FULL = 0, 1
 _NEVER = -(1 << 62)
@@ -32,7 +36,7 @@ Vwap = namedtuple("Vwap", [
     "rows",                        # int64[OUT_ROWS, 5]: window_end_ns, locate, volume, notional, trades
     "n",                           # int64[1]: rows used
 ])
-M_ACTIVE, M_NEXT_WINDOW, M_EMIT_POS, M_STEP, M_BUCKETS = range(5)
+M_ACTIVE, M_NEXT_WINDOW, M_EMIT_POS, M_STEP, M_BUCKETS, M_LATEST = range(6)
 
 
 def new_vwap(window_ns: int, step_ns: int) -> Vwap:
@@ -40,6 +44,7 @@ def new_vwap(window_ns: int, step_ns: int) -> Vwap:
     meta = np.zeros(6, np.int64)
     meta[M_STEP] = step_ns
     meta[M_BUCKETS] = buckets
+    meta[M_LATEST] = _NEVER
     return Vwap(
         vol=np.zeros((LOCATES, buckets), np.int64), notional=np.zeros((LOCATES, buckets), np.int64),
         trades=np.zeros((LOCATES, buckets), np.int64), tag=np.full((LOCATES, buckets), _NEVER, np.int64),
@@ -93,44 +98,71 @@ def _emit_until(vw, last):
 
 
 @kernel
+def _new_epoch(vw, s):
+    """Forget the buckets of the finished epoch and restart feed time at step ``s``."""
+    meta = vw.meta
+    for i in range(meta[M_ACTIVE]):
+        loc = vw.active[i]
+        vw.is_active[loc] = 0
+        for b in range(meta[M_BUCKETS]):
+            vw.tag[loc, b] = _NEVER
+    meta[M_ACTIVE] = 0
+    meta[M_EMIT_POS] = 0
+    meta[M_NEXT_WINDOW] = s + 1
+    meta[M_LATEST] = s
+
+
+@kernel
 def feed_trades(tape, start, stop, vw, cnt):
-    """Fold tape rows ``start..stop-1`` into the windows; returns (next row, status)."""
+    """Fold tape rows ``start..stop-1`` (trades and clock marks) into the windows; returns (next row, status)."""
     meta = vw.meta
     step = meta[M_STEP]
     buckets = meta[M_BUCKETS]
     r = start
     while r < stop:
-        if tape[r, 2] == _KIND_Q:
+        kind = tape[r, 2]
+        if kind == _KIND_Q:
             r += 1
             continue
-        ts = tape[r, 0]
-        s = ts // step
-        if s < meta[M_NEXT_WINDOW] - 1:
-            cnt[C.VWAP_LATE_TRADES] += 1
+        s = tape[r, 0] // step
+        latest = meta[M_LATEST]
+        if latest == _NEVER:
+            _new_epoch(vw, s)
+        elif s < latest - buckets:
+            if not _emit_until(vw, latest + 1):
+                return r, OUT_FULL
+            _new_epoch(vw, s)
+        elif s < latest:
+            if kind != KIND_CLOCK:
+                cnt[C.VWAP_LATE_TRADES] += 1
             r += 1
             continue
         if not _emit_until(vw, s):
             return r, OUT_FULL
-        loc = tape[r, 1]
-        b = s % buckets
-        if vw.tag[loc, b] != s:
-            vw.tag[loc, b] = s
-            vw.vol[loc, b] = 0
-            vw.notional[loc, b] = 0
-            vw.trades[loc, b] = 0
-        shares = tape[r, 4]
-        vw.vol[loc, b] += shares
-        vw.notional[loc, b] += shares * tape[r, 5]
-        vw.trades[loc, b] += 1
-        if vw.is_active[loc] == 0:
-            vw.is_active[loc] = 1
-            vw.active[meta[M_ACTIVE]] = loc
-            meta[M_ACTIVE] += 1
+        meta[M_LATEST] = s
+        if kind != KIND_CLOCK:
+            loc = tape[r, 1]
+            b = s % buckets
+            if vw.tag[loc, b] != s:
+                vw.tag[loc, b] = s
+                vw.vol[loc, b] = 0
+                vw.notional[loc, b] = 0
+                vw.trades[loc, b] = 0
+            shares = tape[r, 4]
+            vw.vol[loc, b] += shares
+            vw.notional[loc, b] += shares * tape[r, 5]
+            vw.trades[loc, b] += 1
+            if vw.is_active[loc] == 0:
+                vw.is_active[loc] = 1
+                vw.active[meta[M_ACTIVE]] = loc
+                meta[M_ACTIVE] += 1
         r += 1
     return r, NEED_MORE
 
 
 @kernel
-def finish_windows(vw, last_timestamp):
-    """End of input: emit the windows up to the one holding the last message; False if the buffer filled."""
-    return _emit_until(vw, last_timestamp // vw.meta[M_STEP] + 1)
+def finish_windows(vw):
+    """End of input: emit the windows up to the one holding the latest message; False if the buffer filled."""
+    if vw.meta[M_LATEST] == _NEVER:
+        return True
+    return _emit_until(vw, vw.meta[M_LATEST] + 1)

@@ -50,7 +50,7 @@ class Replay:
         self.progress = progress
         self.book = S.new_book(options.order_capacity, options.level_pool)
         self.mold = S.new_mold(options.feeds)
-        self.out = S.new_out(options.messages, options.packets)
+        self.out = S.new_out(options.messages, options.packets, options.step_ns, options.window_ns)
         self.cnt, self.by_type = S.new_counters()
         self.vwap = new_vwap(options.window_ns, options.step_ns)
         self.result = Result()
@@ -71,7 +71,7 @@ class Replay:
         while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
             self.flush()
         self.flush()
-        while not finish_windows(self.vwap, self.cnt[C.MAX_TIMESTAMP]):
+        while not finish_windows(self.vwap):
             self._drain_windows()
         self._drain_windows(last=True)
         self.result.seconds = time.perf_counter() - started

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.decode.mold import PACKET_STATUS
+from appliance.decode.state import KIND_CLOCK
 from appliance.errors import UserError
 from appliance.itch.layout import MESSAGE_LENGTH, all_field_names, decode
 from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
@@ -93,22 +94,22 @@ class CsvSink:
         self.bbo_file.write(rows, n, sym)
 
     def trades(self, rows, n, sym):
-        self.trades_file.write(rows, n, sym)
+        tape = rows[:n]
+        trades = tape[tape[:, 2] != KIND_CLOCK]        # feed-clock marks are for the VWAP windows only
+        self.trades_file.write(trades, len(trades), sym)
 
     def vwap(self, rows, n, sym, last):
-        """Rows come window by window; within a window they are written in locate order.
-
-        A window's rows may straddle two calls (the row buffer filled mid-window), so the rows of the latest
-        window are held back until a later window appears or the input ends.
+        """Rows come window by window (window ends fall again when a new epoch starts); within a window they
+        are written in locate order.  A window's rows may straddle two calls (the row buffer filled
+        mid-window), so the latest window's rows are held back until another window appears or input ends.
         """
         block = np.concatenate([self.vwap_carry, rows[:n]]) if len(self.vwap_carry) else rows[:n].copy()
         if len(block) == 0:
             return
-        block = block[np.lexsort((block[:, 1], block[:, 0]))]
-        if last:
-            keep = len(block)
-        else:
-            keep = int(np.searchsorted(block[:, 0], block[-1, 0], side="left"))
+        ends = block[:, 0]
+        group = np.concatenate([[0], np.cumsum(ends[1:] != ends[:-1])])
+        block = block[np.lexsort((block[:, 1], group))]
+        keep = len(block) if last else int(np.searchsorted(group, group[-1], side="left"))
         self.vwap_file.write(block, keep, sym)
         self.vwap_carry = block[keep:].copy()
 

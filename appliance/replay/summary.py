@@ -76,6 +76,9 @@ def build(engine, feed_selection: str) -> dict:
         "broken_trades": counters.pop("broken_trades"),
         "broken_match_numbers": res.broken,
         "sessions": sessions(mold),
+        "bad_messages": counters.pop("bad_messages"),
+        **{key: counters.pop(key) for key in ("frames", "non_ipv4", "bad_ip", "truncated_frames", "ip_fragments",
+                                              "non_udp", "bad_udp", "not_feed")},
         "counters": counters,
         "options": {"order_capacity": engine.options.order_capacity, "level_pool": engine.options.level_pool,
                     "vwap_window_ns": engine.options.window_ns, "vwap_step_ns": engine.options.step_ns},
@@ -87,7 +90,7 @@ def build(engine, feed_selection: str) -> dict:
 
 def report(summary: dict, out_dir: str) -> str:
     """The short human report printed on stdout."""
-    c = summary["counters"]
+    c = {**summary, **summary["counters"]}
     rate = summary["messages"] / summary["elapsed_seconds"] if summary["elapsed_seconds"] else 0.0
     lines_ = [f"inputs     {', '.join(i['path'] + ' [' + i['format'] + ']' for i in summary['inputs'])}"]
     lines_.append(f"feed       {summary['feed_selection']}")

@@ -29,10 +29,13 @@ class Replay:
         self.book = Book()
         self.last_timestamp: int | None = None
         self.applied: list[tuple] = []                # (session, sequence, decoded message)
+        self.clock: list[tuple] = []                  # (timestamp, first tape row, end tape row) per message
         self.sequencer = Sequencer(self.apply)
 
     def apply(self, session: str, sequence: int | None, message: bytes) -> None:
+        first = len(self.book.tape)
         decoded = self.book.apply(message)
+        self.clock.append((decoded["Timestamp"], first, len(self.book.tape)))
         self.by_type[decoded["Message Type"]] += 1
         ts = decoded["Timestamp"]
         self.last_timestamp = ts if self.last_timestamp is None else max(self.last_timestamp, ts)
@@ -99,7 +102,7 @@ class Replay:
                   for ts, locate, kind, side, shares, price, match in book.tape]
         vwap = [(end, locate, symbol(locate), volume, notional, price, count)
                 for end, locate, volume, notional, price, count
-                in vwap_rows(book.tape, self.last_timestamp, window_ns, step_ns)]
+                in vwap_rows(self.clock, book.tape, window_ns, step_ns)]
         return {"summary": self.summary(), "bbo": bbo, "trades": trades, "vwap": vwap,
                 "messages": self.applied}
 

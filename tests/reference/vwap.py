@@ -1,28 +1,54 @@
 """Sliding-window VWAP per locate over the counted trades (tape kinds E, C and P; crosses are not counted).
 
-Window ends are multiples of the step; the window ending at E covers trade timestamps in [E - window, E).
-Rows exist only for windows holding a trade, for window ends up to (floor(T / step) + 1) * step, where T is
-the largest timestamp of any applied message.
+Feed time is the largest step (timestamp // step) of the applied messages so far.  A message more than a
+window's worth of steps older than feed time starts a new epoch (e.g. the next day file).  A counted trade whose
+step is below feed time, within the same epoch, is late and left out of the windows.
+
+Within an epoch, window ends are multiples of the step; the window ending at E covers trade timestamps in
+[E - window, E).  Rows exist only for windows holding a trade, for window ends up to (F + 1) * step, where F is
+the epoch's final feed time.  Epochs' rows follow one another; within an epoch they are sorted by window end,
+then locate.
 """
 from __future__ import annotations
 
 COUNTED_KINDS = ("E", "C", "P")
 
 
-def vwap_rows(tape, last_timestamp, window_ns: int, step_ns: int) -> list[tuple]:
-    """(window_end, locate, volume, notional, vwap, trades) sorted by window end, then locate."""
-    if last_timestamp is None:
-        return []
-    last_end = (last_timestamp // step_ns + 1) * step_ns
-    windows: dict[tuple[int, int], list[int]] = {}
-    for ts, locate, kind, _side, shares, price, _match in tape:
-        if kind not in COUNTED_KINDS:
-            continue
-        first_end = (ts // step_ns + 1) * step_ns            # the first window end strictly after ts
-        for end in range(first_end, min(ts + window_ns, last_end) + 1, step_ns):
-            totals = windows.setdefault((end, locate), [0, 0, 0])
-            totals[0] += shares
-            totals[1] += shares * price
-            totals[2] += 1
-    return [(end, locate, volume, notional, notional / volume, trades)
-            for (end, locate), (volume, notional, trades) in sorted(windows.items())]
+def _epochs(clock, tape, window_ns: int, step_ns: int):
+    """Split the counted trades into epochs: yields (trades, final feed-time step)."""
+    buckets = window_ns // step_ns
+    trades: list[tuple] = []
+    latest = None
+    for ts, first, end in clock:
+        step = ts // step_ns
+        if latest is not None and step < latest - buckets:
+            yield trades, latest
+            trades, latest = [], step
+        elif latest is None or step > latest:
+            latest = step
+        for row in tape[first:end]:
+            if row[2] in COUNTED_KINDS and step >= latest:
+                trades.append(row)
+    if latest is not None:
+        yield trades, latest
+
+
+def vwap_rows(clock, tape, window_ns: int, step_ns: int) -> list[tuple]:
+    """(window_end, locate, volume, notional, vwap, trades) rows.
+
+    ``clock`` holds one (timestamp, first tape row, end tape row) per applied message, in order.
+    """
+    rows: list[tuple] = []
+    for trades, latest in _epochs(clock, tape, window_ns, step_ns):
+        last_end = (latest + 1) * step_ns
+        windows: dict[tuple[int, int], list[int]] = {}
+        for ts, locate, _kind, _side, shares, price, _match in trades:
+            first_end = (ts // step_ns + 1) * step_ns            # the first window end strictly after ts
+            for end in range(first_end, min(ts + window_ns, last_end) + 1, step_ns):
+                totals = windows.setdefault((end, locate), [0, 0, 0])
+                totals[0] += shares
+                totals[1] += shares * price
+                totals[2] += 1
+        rows += [(end, locate, volume, notional, notional / volume, count)
+                 for (end, locate), (volume, notional, count) in sorted(windows.items())]
+    return rows
