@@ -11,8 +11,8 @@ compile error -- which is the house rule anyway: buffers are allocated by the ca
 
 Cache location: numba keys a cached kernel on its own source file only, so after an edit to a function it
 calls (another module) it would load stale machine code.  The cache therefore lives in a directory named by a
-hash of every source file of the package; any change to the package compiles afresh.  ``NUMBA_CACHE_DIR``,
-when set, wins.
+hash of every source file that kernels are made of (``KERNEL_SOURCES``: kernels live nowhere else); any change
+there compiles afresh.  ``NUMBA_CACHE_DIR``, when set, wins.
 """
 from __future__ import annotations
 
@@ -26,11 +26,16 @@ import numba
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=None, _nrt=False)
 _PACKAGE = Path(__file__).resolve().parent
 _KEEP = 3                    # cache directories of other source versions kept (e.g. switching branches)
+KERNEL_SOURCES = ("_jit.py", "decode", "itch", "gen", "replay/csvfmt.py")
 
 
 def _source_hash() -> str:
     digest = hashlib.sha256(numba.__version__.encode())
-    for path in sorted(_PACKAGE.rglob("*.py")):
+    files = []
+    for entry in KERNEL_SOURCES:
+        path = _PACKAGE / entry
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
         digest.update(str(path.relative_to(_PACKAGE)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

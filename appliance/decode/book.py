@@ -16,7 +16,8 @@ from appliance.decode import counters as C
 from appliance.decode import levels, orders
 from appliance.decode import offsets as O
 from appliance.decode.state import CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_CLOCK, N_BBO, \
-    N_BROKEN, N_TRADES, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+    N_BROKEN, N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+from appliance.decode.prefetch import prefetch
 from appliance.decode.wire import be16, be32, be48, be64u
 
 _B, _S, _Y = ord("B"), ord("S"), ord("Y")
@@ -24,25 +25,62 @@ _KIND_E, _KIND_C, _KIND_P, _KIND_Q = ord("E"), ord("C"), ord("P"), ord("Q")
 
 
 @kernel(inline="always")
-def _check_top(bk, out, locate, ts):
-    """Emit a bbo row when the instrument's top of book differs from the last row emitted for it."""
-    bid_p, bid_s = levels.best(bk, locate * 2, 0)
-    ask_p, ask_s = levels.best(bk, locate * 2 + 1, 1)
-    last = bk.top_last
-    if last[locate, 0] == bid_p and last[locate, 1] == bid_s and last[locate, 2] == ask_p \
-            and last[locate, 3] == ask_s:
+def warm_far(buf, p, bk):
+    """First stage of look-ahead for the message at ``buf[p]`` (length already checked): start loading its
+    instrument's two book-side rows and, for a message naming an order, that order's ring slot."""
+    t = buf[p]
+    s = be16(buf, p + O.LOCATE) * 2
+    prefetch(bk.side[s], 0)
+    prefetch(bk.side[s + 1], 0)
+    if t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
+        ref = be64u(buf, p + O.DELETE_REF)
+        prefetch(bk.ot, orders.ring_row(bk.ot_meta, ref) * 3)
+
+
+@kernel(inline="always")
+def warm_near(buf, p, bk):
+    """Second stage, a few messages later: the side rows and ring slot are in cache by now, so read them and
+    start loading the top level of the book side the message will touch."""
+    t = buf[p]
+    side = -1
+    locate = be16(buf, p + O.LOCATE)
+    if t == 65 or t == 70:
+        side = _side(buf[p + O.ADD_SIDE])
+    elif t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
+        row = orders.ring_row(bk.ot_meta, be64u(buf, p + O.DELETE_REF))
+        if bk.ot[row * 3] == be64u(buf, p + O.DELETE_REF):
+            side = orders.side_of(bk.ot, row)
+            locate = orders.locate_of(bk.ot, row)
+    if side >= 0:
+        r = bk.side[locate * 2 + side]
+        top = r[SIDE_START] + r[SIDE_LEN] - 1
+        if top >= 0:
+            prefetch(bk.lv[top], 0)
+
+
+@kernel(inline="always")
+def _check_top(bk, out, locate, side, ts):
+    """Emit a bbo row when the top of book differs from the last row emitted for the instrument.
+
+    Every book message changes one side only, so only that side's best level is read.
+    """
+    s = locate * 2 + side
+    price, size = levels.best(bk, s, side)
+    row = bk.side[s]
+    if row[SIDE_LAST_PRICE] == price and row[SIDE_LAST_SIZE] == size:
         return
-    last[locate, 0] = bid_p
-    last[locate, 1] = bid_s
-    last[locate, 2] = ask_p
-    last[locate, 3] = ask_s
+    row[SIDE_LAST_PRICE] = price
+    row[SIDE_LAST_SIZE] = size
+    other = bk.side[s ^ 1]
+    bid = row if side == 0 else other
+    ask = other if side == 0 else row
     r = out.n[N_BBO]
     out.bbo[r, 0] = ts
     out.bbo[r, 1] = locate
-    out.bbo[r, 2] = bid_p
-    out.bbo[r, 3] = bid_s
-    out.bbo[r, 4] = ask_p
-    out.bbo[r, 5] = ask_s
+    out.bbo[r, 2] = bid[SIDE_LAST_PRICE]
+    out.bbo[r, 3] = bid[SIDE_LAST_SIZE]
+    out.bbo[r, 4] = ask[SIDE_LAST_PRICE]
+    out.bbo[r, 5] = ask[SIDE_LAST_SIZE]
     out.n[N_BBO] = r + 1
 
 
@@ -89,25 +127,26 @@ def _trade(bk, out, ts, locate, kind, side, shares, price, match):
 
 
 @kernel(inline="always")
-def _add(bk, cnt, ref, locate, side_char, shares, price):
-    """Add an order; refuse (and count) what a real feed never sends or what the table cannot hold."""
-    if side_char == _B:
-        side = 0
-    elif side_char == _S:
-        side = 1
-    else:
+def _add(bk, cnt, ref, locate, side, shares, price):
+    """Add an order on ``side`` (0 buy, 1 sell, -1 not a side); refuse (and count) what a real feed never sends
+    or what the table cannot hold."""
+    if side < 0 or ref == 0 or shares == 0:
         cnt[C.REJECTED_ADDS] += 1
         return
-    if ref == 0 or shares == 0 or orders.find(bk.ot, bk.ot_meta, ref) >= 0:
-        cnt[C.REJECTED_ADDS] += 1
-        return
-    if cnt[C.OPEN_ORDERS] >= bk.ot_meta[2]:
+    if cnt[C.OPEN_ORDERS] >= bk.ot_meta[orders.MAX_LIVE]:
         cnt[C.REJECTED_ADDS] += 1
         cnt[C.ORDER_TABLE_FULL] += 1
         return
-    orders.insert(bk.ot, bk.ot_meta, ref, price, shares, locate, side)
+    if not orders.add(bk.ot, bk.ot_meta, bk.ot_hi, ref, price, shares, locate, side):
+        cnt[C.REJECTED_ADDS] += 1
+        return
     cnt[C.OPEN_ORDERS] += 1
     levels.add_shares(bk, locate * 2 + side, levels.level_key(side, price), shares, cnt)
+
+
+@kernel(inline="always")
+def _side(side_char):
+    return 0 if side_char == _B else (1 if side_char == _S else -1)
 
 
 @kernel(inline="always")
@@ -141,35 +180,38 @@ def apply_message(buf, p, bk, out, cnt, by_type):
     _feed_clock(out, ts)
     locate = be16(buf, p + O.LOCATE)
     if t == 65 or t == 70:                                   # A, F
-        _add(bk, cnt, be64u(buf, p + O.ADD_REF), locate, buf[p + O.ADD_SIDE], be32(buf, p + O.ADD_SHARES),
+        side = _side(buf[p + O.ADD_SIDE])
+        _add(bk, cnt, be64u(buf, p + O.ADD_REF), locate, side, be32(buf, p + O.ADD_SHARES),
              be32(buf, p + O.ADD_PRICE))
-        _check_top(bk, out, locate, ts)
+        if side >= 0:
+            _check_top(bk, out, locate, side, ts)
     elif t == 68:                                            # D
-        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.DELETE_REF))
+        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.DELETE_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
             return
         locate = orders.locate_of(bk.ot, slot)
+        side = orders.side_of(bk.ot, slot)
         _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
-        _check_top(bk, out, locate, ts)
+        _check_top(bk, out, locate, side, ts)
     elif t == 85:                                            # U
-        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.REPLACE_OLD_REF))
+        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.REPLACE_OLD_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
             return
         locate = orders.locate_of(bk.ot, slot)
-        side_char = _B if orders.side_of(bk.ot, slot) == 0 else _S
+        side = orders.side_of(bk.ot, slot)
         _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
-        _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side_char, be32(buf, p + O.REPLACE_SHARES),
+        _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side, be32(buf, p + O.REPLACE_SHARES),
              be32(buf, p + O.REPLACE_PRICE))
-        _check_top(bk, out, locate, ts)
+        _check_top(bk, out, locate, side, ts)
     elif t == 69 or t == 67:                                 # E, C
-        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.EXEC_REF))
+        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.EXEC_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
             return
         locate = orders.locate_of(bk.ot, slot)
-        side_char = _B if orders.side_of(bk.ot, slot) == 0 else _S
+        side = orders.side_of(bk.ot, slot)
         if t == 69:
             price = orders.price_of(bk.ot, slot)
             printed = True
@@ -178,16 +220,18 @@ def apply_message(buf, p, bk, out, cnt, by_type):
             printed = buf[p + O.EXEC_PRINTABLE] == _Y
         taken = _reduce(bk, cnt, slot, be32(buf, p + O.EXEC_SHARES))
         if printed and taken > 0:
-            _trade(bk, out, ts, locate, t, side_char, taken, price, np.int64(be64u(buf, p + O.EXEC_MATCH)))
-        _check_top(bk, out, locate, ts)
+            _trade(bk, out, ts, locate, t, _B if side == 0 else _S, taken, price,
+                   np.int64(be64u(buf, p + O.EXEC_MATCH)))
+        _check_top(bk, out, locate, side, ts)
     elif t == 88:                                            # X
-        slot = orders.find(bk.ot, bk.ot_meta, be64u(buf, p + O.CANCEL_REF))
+        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.CANCEL_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
             return
         locate = orders.locate_of(bk.ot, slot)
+        side = orders.side_of(bk.ot, slot)
         _reduce(bk, cnt, slot, be32(buf, p + O.CANCEL_SHARES))
-        _check_top(bk, out, locate, ts)
+        _check_top(bk, out, locate, side, ts)
     elif t == 80:                                            # P
         shares = be32(buf, p + O.TRADE_SHARES)
         if shares > 0:

@@ -5,14 +5,20 @@ key = 0xFFFFFFFF - price), so top of book is one load, and inserting or removing
 all activity is -- moves only the few levels above it.  A segment that fills is copied to a segment twice its
 size taken from the pool's bump index; the old one is abandoned (at most as much waste as live data).  If the
 pool is exhausted the level is not created, ``level_pool_full`` is counted, and that book is incomplete.
+
+Layout is chosen for the cache: a side's segment bounds live in one 64-byte row (``Book.side``) beside the top
+of book last emitted for it, and each level keeps its key and shares side by side, so a message near the top of
+a book touches about two cache lines of level data.
 """
 import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
+from appliance.decode.state import SIDE_CAP, SIDE_LEN, SIDE_START
 
 _ASK_FLIP = 0xFFFFFFFF
 FIRST_SEGMENT = 8
+TOP_SCAN = 8                 # levels below the top checked one by one before a binary search
 
 
 @kernel(inline="always")
@@ -26,15 +32,24 @@ def key_price(side, key):
 
 
 @kernel(inline="always")
-def _lower_bound(keys, start, n, key):
-    """First index in [0, n) whose key is >= ``key`` (n if none); checks the top first, where activity is."""
-    if n == 0 or np.int64(keys[start + n - 1]) < key:
-        return n
+def _lower_bound(lv, start, n, key):
+    """First index in [0, n) whose key is >= ``key`` (n if none).
+
+    Nearly all activity is within a few levels of the top (the end of the segment), so the top few levels are
+    scanned first; a binary search over the rest handles deep levels.
+    """
+    i = n - 1
+    stop = n - TOP_SCAN if n > TOP_SCAN else 0
+    while i >= stop:
+        k = lv[start + i, 0]
+        if k <= key:
+            return i if k == key else i + 1
+        i -= 1
     lo = 0
-    hi = n - 1
+    hi = stop
     while lo < hi:
         mid = (lo + hi) >> 1
-        if np.int64(keys[start + mid]) < key:
+        if lv[start + mid, 0] < key:
             lo = mid + 1
         else:
             hi = mid
@@ -43,18 +58,19 @@ def _lower_bound(keys, start, n, key):
 
 @kernel
 def _grow(bk, s, cnt):
-    old_cap = bk.lv_cap[s]
+    row = bk.side[s]
+    old_cap = row[SIDE_CAP]
     new_cap = FIRST_SEGMENT if old_cap == 0 else old_cap * 2
     base = bk.lv_meta[0]
     if base + new_cap > bk.lv_meta[1]:
         cnt[C.LEVEL_POOL_FULL] += 1
         return False
-    old = bk.lv_start[s]
-    for i in range(bk.lv_len[s]):
-        bk.lv_key[base + i] = bk.lv_key[old + i]
-        bk.lv_shares[base + i] = bk.lv_shares[old + i]
-    bk.lv_start[s] = base
-    bk.lv_cap[s] = new_cap
+    old = row[SIDE_START]
+    for i in range(row[SIDE_LEN]):
+        bk.lv[base + i, 0] = bk.lv[old + i, 0]
+        bk.lv[base + i, 1] = bk.lv[old + i, 1]
+    row[SIDE_START] = base
+    row[SIDE_CAP] = new_cap
     bk.lv_meta[0] = base + new_cap
     return True
 
@@ -62,48 +78,53 @@ def _grow(bk, s, cnt):
 @kernel(inline="always")
 def add_shares(bk, s, key, shares, cnt):
     """Add ``shares`` at ``key`` on book side ``s`` (= locate * 2 + side), creating the level if needed."""
-    start = bk.lv_start[s]
-    n = bk.lv_len[s]
-    pos = _lower_bound(bk.lv_key, start, n, key)
-    if pos < n and np.int64(bk.lv_key[start + pos]) == key:
-        bk.lv_shares[start + pos] += shares
+    row = bk.side[s]
+    lv = bk.lv
+    start = row[SIDE_START]
+    n = row[SIDE_LEN]
+    pos = _lower_bound(lv, start, n, key)
+    if pos < n and lv[start + pos, 0] == key:
+        lv[start + pos, 1] += shares
         return
-    if n == bk.lv_cap[s]:
+    if n == row[SIDE_CAP]:
         if not _grow(bk, s, cnt):
             return
-        start = bk.lv_start[s]
+        start = row[SIDE_START]
     for i in range(start + n, start + pos, -1):
-        bk.lv_key[i] = bk.lv_key[i - 1]
-        bk.lv_shares[i] = bk.lv_shares[i - 1]
-    bk.lv_key[start + pos] = key
-    bk.lv_shares[start + pos] = shares
-    bk.lv_len[s] = n + 1
+        lv[i, 0] = lv[i - 1, 0]
+        lv[i, 1] = lv[i - 1, 1]
+    lv[start + pos, 0] = key
+    lv[start + pos, 1] = shares
+    row[SIDE_LEN] = n + 1
 
 
 @kernel(inline="always")
 def remove_shares(bk, s, key, shares, cnt):
     """Take ``shares`` from the level at ``key``; the level goes when it reaches zero."""
-    start = bk.lv_start[s]
-    n = bk.lv_len[s]
-    pos = _lower_bound(bk.lv_key, start, n, key)
-    if pos == n or np.int64(bk.lv_key[start + pos]) != key:
+    row = bk.side[s]
+    lv = bk.lv
+    start = row[SIDE_START]
+    n = row[SIDE_LEN]
+    pos = _lower_bound(lv, start, n, key)
+    if pos == n or lv[start + pos, 0] != key:
         cnt[C.LEVEL_MISSING] += 1
         return
-    left = bk.lv_shares[start + pos] - shares
+    left = lv[start + pos, 1] - shares
     if left > 0:
-        bk.lv_shares[start + pos] = left
+        lv[start + pos, 1] = left
         return
     for i in range(start + pos, start + n - 1):
-        bk.lv_key[i] = bk.lv_key[i + 1]
-        bk.lv_shares[i] = bk.lv_shares[i + 1]
-    bk.lv_len[s] = n - 1
+        lv[i, 0] = lv[i + 1, 0]
+        lv[i, 1] = lv[i + 1, 1]
+    row[SIDE_LEN] = n - 1
 
 
 @kernel(inline="always")
 def best(bk, s, side):
     """(price, aggregate shares) of the best level on book side ``s``, (0, 0) when empty."""
-    n = bk.lv_len[s]
+    row = bk.side[s]
+    n = row[SIDE_LEN]
     if n == 0:
         return 0, 0
-    top = bk.lv_start[s] + n - 1
-    return key_price(side, np.int64(bk.lv_key[top])), bk.lv_shares[top]
+    top = row[SIDE_START] + n - 1
+    return key_price(side, bk.lv[top, 0]), bk.lv[top, 1]

@@ -15,7 +15,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.book import apply_message
+from appliance.decode.book import apply_message, warm_far, warm_near
 from appliance.decode.offsets import MSG_LENGTH
 from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MAX_PENDING, MAX_SESSIONS, MSG_SLOT, N_BBO, N_BROKEN, N_GAPS, \
     N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN
@@ -25,6 +25,7 @@ HEADER = 20                  # session 10, sequence 8, count 2
 HEARTBEAT = 0
 END_OF_SESSION = 0xFFFF
 MAX_SEQUENCE = 1 << 62
+WARM_AHEAD = 4               # blocks between book.warm_near and applying that block
 # What became of a packet (packets.csv "status"); HELD packets are applied later, when their turn comes.
 PACKET_APPLIED, PACKET_DUPLICATE, PACKET_HELD, PACKET_BAD, PACKET_HEARTBEAT, PACKET_END_OF_SESSION, \
     PACKET_DROPPED = range(7)
@@ -53,8 +54,12 @@ def _session_of(mold, buf, p, cnt):
 
 
 @kernel(inline="always")
-def _valid_blocks(buf, p, n, count, cnt):
-    """True when exactly ``count`` well-formed message blocks fill the packet after its header."""
+def _valid_blocks(buf, p, n, count, cnt, bk):
+    """True when exactly ``count`` well-formed message blocks fill the packet after its header.
+
+    Each well-formed block also starts the loads its message will need (book.warm_far), so by the time the
+    packet is applied its orders and book sides are on their way into cache.
+    """
     q = p + HEADER
     end = p + n
     for _ in range(count):
@@ -75,6 +80,7 @@ def _valid_blocks(buf, p, n, count, cnt):
         if expected != mlen:
             cnt[C.BAD_LENGTH] += 1
             return False
+        warm_far(buf, q + 2, bk)
         q += 2 + mlen
     if q != end:
         cnt[C.BAD_FRAMING] += 1
@@ -86,8 +92,14 @@ def _valid_blocks(buf, p, n, count, cnt):
 def apply_blocks(buf, p, count, skip, sess, seq, bk, out, cnt, by_type):
     """Apply blocks ``skip..count-1`` of a validated packet whose first block is at ``buf[p]``."""
     copy = out.n[FLAG_MESSAGES] != 0
+    near = p
+    for _ in range(min(WARM_AHEAD, count)):
+        near += 2 + be16(buf, near)
     for i in range(count):
         mlen = be16(buf, p)
+        if i + WARM_AHEAD < count:
+            warm_near(buf, near + 2, bk)          # blocks were validated: lengths and types are sound
+            near += 2 + be16(buf, near)
         if i >= skip:
             apply_message(buf, p + 2, bk, out, cnt, by_type)
             if copy:
@@ -208,7 +220,7 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
             cnt[C.BAD_PACKETS] += 1
             cnt[C.BAD_FRAMING] += 1
             return PACKET_BAD, -1
-    elif not _valid_blocks(buf, p, n, count, cnt):
+    elif not _valid_blocks(buf, p, n, count, cnt, bk):
         cnt[C.BAD_PACKETS] += 1
         return PACKET_BAD, -1
     s = _session_of(mold, buf, p, cnt)
@@ -259,15 +271,21 @@ def _any_pending(mold):
 
 
 @kernel(inline="always")
+def free_rows(out):
+    """Rows every enabled output buffer can still take."""
+    rows = out.bbo.shape[0]
+    free = rows - max(out.n[N_BBO], out.n[N_TRADES], out.n[N_BROKEN], out.n[N_GAPS])
+    if out.n[FLAG_PACKETS] != 0:
+        free = min(free, out.packets.shape[0] - out.n[N_PACKETS])
+    if out.n[FLAG_MESSAGES] != 0:
+        free = min(free, out.msgs.shape[0] - out.n[N_MSGS])
+    return free
+
+
+@kernel(inline="always")
 def has_room(out, margin):
     """True when every output buffer can take ``margin`` more rows (ROW_MARGIN: one record's worst case)."""
-    rows = out.bbo.shape[0]
-    if out.n[N_BBO] + margin > rows or out.n[N_TRADES] + margin > rows or out.n[N_BROKEN] + margin > rows \
-            or out.n[N_GAPS] + margin > rows:
-        return False
-    if out.n[FLAG_PACKETS] != 0 and out.n[N_PACKETS] + margin > out.packets.shape[0]:
-        return False
-    return out.n[FLAG_MESSAGES] == 0 or out.n[N_MSGS] + margin <= out.msgs.shape[0]
+    return free_rows(out) >= margin
 
 
 @kernel

@@ -1,13 +1,22 @@
-"""The order table: order reference -> (price, shares, stock locate, side), open addressing in one flat array.
+"""The order table: order reference -> (price, shares, stock locate, side).
 
-Layout: ``ot`` is uint64[slots, 3], one 24-byte row per slot, so a probe that finds its key already holds the
-order's fields in the same cache line.  Key 0 marks an empty slot (a real feed never uses reference 0; an add
-naming it is refused).
+References rise through the day and most orders die young, so the table is a direct-mapped *ring* indexed by
+the reference's low bits, backed by an open-addressing *overflow* hash for the few orders that outlive a full
+turn of the ring:
 
-Hash: references rise through the day and deletes mostly hit recent orders, so runs of 16 consecutive
-references keep their low 4 bits and land in neighbouring slots (one or two cache lines), while the block
-number is spread by Fibonacci hashing so old live orders do not pile up in one region.  Linear probing with
-backward-shift deletion keeps probe chains short without tombstones.
+* an add writes slot ``ref & ring_mask`` -- consecutive references fill consecutive slots, so adds stream
+  through memory and deletes of recent orders hit cache lines written moments ago;
+* when that slot still holds an older live order, the older order moves to the overflow hash;
+* a lookup checks the ring slot and, only if that misses and the overflow may hold the reference (it holds
+  references no higher than the highest one it ever took), probes the overflow.
+
+Both parts live in one flat uint64 array of 3-word rows -- ring rows ``[0, R)``, overflow rows ``[R, R + S)`` --
+so a row number is a handle whichever part holds the order: word 0 the reference (0 = empty; a real feed never
+uses 0 and an add naming it is refused), word 1 ``price << 32 | shares``, word 2 ``locate << 8 | side``.
+
+The overflow hash keeps runs of 16 consecutive references in neighbouring slots and spreads the blocks by
+Fibonacci hashing; linear probing with backward-shift deletion keeps chains short without tombstones.  It is
+sized for the table's whole capacity, so it cannot fill before the live-order limit is reached.
 """
 import numpy as np
 
@@ -20,80 +29,127 @@ _32 = np.uint64(32)
 _8 = np.uint64(8)
 _LOW32 = np.uint64(0xFFFFFFFF)
 
+# ot_meta slots
+RING_MASK, OVER_MASK, OVER_SHIFT, MAX_LIVE, OVER_COUNT = range(5)
+
 
 @kernel(inline="always")
-def home_slot(ref, mask, shift):
+def _home(ref, meta):
     x = (ref >> _4) * _FIB
-    return np.int64(((x >> np.uint64(shift)) << _4) | (ref & _15)) & mask
+    return np.int64(((x >> np.uint64(meta[OVER_SHIFT])) << _4) | (ref & _15)) & meta[OVER_MASK]
 
 
 @kernel(inline="always")
-def find(ot, meta, ref):
-    """Slot holding ``ref``, or -1."""
-    mask = meta[0]
-    i = home_slot(ref, mask, meta[1])
+def _over_probe(ot, meta, ref):
+    """Overflow row holding ``ref``, or the empty overflow row where it belongs: (row, present)."""
+    base = meta[RING_MASK] + 1
+    mask = meta[OVER_MASK]
+    i = _home(ref, meta)
     while True:
-        k = ot[i, 0]
+        k = ot[(base + i) * 3]
         if k == ref:
-            return i
+            return base + i, True
         if k == 0:
-            return -1
+            return base + i, False
         i = (i + 1) & mask
 
 
 @kernel(inline="always")
-def insert(ot, meta, ref, price, shares, locate, side):
-    """Insert a reference known to be absent; the caller has checked capacity."""
-    mask = meta[0]
-    i = home_slot(ref, mask, meta[1])
-    while ot[i, 0] != 0:
-        i = (i + 1) & mask
-    ot[i, 0] = ref
-    ot[i, 1] = (np.uint64(price) << _32) | np.uint64(shares)
-    ot[i, 2] = (np.uint64(locate) << _8) | np.uint64(side)
+def _may_overflow(meta, hi, ref):
+    return meta[OVER_COUNT] > 0 and ref <= hi[0]
 
 
 @kernel(inline="always")
-def remove(ot, meta, i):
-    """Empty slot ``i`` and pull later members of its probe run back so no lookup stops short."""
-    mask = meta[0]
-    shift = meta[1]
+def ring_row(meta, ref):
+    return np.int64(ref & np.uint64(meta[RING_MASK]))
+
+
+@kernel(inline="always")
+def find(ot, meta, hi, ref):
+    """Row holding the live order ``ref``, or -1."""
+    r = np.int64(ref & np.uint64(meta[RING_MASK]))
+    if ot[r * 3] == ref:
+        return r
+    if _may_overflow(meta, hi, ref):
+        row, present = _over_probe(ot, meta, ref)
+        if present:
+            return row
+    return -1
+
+
+@kernel(inline="always")
+def _write(ot, row, ref, word1, word2):
+    ot[row * 3] = ref
+    ot[row * 3 + 1] = word1
+    ot[row * 3 + 2] = word2
+
+
+@kernel(inline="always")
+def add(ot, meta, hi, ref, price, shares, locate, side):
+    """Insert ``ref``; False (nothing changed) when it is already live.  The caller has checked capacity."""
+    r = np.int64(ref & np.uint64(meta[RING_MASK]))
+    k = ot[r * 3]
+    if k == ref:
+        return False
+    if _may_overflow(meta, hi, ref):
+        _, present = _over_probe(ot, meta, ref)
+        if present:
+            return False
+    if k != 0:
+        # The ring slot holds an older live order: it outlived a turn of the ring; keep it in the overflow.
+        row, _ = _over_probe(ot, meta, k)
+        _write(ot, row, k, ot[r * 3 + 1], ot[r * 3 + 2])
+        meta[OVER_COUNT] += 1
+        if k > hi[0]:
+            hi[0] = k
+    _write(ot, r, ref, (np.uint64(price) << _32) | np.uint64(shares), (np.uint64(locate) << _8) | np.uint64(side))
+    return True
+
+
+@kernel(inline="always")
+def remove(ot, meta, row):
+    """Delete the order in ``row`` (a ring row, or an overflow row whose probe run is then repaired)."""
+    base = meta[RING_MASK] + 1
+    if row < base:
+        ot[row * 3] = 0
+        return
+    meta[OVER_COUNT] -= 1
+    mask = meta[OVER_MASK]
+    i = row - base
     j = i
     while True:
         j = (j + 1) & mask
-        k = ot[j, 0]
+        k = ot[(base + j) * 3]
         if k == 0:
             break
-        h = home_slot(k, mask, shift)
+        h = _home(k, meta)
         # The entry at j may fill the hole at i unless its home lies cyclically in (i, j].
         if (i <= j and (h <= i or h > j)) or (i > j and h <= i and h > j):
-            ot[i, 0] = ot[j, 0]
-            ot[i, 1] = ot[j, 1]
-            ot[i, 2] = ot[j, 2]
+            _write(ot, base + i, k, ot[(base + j) * 3 + 1], ot[(base + j) * 3 + 2])
             i = j
-    ot[i, 0] = 0
+    ot[(base + i) * 3] = 0
 
 
 @kernel(inline="always")
-def price_of(ot, i):
-    return np.int64(ot[i, 1] >> _32)
+def price_of(ot, row):
+    return np.int64(ot[row * 3 + 1] >> _32)
 
 
 @kernel(inline="always")
-def shares_of(ot, i):
-    return np.int64(ot[i, 1] & _LOW32)
+def shares_of(ot, row):
+    return np.int64(ot[row * 3 + 1] & _LOW32)
 
 
 @kernel(inline="always")
-def set_shares(ot, i, shares):
-    ot[i, 1] = (ot[i, 1] & (_LOW32 << _32)) | np.uint64(shares)
+def set_shares(ot, row, shares):
+    ot[row * 3 + 1] = (ot[row * 3 + 1] & (_LOW32 << _32)) | np.uint64(shares)
 
 
 @kernel(inline="always")
-def locate_of(ot, i):
-    return np.int64(ot[i, 2] >> _8)
+def locate_of(ot, row):
+    return np.int64(ot[row * 3 + 2] >> _8)
 
 
 @kernel(inline="always")
-def side_of(ot, i):
-    return np.int64(ot[i, 2] & np.uint64(0xFF))
+def side_of(ot, row):
+    return np.int64(ot[row * 3 + 2] & np.uint64(0xFF))

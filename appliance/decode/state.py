@@ -15,6 +15,7 @@ structure fills is decided here and documented in the README ("Capacities"):
 """
 from __future__ import annotations
 
+import mmap
 from collections import namedtuple
 
 import numpy as np
@@ -37,20 +38,21 @@ DEFAULT_ORDER_CAPACITY = 6_000_000
 DEFAULT_LEVEL_POOL = 1 << 24
 
 Book = namedtuple("Book", [
-    "ot",           # uint64[cap, 3]: order_ref, price << 32 | shares, stock_locate << 8 | side; ref 0 = empty
-    "ot_meta",      # int64[3]: mask, hash shift, max live orders
-    "lv_start",     # int64[LOCATES * SIDES]: first pool index of the side's segment
-    "lv_cap",       # int64[...]: segment capacity (0 = none yet)
-    "lv_len",       # int64[...]: levels in use; sorted by key, best level last
-    "lv_key",       # uint32[pool]: price for bids, 0xFFFFFFFF - price for asks (so best is always last)
-    "lv_shares",    # int64[pool]: aggregate shares at the level
+    "ot",           # uint64[(ring + overflow) * 3]: the order table (orders.py): rows of order_ref,
+                    #   price << 32 | shares, stock_locate << 8 | side; ref 0 = empty
+    "ot_meta",      # int64[5]: ring mask, overflow mask, overflow hash shift, max live orders, overflow count
+    "ot_hi",        # uint64[1]: highest reference ever moved to the overflow
+    "side",         # int64[LOCATES * SIDES, 8]: one cache line per book side (index locate * 2 + side), see SIDE_*
+    "lv",           # int64[pool, 2]: level key (price for bids, 0xFFFFFFFF - price for asks: best is last),
+                    #   aggregate shares; a side's levels are a sorted segment of this pool
     "lv_meta",      # int64[2]: pool bump index, pool size
-    "top_last",     # int64[LOCATES, 4]: last emitted bid_price, bid_size, ask_price, ask_size
     "stats",        # int64[LOCATES, 4]: volume, notional, trades, cross_volume
     "sym",          # uint8[LOCATES, 8]: stock name from the directory (R)
     "sym_set",      # int8[LOCATES]: 1 once an R named the locate
 ])
 STAT_VOLUME, STAT_NOTIONAL, STAT_TRADES, STAT_CROSS = range(4)
+# Book side row: its level segment (pool start, capacity, levels in use) and the top of book last emitted for it
+SIDE_START, SIDE_CAP, SIDE_LEN, SIDE_LAST_PRICE, SIDE_LAST_SIZE = range(5)
 
 Mold = namedtuple("Mold", [
     "ln_group",     # int64[MAX_LINES]: IPv4 destination group of each line
@@ -86,24 +88,46 @@ FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is liste
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
 
 
-def order_table_slots(order_capacity: int) -> int:
-    """Power-of-two slot count keeping the load at or under 3/4 for ``order_capacity`` live orders."""
+MAX_RING = 1 << 22          # 4 Mi references (96 MiB): orders outliving that many later adds move to overflow
+
+
+def big_zeros(shape, dtype) -> np.ndarray:
+    """Zeroed memory for a large, randomly accessed table, on transparent huge pages where the kernel allows.
+
+    The order table and level pool are hit at random addresses: with 4 KiB pages nearly every access also
+    misses the TLB (and in a virtual machine a TLB miss walks two sets of page tables).  Anonymous memory is
+    mapped lazily, so untouched parts of a generous default cost nothing.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size < (8 << 20):
+        return np.zeros(shape, dtype)
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            region.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass                     # THP disabled on this host: normal pages, same results
+    return np.frombuffer(region, dtype=dtype).reshape(shape)
+
+
+def order_table_slots(order_capacity: int) -> tuple[int, int]:
+    """(ring slots, overflow slots): powers of two; the overflow alone holds ``order_capacity`` at <= 3/4 load."""
     need = max(64, (order_capacity * 4 + 2) // 3)
-    return 1 << (need - 1).bit_length()
+    ring = min(MAX_RING, 1 << (max(64, order_capacity) - 1).bit_length())
+    return ring, 1 << (need - 1).bit_length()
 
 
 def new_book(order_capacity: int = DEFAULT_ORDER_CAPACITY, level_pool: int = DEFAULT_LEVEL_POOL) -> Book:
-    slots = order_table_slots(order_capacity)
+    ring, slots = order_table_slots(order_capacity)
     bits = slots.bit_length() - 1
     sides = LOCATES * SIDES
     # np.zeros maps untouched pages lazily, so a large default costs only what a feed really uses.
     return Book(
-        ot=np.zeros((slots, 3), np.uint64),
-        ot_meta=np.array([slots - 1, 64 - (bits - 4), order_capacity], np.int64),
-        lv_start=np.zeros(sides, np.int64), lv_cap=np.zeros(sides, np.int64), lv_len=np.zeros(sides, np.int64),
-        lv_key=np.zeros(level_pool, np.uint32), lv_shares=np.zeros(level_pool, np.int64),
-        lv_meta=np.array([0, level_pool], np.int64),
-        top_last=np.zeros((LOCATES, 4), np.int64), stats=np.zeros((LOCATES, 4), np.int64),
+        ot=big_zeros((ring + slots) * 3, np.uint64),
+        ot_meta=np.array([ring - 1, slots - 1, 64 - (bits - 4), order_capacity, 0], np.int64),
+        ot_hi=np.zeros(1, np.uint64),
+        side=big_zeros((sides, 8), np.int64), lv=big_zeros((level_pool, 2), np.int64),
+        lv_meta=np.array([0, level_pool], np.int64), stats=big_zeros((LOCATES, 4), np.int64),
         sym=np.full((LOCATES, 8), 32, np.uint8), sym_set=np.zeros(LOCATES, np.int8),
     )
 

@@ -16,14 +16,15 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.book import apply_message
+from appliance.decode.book import apply_message, warm_far, warm_near
 from appliance.decode.frames import feed_payload
-from appliance.decode.mold import handle_packet, has_room, settle
+from appliance.decode.mold import free_rows, handle_packet, has_room, settle
 from appliance.decode.offsets import MSG_LENGTH
 from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MSG_SLOT, N_MSGS, N_PACKETS, ROW_MARGIN
 from appliance.decode.wire import be16, be64u, rd16, rd32
 
 NEED_MORE, OUT_FULL, CORRUPT = 0, 1, 2
+WARM_FAR, WARM_NEAR = 16, 6      # look-ahead distances, in records, of the two prefetch stages
 LINKTYPE_ETHERNET = 1
 MAX_RECORD = 1 << 18          # larger than any snap length a capture tool writes
 
@@ -204,13 +205,47 @@ def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
     return pos, NEED_MORE
 
 
+@kernel(inline="always")
+def _next_record(buf, q, end):
+    """Offset of the record after the one at ``q``, or -1 when the one at ``q`` is not whole."""
+    if q < 0 or q + 2 > end:
+        return -1
+    nxt = q + 2 + be16(buf, q)
+    return nxt if nxt <= end else -1
+
+
 @kernel
 def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
-    """NASDAQ binary day file: ``[u16 big-endian length][message]`` repeated, applied in order."""
+    """NASDAQ binary day file: ``[u16 big-endian length][message]`` repeated, applied in order.
+
+    Two look-ahead cursors run ``WARM_FAR`` and ``WARM_NEAR`` records ahead of the one being applied and
+    prefetch what it will touch (book.warm_far / warm_near): replay is bound by memory latency, not work.
+    """
     copy = out.n[FLAG_MESSAGES] != 0
+    budget = 0
+    far = pos
+    for _ in range(WARM_FAR):
+        far = _next_record(buf, far, end)
+    near = pos
+    for _ in range(WARM_NEAR):
+        near = _next_record(buf, near, end)
     while pos < end:
-        if not has_room(out, 2):
-            return pos, OUT_FULL
+        if budget == 0:
+            # One message adds at most two rows to a buffer (a trade and a feed-clock mark to the tape).
+            budget = free_rows(out) // 2
+            if budget == 0:
+                return pos, OUT_FULL
+        budget -= 1
+        nf = _next_record(buf, far, end)
+        if nf >= 0:
+            if _record_ok(buf, far):
+                warm_far(buf, far + 2, bk)
+            far = nf
+        nn = _next_record(buf, near, end)
+        if nn >= 0:
+            if _record_ok(buf, near):
+                warm_near(buf, near + 2, bk)
+            near = nn
         if pos + 2 > end:
             break
         mlen = be16(buf, pos)
@@ -233,6 +268,13 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
         cnt[C.TRUNCATED_RECORDS] += 1
         return end, NEED_MORE
     return pos, NEED_MORE
+
+
+@kernel(inline="always")
+def _record_ok(buf, q):
+    """The (whole) record at ``q`` holds a message of its type's length, so its fields may be read."""
+    mlen = be16(buf, q)
+    return mlen > 0 and np.int64(MSG_LENGTH[buf[q + 2]]) == mlen
 
 
 @kernel

@@ -112,6 +112,13 @@ def chunks(src: Source) -> Iterator[tuple[np.ndarray, int, bool]]:
         with open(src.path, "rb") as fh:
             # The mapping stays open while the driver holds views of it and is unmapped when the last goes.
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        # The kernels read it front to back once: ask for aggressive read-ahead and early page reuse.
+        for advice in ("MADV_SEQUENTIAL", "MADV_WILLNEED"):
+            if hasattr(mmap, advice):
+                try:
+                    mapped.madvise(getattr(mmap, advice))
+                except OSError:
+                    pass
         yield np.frombuffer(mapped, dtype=np.uint8), src.start, True
         return
     tail = b""

@@ -6,7 +6,7 @@ import ipaddress
 import numpy as np
 
 from appliance.decode import counters as C
-from appliance.decode.state import STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+from appliance.decode.state import SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
 from appliance.itch.layout import TYPES
 
 _ASK_FLIP = 0xFFFFFFFF
@@ -17,13 +17,12 @@ def _name(raw) -> str:
 
 
 def _best(book, locate: int, side: int) -> tuple[int, int]:
-    s = locate * 2 + side
-    n = int(book.lv_len[s])
+    row = book.side[locate * 2 + side]
+    n = int(row[SIDE_LEN])
     if n == 0:
         return 0, 0
-    top = int(book.lv_start[s]) + n - 1
-    key = int(book.lv_key[top])
-    return (key if side == 0 else _ASK_FLIP - key), int(book.lv_shares[top])
+    key, shares = (int(v) for v in book.lv[int(row[SIDE_START]) + n - 1])
+    return (key if side == 0 else _ASK_FLIP - key), shares
 
 
 def symbols(book) -> dict:
