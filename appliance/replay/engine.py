@@ -30,6 +30,7 @@ class Options:
     level_pool: int = S.DEFAULT_LEVEL_POOL
     window_ns: int = 1_000_000_000
     step_ns: int = 100_000_000
+    vwap: bool = True                    # False: no VWAP windows (the tape and totals are still kept)
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Replay:
     def flush(self) -> None:
         """Hand every finished row to the sink and empty the buffers (the kernels then resume)."""
         out, n = self.out, self.out.n
-        if n[S.N_TRADES]:
+        if n[S.N_TRADES] and self.options.vwap:
             # Windows read the tape before it is written out and its buffer reused.
             self._fold_trades(out.trades, int(n[S.N_TRADES]))
         self.sink.bbo(out.bbo, int(n[S.N_BBO]), self.book.sym)
