@@ -16,12 +16,23 @@ from appliance.decode import counters as C
 from appliance.decode import levels, orders
 from appliance.decode import offsets as O
 from appliance.decode.state import CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_CLOCK, N_BBO, \
-    N_BROKEN, N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+    MSG_SLOT, N_BROKEN, N_MSGS, N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
 from appliance.decode.prefetch import prefetch
 from appliance.decode.wire import be16, be32, be48, be64u
 
 _B, _S, _Y = ord("B"), ord("S"), ord("Y")
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q = ord("E"), ord("C"), ord("P"), ord("Q")
+
+
+@kernel(inline="always")
+def copy_out(out, buf, p, mlen, sess, seq):
+    """--messages: copy the applied message at ``buf[p]`` and where it came from into the output rows."""
+    r = out.n[N_MSGS]
+    for k in range(min(mlen, MSG_SLOT)):
+        out.msgs[r, k] = buf[p + k]
+    out.msg_meta[r, 0] = sess
+    out.msg_meta[r, 1] = seq
+    out.n[N_MSGS] = r + 1
 
 
 @kernel(inline="always")
@@ -33,7 +44,7 @@ def warm_far(buf, p, bk):
     prefetch(bk.side[s], 0)
     prefetch(bk.side[s + 1], 0)
     if t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
-        ref = be64u(buf, p + O.DELETE_REF)
+        ref = be64u(buf, p + O.ORDER_REF)
         prefetch(bk.ot, orders.ring_row(bk.ot_meta, ref) * 3)
 
 
@@ -47,8 +58,9 @@ def warm_near(buf, p, bk):
     if t == 65 or t == 70:
         side = _side(buf[p + O.ADD_SIDE])
     elif t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
-        row = orders.ring_row(bk.ot_meta, be64u(buf, p + O.DELETE_REF))
-        if bk.ot[row * 3] == be64u(buf, p + O.DELETE_REF):
+        ref = be64u(buf, p + O.ORDER_REF)
+        row = orders.ring_row(bk.ot_meta, ref)
+        if bk.ot[row * 3] == ref:
             side = orders.side_of(bk.ot, row)
             locate = orders.locate_of(bk.ot, row)
     if side >= 0:
@@ -185,52 +197,33 @@ def apply_message(buf, p, bk, out, cnt, by_type):
              be32(buf, p + O.ADD_PRICE))
         if side >= 0:
             _check_top(bk, out, locate, side, ts)
-    elif t == 68:                                            # D
-        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.DELETE_REF))
+    elif t == 68 or t == 88 or t == 69 or t == 67 or t == 85:   # D, X, E, C, U name a resting order
+        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.ORDER_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
             return
+        # The order's own instrument and side, whatever the message's header says.
         locate = orders.locate_of(bk.ot, slot)
         side = orders.side_of(bk.ot, slot)
-        _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
-        _check_top(bk, out, locate, side, ts)
-    elif t == 85:                                            # U
-        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.REPLACE_OLD_REF))
-        if slot < 0:
-            cnt[C.UNKNOWN_ORDER_REFS] += 1
-            return
-        locate = orders.locate_of(bk.ot, slot)
-        side = orders.side_of(bk.ot, slot)
-        _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
-        _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side, be32(buf, p + O.REPLACE_SHARES),
-             be32(buf, p + O.REPLACE_PRICE))
-        _check_top(bk, out, locate, side, ts)
-    elif t == 69 or t == 67:                                 # E, C
-        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.EXEC_REF))
-        if slot < 0:
-            cnt[C.UNKNOWN_ORDER_REFS] += 1
-            return
-        locate = orders.locate_of(bk.ot, slot)
-        side = orders.side_of(bk.ot, slot)
-        if t == 69:
-            price = orders.price_of(bk.ot, slot)
-            printed = True
+        if t == 68:
+            _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
+        elif t == 88:
+            _reduce(bk, cnt, slot, be32(buf, p + O.CANCEL_SHARES))
+        elif t == 85:
+            _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
+            _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side, be32(buf, p + O.REPLACE_SHARES),
+                 be32(buf, p + O.REPLACE_PRICE))
         else:
-            price = be32(buf, p + O.EXEC_PRICE)
-            printed = buf[p + O.EXEC_PRINTABLE] == _Y
-        taken = _reduce(bk, cnt, slot, be32(buf, p + O.EXEC_SHARES))
-        if printed and taken > 0:
-            _trade(bk, out, ts, locate, t, _B if side == 0 else _S, taken, price,
-                   np.int64(be64u(buf, p + O.EXEC_MATCH)))
-        _check_top(bk, out, locate, side, ts)
-    elif t == 88:                                            # X
-        slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.CANCEL_REF))
-        if slot < 0:
-            cnt[C.UNKNOWN_ORDER_REFS] += 1
-            return
-        locate = orders.locate_of(bk.ot, slot)
-        side = orders.side_of(bk.ot, slot)
-        _reduce(bk, cnt, slot, be32(buf, p + O.CANCEL_SHARES))
+            if t == 69:
+                price = orders.price_of(bk.ot, slot)
+                printed = True
+            else:
+                price = be32(buf, p + O.EXEC_PRICE)
+                printed = buf[p + O.EXEC_PRINTABLE] == _Y
+            taken = _reduce(bk, cnt, slot, be32(buf, p + O.EXEC_SHARES))
+            if printed and taken > 0:
+                _trade(bk, out, ts, locate, t, _B if side == 0 else _S, taken, price,
+                       np.int64(be64u(buf, p + O.EXEC_MATCH)))
         _check_top(bk, out, locate, side, ts)
     elif t == 80:                                            # P
         shares = be32(buf, p + O.TRADE_SHARES)

@@ -10,7 +10,6 @@ Layout is chosen for the cache: a side's segment bounds live in one 64-byte row 
 of book last emitted for it, and each level keeps its key and shares side by side, so a message near the top of
 a book touches about two cache lines of level data.
 """
-import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C

@@ -15,10 +15,10 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.book import apply_message, warm_far, warm_near
+from appliance.decode.book import apply_message, copy_out, warm_far, warm_near
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MAX_PENDING, MAX_SESSIONS, MSG_SLOT, N_BBO, N_BROKEN, N_GAPS, \
-    N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MAX_PENDING, MAX_SESSIONS, N_BBO, N_BROKEN, \
+    N_GAPS, N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN
 from appliance.decode.wire import be16, be64u
 
 HEADER = 20                  # session 10, sequence 8, count 2
@@ -103,12 +103,7 @@ def apply_blocks(buf, p, count, skip, sess, seq, bk, out, cnt, by_type):
         if i >= skip:
             apply_message(buf, p + 2, bk, out, cnt, by_type)
             if copy:
-                r = out.n[N_MSGS]
-                for k in range(min(mlen, MSG_SLOT)):
-                    out.msgs[r, k] = buf[p + 2 + k]
-                out.msg_meta[r, 0] = sess
-                out.msg_meta[r, 1] = seq + i
-                out.n[N_MSGS] = r + 1
+                copy_out(out, buf, p + 2, mlen, sess, seq + i)
         p += 2 + mlen
 
 

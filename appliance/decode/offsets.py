@@ -17,6 +17,11 @@ ADD_PRICE = offset("A", "Price")
 assert (ADD_REF, ADD_SIDE, ADD_SHARES, ADD_PRICE) == tuple(
     offset("F", f) for f in ("Order Reference Number", "Buy/Sell Indicator", "Shares", "Price"))
 
+# Every message naming a resting order (D, X, E, C, U) carries that reference at the same offset.
+ORDER_REF = offset("D", "Order Reference Number")
+assert ORDER_REF == offset("X", "Order Reference Number") == offset("E", "Order Reference Number") \
+    == offset("C", "Order Reference Number") == offset("U", "Original Order Reference Number")
+
 EXEC_REF = offset("E", "Order Reference Number")
 EXEC_SHARES = offset("E", "Executed Shares")
 EXEC_MATCH = offset("E", "Match Number")

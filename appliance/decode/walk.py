@@ -16,11 +16,11 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.book import apply_message, warm_far, warm_near
+from appliance.decode.book import apply_message, copy_out, warm_far, warm_near
 from appliance.decode.frames import feed_payload
 from appliance.decode.mold import free_rows, handle_packet, has_room, settle
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MSG_SLOT, N_MSGS, N_PACKETS, ROW_MARGIN
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, N_PACKETS, ROW_MARGIN
 from appliance.decode.wire import be16, be64u, rd16, rd32
 
 NEED_MORE, OUT_FULL, CORRUPT = 0, 1, 2
@@ -258,12 +258,7 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
             continue
         apply_message(buf, p, bk, out, cnt, by_type)
         if copy:
-            r = out.n[N_MSGS]
-            for k in range(min(mlen, MSG_SLOT)):
-                out.msgs[r, k] = buf[p + k]
-            out.msg_meta[r, 0] = -1
-            out.msg_meta[r, 1] = cnt[C.MESSAGES] + cnt[C.BAD_MESSAGES]
-            out.n[N_MSGS] = r + 1
+            copy_out(out, buf, p, mlen, -1, cnt[C.MESSAGES] + cnt[C.BAD_MESSAGES])
     if pos < end and final:
         cnt[C.TRUNCATED_RECORDS] += 1
         return end, NEED_MORE
