@@ -59,6 +59,12 @@ def _configure_cache() -> None:
 _configure_cache()
 
 
+def cache_is_cold() -> bool:
+    """True when no compiled kernel is cached yet: the next run compiles them (about a minute, once)."""
+    root = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else _PACKAGE
+    return not any(root.rglob("*.nbi"))
+
+
 def kernel(fn=None, **extra):
     """``@kernel`` or ``@kernel(inline="always")``: numba.njit with the project's options."""
     options = {**_OPTIONS, **extra}

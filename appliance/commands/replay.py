@@ -103,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
         level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL,
         window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000)
+    from appliance._jit import cache_is_cold
+
+    cold = cache_is_cold()
+    if cold and not args.quiet:
+        print("appliance: first run of this version: compiling the decode kernels (about a minute, once; "
+              "cached afterwards)", file=sys.stderr)
     sizes = sum(os.path.getsize(p) for p in args.inputs if os.path.isfile(p))
     progress = _Progress() if sys.stderr.isatty() and sizes >= PROGRESS_MIN_BYTES and not args.quiet else None
     sink = CsvSink(args.out, args.messages, args.packets)
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         selection = "auto: every IPv4 multicast destination outside 224.0.0.0/24 (name lines with --feed)"
     summary = report_mod.build(engine, selection)
     summary["messages_csv"] = args.messages
+    summary["elapsed_includes_compiling"] = cold
     write_json(sink.dir / "summary.json", summary)
     if not args.quiet:
         print(report_mod.report(summary, args.out))
