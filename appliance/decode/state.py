@@ -15,7 +15,6 @@ structure fills is decided here and documented in the README ("Capacities"):
 """
 from __future__ import annotations
 
-import mmap
 from collections import namedtuple
 
 import numpy as np
@@ -91,25 +90,6 @@ FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
 MAX_RING = 1 << 22          # 4 Mi references (96 MiB): orders outliving that many later adds move to overflow
 
 
-def big_zeros(shape, dtype) -> np.ndarray:
-    """Zeroed memory for a large, randomly accessed table, on transparent huge pages where the kernel allows.
-
-    The order table and level pool are hit at random addresses: with 4 KiB pages nearly every access also
-    misses the TLB (and in a virtual machine a TLB miss walks two sets of page tables).  Anonymous memory is
-    mapped lazily, so untouched parts of a generous default cost nothing.
-    """
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if size < (8 << 20):
-        return np.zeros(shape, dtype)
-    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            region.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass                     # THP disabled on this host: normal pages, same results
-    return np.frombuffer(region, dtype=dtype).reshape(shape)
-
-
 def order_table_slots(order_capacity: int) -> tuple[int, int]:
     """(ring slots, overflow slots): powers of two; the overflow alone holds ``order_capacity`` at <= 3/4 load."""
     need = max(64, (order_capacity * 4 + 2) // 3)
@@ -123,11 +103,11 @@ def new_book(order_capacity: int = DEFAULT_ORDER_CAPACITY, level_pool: int = DEF
     sides = LOCATES * SIDES
     # np.zeros maps untouched pages lazily, so a large default costs only what a feed really uses.
     return Book(
-        ot=big_zeros((ring + slots) * 3, np.uint64),
+        ot=np.zeros((ring + slots) * 3, np.uint64),
         ot_meta=np.array([ring - 1, slots - 1, 64 - (bits - 4), order_capacity, 0], np.int64),
         ot_hi=np.zeros(1, np.uint64),
-        side=big_zeros((sides, 8), np.int64), lv=big_zeros((level_pool, 2), np.int64),
-        lv_meta=np.array([0, level_pool], np.int64), stats=big_zeros((LOCATES, 4), np.int64),
+        side=np.zeros((sides, 8), np.int64), lv=np.zeros((level_pool, 2), np.int64),
+        lv_meta=np.array([0, level_pool], np.int64), stats=np.zeros((LOCATES, 4), np.int64),
         sym=np.full((LOCATES, 8), 32, np.uint8), sym_set=np.zeros(LOCATES, np.int8),
     )
 
