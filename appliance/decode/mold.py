@@ -167,6 +167,14 @@ def resolve_step(mold, s, force, bk, out, cnt, by_type):
     if force and i >= 0:
         _gap(mold, out, s, nxt, mold.pd_seq[i] - 1)
         return True
+    if force:
+        # End of input with nothing held: whatever any line announced beyond ``next`` never arrived.
+        sent = 0
+        for m in range(mold.ln_meta[0]):
+            sent = max(sent, mold.ss_line_next[s, m])
+        if sent > nxt:
+            _gap(mold, out, s, nxt, sent - 1)
+            return True
     return False
 
 
@@ -221,7 +229,7 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
     s = _session_of(mold, buf, p, cnt)
     if s < 0:
         return PACKET_DROPPED, -1
-    if mold.ss_next[s] == 0:
+    if mold.ss_first[s] < 0:
         mold.ss_next[s] = seq
         mold.ss_first[s] = seq
     nxt = mold.ss_next[s]
@@ -229,32 +237,51 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
         # Too large to hold while the other line may fill the hole: treat it as not received.
         cnt[C.PENDING_FORCED] += 1
         return PACKET_DROPPED, s
-    sent_to = seq if control else seq + count
-    if mold.ss_line_next[s, line] < sent_to:
-        mold.ss_line_next[s, line] = sent_to
     mold.ss_meta[1] = 1
     if control:
+        _line_sent(mold, s, line, seq)
         if count == HEARTBEAT:
             cnt[C.HEARTBEATS] += 1
             return PACKET_HEARTBEAT, s
         cnt[C.END_OF_SESSION] += 1
         mold.ss_ended[s] = 1
         return PACKET_END_OF_SESSION, s
-    if seq + count <= nxt:
-        cnt[C.DUPLICATE_PACKETS] += 1
-        return PACKET_DUPLICATE, s
-    if seq <= nxt:
-        apply_blocks(buf, p + HEADER, count, nxt - seq, s, seq, bk, out, cnt, by_type)
-        mold.ss_next[s] = seq + count
-        return PACKET_APPLIED, s
-    while cnt[C.PENDING] >= MAX_PENDING:
-        # Pending table full: stop waiting on the oldest hole (one release frees a slot).
-        owner = s if _oldest_pending(mold, s, cnt) >= 0 else mold.pd_sess[_any_pending(mold)]
-        if mold.pd_seq[_oldest_pending(mold, owner, cnt)] > mold.ss_next[owner]:
-            cnt[C.PENDING_FORCED] += 1
-        resolve_step(mold, owner, True, bk, out, cnt, by_type)
+    while True:
+        nxt = mold.ss_next[s]
+        if seq + count <= nxt:
+            _line_sent(mold, s, line, seq + count)
+            cnt[C.DUPLICATE_PACKETS] += 1
+            return PACKET_DUPLICATE, s
+        if seq <= nxt:
+            _line_sent(mold, s, line, seq + count)
+            apply_blocks(buf, p + HEADER, count, nxt - seq, s, seq, bk, out, cnt, by_type)
+            mold.ss_next[s] = seq + count
+            return PACKET_APPLIED, s
+        if cnt[C.PENDING] < MAX_PENDING:
+            break
+        # Pending table full: stop waiting on the oldest hole.  If this packet is older than everything its
+        # session holds, the hole ends at this packet, which then applies at once; otherwise one forced step
+        # releases (or declares lost) the oldest held packet, and this packet is looked at again.
+        cnt[C.PENDING_FORCED] += 1
+        oldest = _oldest_pending(mold, s, cnt)
+        if oldest < 0 or seq < mold.pd_seq[oldest]:
+            if oldest >= 0 or _any_pending(mold) < 0:
+                _gap(mold, out, s, nxt, seq - 1)
+                continue
+            resolve_step(mold, mold.pd_sess[_any_pending(mold)], True, bk, out, cnt, by_type)
+        else:
+            resolve_step(mold, s, True, bk, out, cnt, by_type)
+    # The line's mark moves only now, so no forced step above could count this packet's sequence numbers lost.
+    _line_sent(mold, s, line, seq + count)
     _hold(mold, buf, p, n, s, seq, count, line, cnt)
     return PACKET_HELD, s
+
+
+@kernel(inline="always")
+def _line_sent(mold, s, line, sent_to):
+    """Line ``line`` has now sent session ``s`` up to (not including) ``sent_to``."""
+    if mold.ss_line_next[s, line] < sent_to:
+        mold.ss_line_next[s, line] = sent_to
 
 
 @kernel(inline="always")

@@ -60,7 +60,7 @@ Mold = namedtuple("Mold", [
     "ln_packets",   # int64[MAX_LINES]: datagrams received per line
     "ss_name",      # uint8[MAX_SESSIONS, 10]
     "ss_next",      # int64[MAX_SESSIONS]: next expected sequence number
-    "ss_first",     # int64[MAX_SESSIONS]: first sequence number seen
+    "ss_first",     # int64[MAX_SESSIONS]: first sequence number seen (-1: session not started)
     "ss_line_next",  # int64[MAX_SESSIONS, MAX_LINES]: per line, next sequence it will send (0 = not seen)
     "ss_ended",     # int64[MAX_SESSIONS]: 1 after an end-of-session packet
     "ss_meta",      # int64[2]: sessions in use, resolve-needed flag
@@ -125,7 +125,7 @@ def new_mold(feeds: list[tuple[int, int]] | None) -> Mold:
         ln_group=group, ln_port=port, ln_meta=np.array([len(feeds), 0 if feeds else 1], np.int64),
         ln_packets=np.zeros(MAX_LINES, np.int64),
         ss_name=np.zeros((MAX_SESSIONS, 10), np.uint8), ss_next=np.zeros(MAX_SESSIONS, np.int64),
-        ss_first=np.zeros(MAX_SESSIONS, np.int64), ss_line_next=np.zeros((MAX_SESSIONS, MAX_LINES), np.int64),
+        ss_first=np.full(MAX_SESSIONS, -1, np.int64), ss_line_next=np.zeros((MAX_SESSIONS, MAX_LINES), np.int64),
         ss_ended=np.zeros(MAX_SESSIONS, np.int64), ss_meta=np.zeros(2, np.int64),
         pd_used=np.zeros(MAX_PENDING, np.int64), pd_sess=np.zeros(MAX_PENDING, np.int64),
         pd_seq=np.zeros(MAX_PENDING, np.int64), pd_count=np.zeros(MAX_PENDING, np.int64),

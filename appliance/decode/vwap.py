@@ -12,8 +12,8 @@ a ring of ``window / step`` per-step buckets, and only instruments with trades i
 
 Feed time is the largest step seen.  A message more than a window older than that starts a new epoch (the next
 day file of a multi-day replay starts again at midnight): the old epoch's windows are finished and the buckets
-cleared.  A trade older than feed time but within a window of it cannot join windows already emitted: it is left
-out of the windows and counted (``vwap_late_trades``).
+cleared.  A trade older than feed time but within a window of it cannot join windows already emitted: it joins
+the windows still to come and is counted (``vwap_late_trades``).
 """
 from collections import namedtuple
 
@@ -99,17 +99,39 @@ def _emit_until(vw, last):
 
 @kernel
 def _new_epoch(vw, s):
-    """Forget the buckets of the finished epoch and restart feed time at step ``s``."""
+    """Forget every bucket of the finished epoch (an instrument gone quiet keeps tags that could match the new
+    epoch's steps) and restart feed time at step ``s``.  Epochs are rare: a pass over all locates is fine."""
     meta = vw.meta
     for i in range(meta[M_ACTIVE]):
-        loc = vw.active[i]
-        vw.is_active[loc] = 0
+        vw.is_active[vw.active[i]] = 0
+    for loc in range(vw.tag.shape[0]):
         for b in range(meta[M_BUCKETS]):
             vw.tag[loc, b] = _NEVER
     meta[M_ACTIVE] = 0
     meta[M_EMIT_POS] = 0
     meta[M_NEXT_WINDOW] = s + 1
     meta[M_LATEST] = s
+
+
+@kernel(inline="always")
+def _add_trade(vw, tape, r, s):
+    """Add tape row ``r`` (a counted trade at step ``s``, no older than a window) to its instrument's bucket."""
+    meta = vw.meta
+    loc = tape[r, 1]
+    b = s % meta[M_BUCKETS]
+    if vw.tag[loc, b] != s:          # the bucket holds an older step, outside every window still to come
+        vw.tag[loc, b] = s
+        vw.vol[loc, b] = 0
+        vw.notional[loc, b] = 0
+        vw.trades[loc, b] = 0
+    shares = tape[r, 4]
+    vw.vol[loc, b] += shares
+    vw.notional[loc, b] += shares * tape[r, 5]
+    vw.trades[loc, b] += 1
+    if vw.is_active[loc] == 0:
+        vw.is_active[loc] = 1
+        vw.active[meta[M_ACTIVE]] = loc
+        meta[M_ACTIVE] += 1
 
 
 @kernel
@@ -133,29 +155,18 @@ def feed_trades(tape, start, stop, vw, cnt):
                 return r, OUT_FULL
             _new_epoch(vw, s)
         elif s < latest:
+            # Feed time already passed this trade's step: it joins only the windows not yet written.
             if kind != KIND_CLOCK:
                 cnt[C.VWAP_LATE_TRADES] += 1
+                if s > latest - buckets:         # else every window it belongs to is already written
+                    _add_trade(vw, tape, r, s)
             r += 1
             continue
         if not _emit_until(vw, s):
             return r, OUT_FULL
         meta[M_LATEST] = s
         if kind != KIND_CLOCK:
-            loc = tape[r, 1]
-            b = s % buckets
-            if vw.tag[loc, b] != s:
-                vw.tag[loc, b] = s
-                vw.vol[loc, b] = 0
-                vw.notional[loc, b] = 0
-                vw.trades[loc, b] = 0
-            shares = tape[r, 4]
-            vw.vol[loc, b] += shares
-            vw.notional[loc, b] += shares * tape[r, 5]
-            vw.trades[loc, b] += 1
-            if vw.is_active[loc] == 0:
-                vw.is_active[loc] = 1
-                vw.active[meta[M_ACTIVE]] = loc
-                meta[M_ACTIVE] += 1
+            _add_trade(vw, tape, r, s)
         r += 1
     return r, NEED_MORE
 

@@ -49,9 +49,10 @@ def frame(buf, off, caplen, wirelen, ts_ns, mold, bk, out, cnt, by_type):
     if line < 0:
         return
     mold.ln_packets[line] += 1
-    if cnt[C.FIRST_FRAME_NS] == 0:
-        cnt[C.FIRST_FRAME_NS] = ts_ns
-    cnt[C.LAST_FRAME_NS] = ts_ns
+    if ts_ns != 0:                       # a pcapng simple packet block has no timestamp
+        if cnt[C.FIRST_FRAME_NS] == 0:
+            cnt[C.FIRST_FRAME_NS] = ts_ns
+        cnt[C.LAST_FRAME_NS] = ts_ns
     status, sess = handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type)
     if out.n[FLAG_PACKETS] != 0:
         r = out.n[N_PACKETS]

@@ -69,6 +69,9 @@ class Replay:
             except InputError as err:
                 self.result.input_errors.append(str(err))
             self._done_bytes += src.size
+            # Rows carry a locate; its name is looked up when they are written.  The next input's directory may
+            # name locates afresh (the next day), so this input's rows are written with this input's names.
+            self.flush()
         while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
             self.flush()
         self.flush()

@@ -135,7 +135,9 @@ class CsvSink:
 
 
 def _session_name(mold, s: int) -> str:
-    return bytes(mold.ss_name[s]).decode("latin-1").rstrip(" ")
+    """The session name for CSV output: a hostile name cannot add a column or a row."""
+    name = bytes(mold.ss_name[s]).decode("latin-1").rstrip(" ")
+    return "".join(ch if " " < ch < "\x7f" and ch not in ',"' else "?" for ch in name)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -16,6 +16,7 @@ def _name(raw) -> str:
     return bytes(raw).decode("latin-1").rstrip(" ")
 
 
+
 def _best(book, locate: int, side: int) -> tuple[int, int]:
     row = book.side[locate * 2 + side]
     n = int(row[SIDE_LEN])
@@ -32,7 +33,8 @@ def symbols(book) -> dict:
         st = book.stats[loc]
         bid_p, bid_s = _best(book, loc, 0)
         ask_p, ask_s = _best(book, loc, 1)
-        volume, notional = int(st[STAT_VOLUME]), int(st[STAT_NOTIONAL])
+        # notional accumulates u32 x u32 products: read it as the u64 it is
+        volume, notional = int(st[STAT_VOLUME]), int(np.uint64(st[STAT_NOTIONAL]))
         out[_name(book.sym[loc])] = {
             "locate": loc, "bid_price": bid_p, "bid_size": bid_s, "ask_price": ask_p, "ask_size": ask_s,
             "volume": volume, "notional": notional, "trades": int(st[STAT_TRADES]),

@@ -106,10 +106,14 @@ class Sequencer:
         self._resolve(state)
 
     def finish(self) -> None:
-        """End of all input: what is still held is delivered in sequence order, holes become gaps."""
+        """End of all input: what is still held is delivered in sequence order, holes become gaps, and what
+        any line announced beyond the last delivered message (data or heartbeat) is a final gap."""
         for state in self.sessions.values():
             while state.pending:
                 self._force_smallest(state)
+            announced = max(state.line_next.values(), default=0)
+            if announced > state.next:
+                self._gap(state, announced)
 
     def _force_smallest(self, state: SessionState) -> None:
         sequence, _, packet = state.pending.pop(0)

@@ -2,7 +2,7 @@
 
 Feed time is the largest step (timestamp // step) of the applied messages so far.  A message more than a
 window's worth of steps older than feed time starts a new epoch (e.g. the next day file).  A counted trade whose
-step is below feed time, within the same epoch, is late and left out of the windows.
+step is below feed time, within the same epoch, is late: it joins only the windows ending after feed time.
 
 Within an epoch, window ends are multiples of the step; the window ending at E covers trade timestamps in
 [E - window, E).  Rows exist only for windows holding a trade, for window ends up to (F + 1) * step, where F is
@@ -27,8 +27,9 @@ def _epochs(clock, tape, window_ns: int, step_ns: int):
         elif latest is None or step > latest:
             latest = step
         for row in tape[first:end]:
-            if row[2] in COUNTED_KINDS and step >= latest:
-                trades.append(row)
+            if row[2] in COUNTED_KINDS:
+                # the first window it may join: the one after its step, or after feed time if that is later
+                trades.append((row, max(step, latest) + 1))
     if latest is not None:
         yield trades, latest
 
@@ -42,8 +43,8 @@ def vwap_rows(clock, tape, window_ns: int, step_ns: int) -> list[tuple]:
     for trades, latest in _epochs(clock, tape, window_ns, step_ns):
         last_end = (latest + 1) * step_ns
         windows: dict[tuple[int, int], list[int]] = {}
-        for ts, locate, _kind, _side, shares, price, _match in trades:
-            first_end = (ts // step_ns + 1) * step_ns            # the first window end strictly after ts
+        for (ts, locate, _kind, _side, shares, price, _match), first_window in trades:
+            first_end = first_window * step_ns
             for end in range(first_end, min(ts + window_ns, last_end) + 1, step_ns):
                 totals = windows.setdefault((end, locate), [0, 0, 0])
                 totals[0] += shares
