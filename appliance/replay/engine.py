@@ -108,15 +108,15 @@ class Replay:
                 pos, status = walk_pcapng(buf, pos, end, ng, last, *args)
             else:
                 pos, status = walk_dayfile(buf, pos, end, last, self.book, self.out, self.cnt, self.by_type)
+            if self.progress is not None:
+                self.progress(self._done_bytes + (min(pos, src.size) if not src.compressed else 0), total,
+                              int(self.cnt[C.MESSAGES]))
             if status == OUT_FULL:
                 self.flush()
                 continue
             if status == CORRUPT:
                 raise InputError(f"{src.path}: file framing is corrupt at byte {pos} of the "
                                  f"{'inflated ' if src.compressed else ''}stream; decoding of it stopped there")
-            if self.progress is not None:
-                self.progress(self._done_bytes + min(pos, src.size) if not src.compressed else self._done_bytes,
-                              total, int(self.cnt[C.MESSAGES]))
             if end == size:
                 return pos
 
