@@ -93,3 +93,33 @@ def test_late_trade_joins_the_windows_still_to_come(tmp_path):
     windows = {int(row[0]): int(row[3]) for row in engine["vwap"]}
     assert windows == {10_100_000_000: 6}
     assert engine["summary"]["counters"]["vwap_late_trades"] == 1
+
+
+def test_order_table_overflow_grows_without_losing_an_order(tmp_path, monkeypatch):
+    """A small ring and an overflow that starts at 64 slots: long-lived orders migrate and the overflow doubles
+    many times during the feed; books, trades and top-of-book rows still equal the reference."""
+    from appliance.decode import orders, state
+    from appliance.gen import FeedSpec, write_feed
+    from appliance.replay.engine import Options, Replay
+    from appliance.replay.output import CsvSink
+    from reference import reference_replay
+    from test_equivalence import engine_replay
+
+    monkeypatch.setattr(state, "OVERFLOW_START", 64)
+    path = tmp_path / "feed.itch50"
+    write_feed(path, FeedSpec(seed=5, messages=150_000, instruments=200), fmt="dayfile")
+    sink = CsvSink(str(tmp_path / "direct"), messages=False)
+    engine = Replay(Options(order_capacity=20_000), sink)
+    engine.run([str(path)])
+    sink.close()
+    meta = engine.book.ot_meta
+    assert meta[orders.OVER_MASK] + 1 >= 1024, "the overflow never grew: the test does not test growth"
+    assert engine.cnt[state.C.ORDER_TABLE_FULL] == 0
+    # the same through the command line, against the reference
+    from appliance.cli import main
+    out = tmp_path / "out"
+    assert main(["replay", str(path), "--out", str(out), "-q", "--order-capacity", "20000"]) == 0
+    reference = reference_replay([path])
+    result = engine_replay([path], tmp_path / "out2")
+    assert_equivalent(result, reference)
+    assert (out / "bbo.csv").read_text() == (tmp_path / "out2" / "bbo.csv").read_text()

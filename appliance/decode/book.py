@@ -149,7 +149,7 @@ def _add(bk, cnt, ref, locate, side, shares, price):
         cnt[C.REJECTED_ADDS] += 1
         cnt[C.ORDER_TABLE_FULL] += 1
         return
-    if not orders.add(bk.ot, bk.ot_meta, bk.ot_hi, ref, price, shares, locate, side):
+    if not orders.add(bk.ot, bk.ot_meta, bk.ot_hi, bk.ot_scratch, ref, price, shares, locate, side):
         cnt[C.REJECTED_ADDS] += 1
         return
     cnt[C.OPEN_ORDERS] += 1

@@ -39,8 +39,10 @@ DEFAULT_LEVEL_POOL = 1 << 24
 Book = namedtuple("Book", [
     "ot",           # uint64[(ring + overflow) * 3]: the order table (orders.py): rows of order_ref,
                     #   price << 32 | shares, stock_locate << 8 | side; ref 0 = empty
-    "ot_meta",      # int64[5]: ring mask, overflow mask, overflow hash shift, max live orders, overflow count
+    "ot_meta",      # int64[6]: ring mask, overflow mask, overflow hash shift, max live orders, overflow count,
+                    #   largest overflow mask (the overflow starts small and doubles up to it)
     "ot_hi",        # uint64[1]: highest reference ever moved to the overflow
+    "ot_scratch",   # uint64[overflow * 3 * 3/4]: where the overflow's entries wait while it doubles
     "side",         # int64[LOCATES * SIDES, 8]: one cache line per book side (index locate * 2 + side), see SIDE_*
     "lv",           # int64[pool, 2]: level key (price for bids, 0xFFFFFFFF - price for asks: best is last),
                     #   aggregate shares; a side's levels are a sorted segment of this pool
@@ -87,6 +89,7 @@ FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is liste
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
 
 
+OVERFLOW_START = 1 << 16    # overflow slots at the start of a replay (1.5 MiB); doubles as it fills
 MAX_RING = 1 << 22          # 4 Mi references (96 MiB): orders outliving that many later adds move to overflow
 
 
@@ -99,13 +102,14 @@ def order_table_slots(order_capacity: int) -> tuple[int, int]:
 
 def new_book(order_capacity: int = DEFAULT_ORDER_CAPACITY, level_pool: int = DEFAULT_LEVEL_POOL) -> Book:
     ring, slots = order_table_slots(order_capacity)
-    bits = slots.bit_length() - 1
+    start = min(slots, OVERFLOW_START)
+    bits = start.bit_length() - 1
     sides = LOCATES * SIDES
     # np.zeros maps untouched pages lazily, so a large default costs only what a feed really uses.
     return Book(
         ot=np.zeros((ring + slots) * 3, np.uint64),
-        ot_meta=np.array([ring - 1, slots - 1, 64 - (bits - 4), order_capacity, 0], np.int64),
-        ot_hi=np.zeros(1, np.uint64),
+        ot_meta=np.array([ring - 1, start - 1, 64 - (bits - 4), order_capacity, 0, slots - 1], np.int64),
+        ot_hi=np.zeros(1, np.uint64), ot_scratch=np.zeros((slots * 3 // 4 + 1) * 3, np.uint64),
         side=np.zeros((sides, 8), np.int64), lv=np.zeros((level_pool, 2), np.int64),
         lv_meta=np.array([0, level_pool], np.int64), stats=np.zeros((LOCATES, 4), np.int64),
         sym=np.full((LOCATES, 8), 32, np.uint8), sym_set=np.zeros(LOCATES, np.int8),
