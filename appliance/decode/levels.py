@@ -15,19 +15,19 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode.state import SIDE_CAP, SIDE_LEN, SIDE_START
 
-_ASK_FLIP = 0xFFFFFFFF
+ASK_FLIP = 0xFFFFFFFF
 FIRST_SEGMENT = 8
 TOP_SCAN = 8                 # levels below the top checked one by one before a binary search
 
 
 @kernel(inline="always")
 def level_key(side, price):
-    return price if side == 0 else _ASK_FLIP - price
+    return price if side == 0 else ASK_FLIP - price
 
 
 @kernel(inline="always")
 def key_price(side, key):
-    return key if side == 0 else _ASK_FLIP - key
+    return key if side == 0 else ASK_FLIP - key
 
 
 @kernel(inline="always")

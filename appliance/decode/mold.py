@@ -179,7 +179,7 @@ def resolve_step(mold, s, force, bk, out, cnt, by_type):
 
 
 @kernel(inline="always")
-def _hold(mold, buf, p, n, s, seq, count, line, cnt):
+def _hold(mold, buf, p, n, s, seq, count, cnt):
     """Copy an early packet into a free pending slot; False when none is free or it does not fit."""
     if n > PENDING_SLOT or cnt[C.PENDING] == MAX_PENDING:
         return False
@@ -192,8 +192,6 @@ def _hold(mold, buf, p, n, s, seq, count, line, cnt):
             mold.pd_sess[i] = s
             mold.pd_seq[i] = seq
             mold.pd_count[i] = count
-            mold.pd_line[i] = line
-            mold.pd_len[i] = n
             cnt[C.PENDING] += 1
             return True
     return False
@@ -273,7 +271,7 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
             resolve_step(mold, s, True, bk, out, cnt, by_type)
     # The line's mark moves only now, so no forced step above could count this packet's sequence numbers lost.
     _line_sent(mold, s, line, seq + count)
-    _hold(mold, buf, p, n, s, seq, count, line, cnt)
+    _hold(mold, buf, p, n, s, seq, count, cnt)
     return PACKET_HELD, s
 
 

@@ -67,7 +67,7 @@ Mold = namedtuple("Mold", [
     "ss_ended",     # int64[MAX_SESSIONS]: 1 after an end-of-session packet
     "ss_meta",      # int64[2]: sessions in use, resolve-needed flag
     "pd_used",      # int64[MAX_PENDING]: 1 while the slot holds a packet
-    "pd_sess", "pd_seq", "pd_count", "pd_line", "pd_len",
+    "pd_sess", "pd_seq", "pd_count",
     "stash",        # uint8[MAX_PENDING * PENDING_SLOT]: copies of held packets (live rings recycle frames)
 ])
 
@@ -133,7 +133,6 @@ def new_mold(feeds: list[tuple[int, int]] | None) -> Mold:
         ss_ended=np.zeros(MAX_SESSIONS, np.int64), ss_meta=np.zeros(2, np.int64),
         pd_used=np.zeros(MAX_PENDING, np.int64), pd_sess=np.zeros(MAX_PENDING, np.int64),
         pd_seq=np.zeros(MAX_PENDING, np.int64), pd_count=np.zeros(MAX_PENDING, np.int64),
-        pd_line=np.zeros(MAX_PENDING, np.int64), pd_len=np.zeros(MAX_PENDING, np.int64),
         stash=np.zeros(MAX_PENDING * PENDING_SLOT, np.uint8),
     )
 

@@ -6,10 +6,9 @@ import ipaddress
 import numpy as np
 
 from appliance.decode import counters as C
+from appliance.decode.levels import ASK_FLIP
 from appliance.decode.state import SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
 from appliance.itch.layout import TYPES
-
-_ASK_FLIP = 0xFFFFFFFF
 
 
 def _name(raw) -> str:
@@ -23,7 +22,7 @@ def _best(book, locate: int, side: int) -> tuple[int, int]:
     if n == 0:
         return 0, 0
     key, shares = (int(v) for v in book.lv[int(row[SIDE_START]) + n - 1])
-    return (key if side == 0 else _ASK_FLIP - key), shares
+    return (key if side == 0 else ASK_FLIP - key), shares
 
 
 def symbols(book) -> dict:
