@@ -27,6 +27,7 @@ if [ -n "$missing" ]; then
     apt-get update -qq || true
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+make -s --no-print-directory -C xdp      # the XDP steering program, xdp/build/feed_steer.bpf.o
 
 VENV=.venv
 stamp=$VENV/.installed
