@@ -68,7 +68,7 @@ def frame(buf, off, caplen, wirelen, ts_ns, mold, bk, out, cnt, by_type):
 
 
 @kernel(inline="always")
-def _ready(mold, bk, out, cnt, by_type):
+def room_for_record(mold, bk, out, cnt, by_type):
     """Room for one more worst-case record, after releasing whatever held packets can now go."""
     if mold.ss_meta[1] != 0 and not settle(mold, False, bk, out, cnt, by_type):
         return False
@@ -80,7 +80,7 @@ def walk_pcap(buf, pos, end, big, nano, linktype, final, mold, bk, out, cnt, by_
     """Classic pcap records from ``pos`` (past the 24-byte file header)."""
     frac_scale = 1 if nano else 1000
     while pos < end:
-        if not _ready(mold, bk, out, cnt, by_type):
+        if not room_for_record(mold, bk, out, cnt, by_type):
             return pos, OUT_FULL
         if pos + 16 > end:
             break
@@ -151,7 +151,7 @@ def _idb(buf, pos, total, big, ng):
 def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
     """pcapng blocks from ``pos``; ``ng`` carries byte order and interfaces across calls and sections."""
     while pos < end:
-        if not _ready(mold, bk, out, cnt, by_type):
+        if not room_for_record(mold, bk, out, cnt, by_type):
             return pos, OUT_FULL
         if pos + 12 > end:
             break

@@ -72,14 +72,18 @@ class Replay:
             # Rows carry a locate; its name is looked up when they are written.  The next input's directory may
             # name locates afresh (the next day), so this input's rows are written with this input's names.
             self.flush()
+        self.finish_stream()
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def finish_stream(self) -> None:
+        """End of all input (or of a live capture): give up on held holes, write every remaining row and window."""
         while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
             self.flush()
         self.flush()
         while not finish_windows(self.vwap):
             self._drain_windows()
         self._drain_windows(last=True)
-        self.result.seconds = time.perf_counter() - started
-        return self.result
 
     def _run_source(self, src: Source, total: int) -> None:
         ng = np.zeros(NG_SIZE, np.int64)

@@ -1,0 +1,266 @@
+"""The live capture driver: rings in, the replay decoder's state and writers out.
+
+Python runs here once per batch (up to ``BUDGET`` frames per ring) or per wakeup, never per frame: the ring
+kernels (``appliance.ring``) take frames where the kernel put them and run them through ``walk.frame``, the
+very function replay uses, so a live capture and a replay of its recording build the same books.
+
+Loop: call each ring's kernel; when an output buffer is full, write the rows out (``Replay.flush``) and call
+again -- the frame that did not fit is still on the ring; when the recording buffer is full, hand it to the
+writer thread and take an empty one (none free: frames are counted as not recorded, the decode goes on);
+when every ring is empty, sleep in ``poll()`` (50 ms at most, so signals and the status line stay live).
+Stops on SIGINT/SIGTERM, after ``duration``, or once every session has sent its end-of-session packet and the
+lines have been quiet for ``linger`` seconds (so the other line's copies are counted too).
+"""
+from __future__ import annotations
+
+import select
+import signal
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.capture import stats as capstats
+from appliance.decode import counters as C
+from appliance.replay.engine import Options, Replay
+from appliance.ring.deliver import BUDGET, CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
+    REC_USED, new_capture_state
+
+BATCH = 1024                  # frames per ring kernel call
+TICK = 0.1                    # seconds between housekeeping passes (recording hand-off, status, stop checks)
+WRITE_EVERY = 1.0             # seconds between writing finished rows while frames arrive
+
+
+@dataclass
+class CaptureOptions:
+    iface: str
+    feeds: list[tuple[int, int]]
+    engine: str = "xdp"                      # "xdp" or "tpacket"
+    decode: Options = field(default_factory=Options)
+    duration: float | None = None            # seconds; None: until a signal or the end of session
+    linger: float = 0.5
+    stop_at_end_of_session: bool = True
+    # AF_XDP
+    xdp_mode: str = "auto"                   # attach: auto | native | generic
+    xdp_copy: str = "auto"                   # bind: auto | copy | zerocopy
+    queues: list[int] | None = None          # None: every rx queue of the interface
+    frames: int = 4096
+    hugepages: bool = True
+    # TPACKET_V3
+    block_size: int = 1 << 20
+    blocks: int = 64
+    retire_ms: int = 2
+    fanout: tuple[int, str] | None = None
+    # recording
+    record_dir: str | None = None
+    rotate_bytes: int | None = None
+    rotate_seconds: int | None = None
+    max_files: int | None = None
+    snaplen: int = 65535
+
+
+class Capture:
+    def __init__(self, options: CaptureOptions, sink, status=None, log=None):
+        self.options = options
+        self.decoder = Replay(options.decode, sink)
+        self.cap, self.hist, self.ts = new_capture_state()
+        self.rec_meta = np.zeros(4, np.int64)
+        self.rec_buf = np.zeros(1, np.uint8)
+        self.status = status                  # callable(summary dict) for the live status line, or None
+        self.log = log or (lambda text: None)
+        self.stop_reason: str | None = None
+        self.ring_info: dict = {}
+        self.stats: dict = {}
+        self.seconds = 0.0
+
+    # -- setup ----------------------------------------------------------------------------------------------
+    def _open_rings(self, stack: ExitStack) -> list:
+        o = self.options
+        if o.engine == "tpacket":
+            from appliance.ring.tpacket import TpacketRing
+
+            ring = stack.enter_context(TpacketRing(o.iface, o.feeds, o.block_size, o.blocks, o.retire_ms,
+                                                   o.fanout))
+            self.ring_info = {"engine": "tpacket", "block_size": o.block_size, "blocks": o.blocks,
+                              "retire_ms": o.retire_ms, "fanout": list(o.fanout) if o.fanout else None}
+            return [ring]
+        from appliance.ring import steer
+        from appliance.ring.tpacket import join_groups
+        from appliance.ring.xsk import XskSocket, rx_queue_count
+
+        queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
+        socks = [stack.enter_context(XskSocket(o.iface, q, frames=o.frames, ring=o.frames, copy_mode=o.xdp_copy,
+                                               hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
+                 for q in queues]
+        prog = stack.enter_context(steer.SteerProgram(o.iface, o.feeds, o.xdp_mode))
+        for q, s in zip(queues, socks):
+            prog.set_socket(q, s.fileno())
+        self.program = prog
+        huge = all(s.on_hugepages for s in socks)
+        if not huge:
+            self.log("AF_XDP UMEM on normal 4 KiB pages (no free 2 MB hugepages; "
+                     "see 'appliance tune' to reserve them)")
+        self.ring_info = {"engine": "xdp", "queues": queues, "attach_mode": prog.mode_attached,
+                          "zerocopy": all(s.zerocopy for s in socks), "umem_hugepages": huge,
+                          "frames_per_queue": o.frames, "replaced_stale_program": bool(prog.replaced_stale)}
+        self._igmp = stack.enter_context(join_groups(o.iface, [g for g, _ in o.feeds]))
+        return socks
+
+    def _open_recorder(self, stack: ExitStack):
+        o = self.options
+        if not o.record_dir:
+            return None
+        from appliance.capture.record import Recorder
+
+        rec = stack.enter_context(Recorder(o.record_dir, rotate_bytes=o.rotate_bytes,
+                                           rotate_seconds=o.rotate_seconds, max_files=o.max_files,
+                                           snaplen=o.snaplen))
+        self.recorder = rec
+        self._lend_buffer(rec)
+        return rec
+
+    def _lend_buffer(self, rec) -> None:
+        buf = rec.take()
+        if buf is None:
+            self.rec_meta[REC_ON] = REC_STARVED
+            return
+        self.rec_buf = buf
+        self.rec_meta[:] = (0, len(buf), REC_RECORDING, self.options.snaplen)
+
+    def _hand_off(self, rec) -> None:
+        if self.rec_meta[REC_ON] == REC_RECORDING and self.rec_meta[REC_USED]:
+            rec.submit(self.rec_buf, int(self.rec_meta[REC_USED]))
+            self.rec_meta[REC_USED] = 0
+            self._lend_buffer(rec)
+        elif self.rec_meta[REC_ON] == REC_STARVED:
+            self._lend_buffer(rec)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        o = self.options
+        stopping = {"flag": None}
+
+        def on_signal(signum, _frame):
+            stopping["flag"] = signal.Signals(signum).name
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        warm(o.engine)                        # compile (or load) the ring kernel before any frame waits for it
+        started = time.perf_counter()
+        try:
+            with ExitStack() as stack:
+                rings = self._open_rings(stack)
+                rec = self._open_recorder(stack)
+                iface_before = capstats.iface_counters(o.iface)
+                self._loop(rings, rec, stopping, started)
+                if rec is not None:
+                    self._hand_off(rec)
+                self.stats = capstats.collect(self, rings, iface_before)
+            if rec is not None:
+                self.stats["recording"] = {**rec.stats, **self.stats.get("recording", {})}
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        self.seconds = time.perf_counter() - started
+        self.decoder.finish_stream()
+
+    def _loop(self, rings, rec, stopping, started) -> None:
+        o = self.options
+        dec = self.decoder
+        poller = select.poll()
+        for r in rings:
+            poller.register(r.fileno(), select.POLLIN)
+        self.rings = rings
+        next_tick = last_write = time.monotonic()
+        last_frames, last_frame_at = 0, next_tick
+        while stopping["flag"] is None:
+            busy = False
+            for r in rings:
+                status, n = r.receive(BATCH, dec, self.cap, self.hist, self.rec_buf, self.rec_meta, self.ts)
+                busy |= n > 0 or status == BUDGET
+                if status == OUT_FULL:
+                    dec.flush()
+                    busy = True
+                elif status == REC_FULL:
+                    self._hand_off(rec)
+                    busy = True
+                if o.engine == "xdp":
+                    r.kick()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK
+                frames = int(self.cap[CAP_FRAMES])
+                if frames != last_frames:
+                    last_frames, last_frame_at = frames, now
+                if rec is not None:
+                    self._hand_off(rec)
+                if now - last_write >= WRITE_EVERY:
+                    dec.flush()
+                    last_write = now
+                if self.status is not None:
+                    self.status(self)
+                stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at)
+            if not busy:
+                poller.poll(int(TICK * 500))
+        self.stop_reason = stopping["flag"]
+
+    def _should_stop(self, now: float, started: float, last_frame_at: float) -> str | None:
+        o = self.options
+        if o.duration is not None and time.perf_counter() - started >= o.duration:
+            return "duration"
+        mold = self.decoder.mold
+        n = int(mold.ss_meta[0])
+        if (o.stop_at_end_of_session and n and all(mold.ss_ended[:n]) and mold.ss_meta[1] == 0
+                and now - last_frame_at >= o.linger):
+            return "end_of_session"
+        return None
+
+    # -- for the status line ----------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        cnt = self.decoder.cnt
+        return {"frames": int(self.cap[CAP_FRAMES]), "packets": int(cnt[C.PACKETS]),
+                "messages": int(cnt[C.MESSAGES]), "gaps": len(self.decoder.result.gaps)}
+
+
+def warm(engine: str) -> None:
+    """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
+    from the cache happens before the socket exists and no frame waits for it."""
+    dec = Replay(Options(order_capacity=64, level_pool=64), sink=None)
+    cap, hist, ts = new_capture_state()
+    rec_meta, rec = np.zeros(4, np.int64), np.zeros(1, np.uint8)
+    state = (dec.mold, dec.book, dec.out, dec.cnt, dec.by_type, cap, hist, rec, rec_meta, ts)
+    if engine == "tpacket":
+        from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
+
+        geom = np.zeros(G_SIZE, np.int64)
+        geom[G_BLOCK_SIZE], geom[G_BLOCKS], geom[G_LEFT] = 4096, 1, -1
+        ring = np.zeros(4096, np.uint8)
+        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *state)
+    else:
+        from appliance.ring.xsk_rx import X_SIZE, xsk_rx
+
+        words, addrs = np.zeros(64, np.uint32), np.zeros(32, np.uint64)
+        xsk_rx(np.zeros(4096, np.uint8), words, addrs, words.copy(), addrs.copy(), np.zeros(X_SIZE, np.int64), 1,
+               *state)
+
+
+def status_line(stream=sys.stderr):
+    """A live one-line status for a terminal: packets/s, messages/s, drops, gaps (redrawn every 0.5 s)."""
+    state = {"t": time.monotonic(), "frames": 0, "messages": 0}
+
+    def show(capture: Capture) -> None:
+        now = time.monotonic()
+        if now - state["t"] < 0.5:
+            return
+        c = capture.counters()
+        dt = now - state["t"]
+        pps = (c["frames"] - state["frames"]) / dt
+        mps = (c["messages"] - state["messages"]) / dt
+        state.update(t=now, frames=c["frames"], messages=c["messages"])
+        drops = capstats.live_drops(capture)
+        stream.write(f"\r{pps:>10,.0f} pkt/s {mps:>12,.0f} msg/s  frames {c['frames']:,}  "
+                     f"drops {drops:,}  gaps {c['gaps']:,}   ")
+        stream.flush()
+
+    return show

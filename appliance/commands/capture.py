@@ -1,0 +1,167 @@
+"""appliance capture: receive a live feed through AF_XDP or TPACKET_V3 and decode it as replay does."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from appliance.commands.replay import _positive, parse_feed
+from appliance.errors import UserError
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    unit = text[-1:].upper() if text[-1:].isalpha() else ""
+    try:
+        value = int(text[:-1] if unit else text) * SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 2G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def parse_queues(text: str) -> list[int]:
+    try:
+        queues = sorted({int(q) for q in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--queues {text!r} is not a list like 0,1,2") from None
+    if any(q < 0 for q in queues):
+        raise argparse.ArgumentTypeError("--queues must be non-negative")
+    return queues
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iface", required=True, help="capture interface")
+    parser.add_argument("--feed", action="append", type=parse_feed, required=True, metavar="GROUP:PORT",
+                        help="a feed line to receive (repeat for A/B lines); the groups are joined on --iface")
+    parser.add_argument("--engine", choices=("xdp", "tpacket"), default="xdp",
+                        help="AF_XDP with the steering XDP program (default) or an AF_PACKET TPACKET_V3 ring")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (as for replay)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    parser.add_argument("--no-stop-at-end", action="store_true",
+                        help="keep running after every session has sent its end-of-session packet")
+    parser.add_argument("--linger", type=float, default=0.5, metavar="S",
+                        help="after end of session, stop once the lines are quiet this long (default 0.5)")
+    rec = parser.add_argument_group("recording")
+    rec.add_argument("--record", metavar="DIR", help="record the feed frames as nanosecond pcap files in DIR")
+    rec.add_argument("--rotate-size", type=parse_size, metavar="SIZE", help="start a new file before SIZE")
+    rec.add_argument("--rotate-seconds", type=_positive, metavar="S",
+                     help="start a new file every S seconds, aligned to the wall clock")
+    rec.add_argument("--max-files", type=_positive, metavar="N", help="keep only the newest N files")
+    rec.add_argument("--snaplen", type=_positive, default=65535, help="bytes recorded per frame (default 65535)")
+    xdp = parser.add_argument_group("AF_XDP (--engine xdp)")
+    xdp.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
+                     help="XDP attach mode; auto tries native (driver) first")
+    xdp.add_argument("--xdp-copy", choices=("auto", "copy", "zerocopy"), default="auto",
+                     help="AF_XDP bind mode; auto tries zero-copy first")
+    xdp.add_argument("--queues", type=parse_queues, metavar="LIST", help="rx queues to bind (default: all)")
+    xdp.add_argument("--frames", type=_positive, default=4096, help="UMEM frames per queue (power of two)")
+    xdp.add_argument("--no-hugepages", action="store_true", help="UMEM on normal pages even if hugepages are free")
+    tp = parser.add_argument_group("TPACKET_V3 (--engine tpacket)")
+    tp.add_argument("--block-size", type=parse_size, default=1 << 20, help="ring block size (default 1M)")
+    tp.add_argument("--blocks", type=_positive, default=64, help="ring blocks (default 64)")
+    tp.add_argument("--retire-ms", type=_positive, default=2,
+                    help="hand a partly filled block over after this many ms (default 2)")
+    tp.add_argument("--fanout", choices=("hash", "qm", "lb", "cpu"),
+                    help="join a PACKET_FANOUT group in this mode (with --fanout-group)")
+    tp.add_argument("--fanout-group", type=_positive, default=None, metavar="ID",
+                    help="fan-out group id shared by the capture processes that split the traffic")
+    dec = parser.add_argument_group("decoding (as for replay)")
+    dec.add_argument("--messages", action="store_true", help="also write messages.csv")
+    dec.add_argument("--packets", action="store_true", help="also write packets.csv")
+    dec.add_argument("--order-capacity", type=_positive, default=None, metavar="N")
+    dec.add_argument("--level-pool", type=_positive, default=None, metavar="N")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no status line and no report")
+
+
+def options_from(args):
+    from appliance.capture.engine import CaptureOptions
+    from appliance.decode import state as S
+    from appliance.replay.engine import Options
+
+    feeds = args.feed
+    if len(set(feeds)) != len(feeds):
+        raise UserError("the same --feed is named twice")
+    if len(feeds) > S.MAX_LINES:
+        raise UserError(f"at most {S.MAX_LINES} --feed lines")
+    if args.engine == "xdp" and (args.fanout or args.fanout_group):
+        raise UserError("--fanout is for --engine tpacket (AF_XDP binds one socket per queue instead)")
+    if bool(args.fanout) != bool(args.fanout_group):
+        raise UserError("--fanout and --fanout-group go together")
+    if args.frames & (args.frames - 1):
+        raise UserError("--frames must be a power of two")
+    decode = Options(feeds=feeds, messages=args.messages, packets=args.packets,
+                     order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
+                     level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL)
+    return CaptureOptions(
+        iface=args.iface, feeds=feeds, engine=args.engine, decode=decode, duration=args.duration,
+        linger=args.linger, stop_at_end_of_session=not args.no_stop_at_end, xdp_mode=args.xdp_mode,
+        xdp_copy=args.xdp_copy, queues=args.queues, frames=args.frames, hugepages=not args.no_hugepages,
+        block_size=args.block_size, blocks=args.blocks, retire_ms=args.retire_ms,
+        fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
+        rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
+        snaplen=args.snaplen)
+
+
+def check_interface(name: str) -> None:
+    import os
+
+    if not os.path.exists(f"/sys/class/net/{name}"):
+        raise UserError(f"interface {name!r} does not exist (in this network namespace)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance._jit import cache_is_cold
+    from appliance.capture.engine import Capture, status_line
+    from appliance.replay import summary as report_mod
+    from appliance.replay.output import CsvSink, write_json
+
+    options = options_from(args)
+    check_interface(options.iface)
+    log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
+    if cache_is_cold():
+        log("first run of this version: compiling the decode kernels (about a minute, once)")
+    sink = CsvSink(args.out, args.messages, args.packets)
+    status = status_line() if sys.stderr.isatty() and not args.quiet else None
+    capture = Capture(options, sink, status=status, log=log)
+    try:
+        capture.run()
+    finally:
+        sink.close()
+        if status is not None:
+            sys.stderr.write("\n")
+    feeds = ", ".join(f"{ipaddress.IPv4Address(g)}:{p}" for g, p in options.feeds)
+    summary = report_mod.build(capture.decoder, f"captured on {options.iface}: {feeds}")
+    summary["capture"] = capture.stats
+    summary["elapsed_seconds"] = round(capture.seconds, 3)
+    summary["messages_csv"] = args.messages
+    write_json(sink.dir / "summary.json", summary)
+    if not args.quiet:
+        print(report_mod.report(summary, args.out))
+        print(capture_report(capture.stats))
+    return 0
+
+
+def capture_report(stats: dict) -> str:
+    drops = ", ".join(f"{k} {v:,}" for k, v in stats["drops"].items())
+    lat = stats["latency"]
+    lines = [f"capture    {stats['engine']} on {stats['interface']}, stopped by {stats['stop_reason']}; "
+             f"{stats['counters']['ring_frames']:,} frames from the ring"]
+    if stats["engine"] == "xdp":
+        lines.append(f"  xdp      {stats['attach_mode']} attach, {'zero-copy' if stats['zerocopy'] else 'copy'} "
+                     f"mode, queues {stats['queues']}, UMEM on "
+                     f"{'hugepages' if stats['umem_hugepages'] else 'normal pages'}")
+    lines.append(f"  drops    {drops}")
+    if lat.get("samples"):
+        lines.append(f"  latency  receive to book: p50 {lat['p50_ns'] / 1e3:,.1f} us, p99 {lat['p99_ns'] / 1e3:,.1f} us, "
+                     f"p99.9 {lat['p99_9_ns'] / 1e3:,.1f} us, max {lat['max_ns'] / 1e3:,.1f} us "
+                     f"({lat['samples']:,} frames)")
+    else:
+        lines.append("  latency  no samples")
+    rec = stats.get("recording")
+    if rec:
+        lines.append(f"  record   {rec.get('files_opened', 0)} files, {rec.get('bytes_written', 0):,} bytes, "
+                     f"{stats['drops'].get('recording', 0):,} frames not recorded")
+    return "\n".join(lines)

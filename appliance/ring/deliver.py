@@ -1,0 +1,143 @@
+"""What happens to each frame a ring hands us, whichever ring it came from.
+
+``deliver`` runs the frame through exactly the replay path (``walk.frame``: Ethernet ... MoldUDP64, the books),
+copies it into the recording buffer when recording is on, and files the receive-to-book latency.  Before
+taking a frame off its ring, a ring kernel asks ``room_for_frame``: when an output buffer or the recording
+buffer cannot take one more worst-case frame, the kernel stops *without* consuming it, the driver empties the
+buffer, and the frame is taken on the next call -- so a full output buffer never loses a frame.
+
+Capture counters (``cap``) are separate from the decoder's (``cnt``): they describe the rings, not the feed.
+The latency histogram is log-linear: exact below 128 ns, then 64 buckets per power of two (<= 1.6% error).
+"""
+import numpy as np
+
+from appliance._jit import kernel
+from appliance.decode.walk import frame, room_for_record
+from appliance.ring.atomics import clock_ns
+
+# cap[] slots
+CAP_FRAMES = 0            # frames taken off the ring(s)
+CAP_WAKEUPS = 1           # kernel calls that found the ring empty
+CAP_RING_MALFORMED = 2    # descriptors / block headers with offsets or lengths outside the ring (skipped)
+CAP_REC_FRAMES = 3        # frames written to the recording buffer
+CAP_REC_DROPPED = 4       # frames not recorded: every recording buffer was waiting for the disk
+CAP_REC_BYTES = 5
+CAP_NO_RX_TS = 6          # frames without a receive timestamp from the kernel / XDP program (no latency sample)
+CAP_LAT_MAX = 7           # (gauge) worst receive-to-book latency, ns
+CAP_LAT_COUNT = 8         # latency samples
+CAP_BLOCKS = 9            # TPACKET_V3 blocks handed to us
+CAP_SIZE = 16
+CAP_NAMES = {CAP_FRAMES: "ring_frames", CAP_WAKEUPS: "empty_polls", CAP_RING_MALFORMED: "ring_malformed",
+             CAP_REC_FRAMES: "recorded_frames", CAP_REC_DROPPED: "recording_dropped_frames",
+             CAP_REC_BYTES: "recorded_bytes", CAP_NO_RX_TS: "frames_without_rx_timestamp",
+             CAP_LAT_COUNT: "latency_samples", CAP_BLOCKS: "ring_blocks"}
+
+# rec_meta[] slots: the recording buffer the driver lent us
+REC_USED, REC_CAP, REC_ON, REC_SNAPLEN = range(4)
+REC_OFF, REC_RECORDING, REC_STARVED = 0, 1, 2     # REC_ON values; starved: recording, but no buffer to write to
+REC_HEADER = 16           # classic pcap record header: ts_sec, ts_nsec, incl_len, orig_len (little-endian u32)
+
+HIST_SIZE = 4096
+SUB_BITS = 6              # 64 sub-buckets per power of two
+
+# status returned by the ring kernels
+IDLE, BUDGET, OUT_FULL, REC_FULL = 0, 1, 2, 3
+
+
+def new_capture_state():
+    """(cap counters, latency histogram, timespec scratch)."""
+    return np.zeros(CAP_SIZE, np.int64), np.zeros(HIST_SIZE, np.int64), np.zeros(2, np.int64)
+
+
+@kernel(inline="always")
+def _bucket(ns):
+    if ns < (2 << SUB_BITS):
+        return ns
+    e = 0
+    v = ns >> (SUB_BITS + 1)
+    while v != 0:
+        v >>= 1
+        e += 1
+    i = (e << SUB_BITS) + (ns >> e)
+    return i if i < HIST_SIZE else HIST_SIZE - 1
+
+
+def bucket_floor(i: int) -> int:
+    """Smallest latency (ns) that falls in bucket ``i`` (the inverse of ``_bucket``)."""
+    if i < (2 << SUB_BITS):
+        return i
+    e = (i >> SUB_BITS) - 1
+    return (i - (e << SUB_BITS)) << e
+
+
+@kernel(inline="always")
+def room_for_frame(caplen, mold, bk, out, cnt, by_type, rec_meta):
+    """0 when the outputs and (if recording) the recording buffer can take this frame, else which is full."""
+    if rec_meta[REC_ON] == REC_RECORDING:
+        incl = min(caplen + 4, rec_meta[REC_SNAPLEN])
+        if rec_meta[REC_USED] + REC_HEADER + incl > rec_meta[REC_CAP]:
+            return REC_FULL
+    return 0 if room_for_record(mold, bk, out, cnt, by_type) else OUT_FULL
+
+
+@kernel(inline="always")
+def _put32(rec, p, v):
+    rec[p] = v & 0xFF
+    rec[p + 1] = (v >> 8) & 0xFF
+    rec[p + 2] = (v >> 16) & 0xFF
+    rec[p + 3] = (v >> 24) & 0xFF
+
+
+@kernel(inline="always")
+def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
+    """Append the frame as a pcap record; ``vlan_tag`` >= 0 is a tag the kernel took out of the frame
+    (tpid << 16 | tci), put back after the MAC addresses as tcpdump does."""
+    snap = rec_meta[REC_SNAPLEN]
+    extra = 4 if vlan_tag >= 0 else 0
+    if caplen < 12:
+        extra = 0
+    incl = min(caplen + extra, snap)
+    p = rec_meta[REC_USED]
+    _put32(rec, p, real_ns // 1_000_000_000)
+    _put32(rec, p + 4, real_ns % 1_000_000_000)
+    _put32(rec, p + 8, incl)
+    _put32(rec, p + 12, wirelen + extra)
+    q = p + REC_HEADER
+    if extra == 0:
+        for i in range(incl):
+            rec[q + i] = buf[off + i]
+    else:
+        head = min(12, incl)
+        for i in range(head):
+            rec[q + i] = buf[off + i]
+        for k in range(4):
+            if 12 + k < incl:
+                rec[q + 12 + k] = (vlan_tag >> (24 - 8 * k)) & 0xFF
+        for i in range(12, incl - 4):
+            rec[q + i + 4] = buf[off + i]
+    rec_meta[REC_USED] = q + incl
+    cap[CAP_REC_FRAMES] += 1
+    cap[CAP_REC_BYTES] += REC_HEADER + incl
+
+
+@kernel(inline="always")
+def deliver(buf, off, caplen, wirelen, rx_ns, clock_id, real_ns, vlan_tag,
+            mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+    """Record, decode and time one frame.  ``rx_ns`` is the receive stamp on ``clock_id`` (0: none),
+    ``real_ns`` the wall-clock stamp written with the recording and used as the frame's capture time."""
+    cap[CAP_FRAMES] += 1
+    if rec_meta[REC_ON] == REC_RECORDING:
+        _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap)
+    elif rec_meta[REC_ON] == REC_STARVED:
+        cap[CAP_REC_DROPPED] += 1
+    frame(buf, off, caplen, wirelen, real_ns, mold, bk, out, cnt, by_type)
+    if rx_ns == 0:
+        cap[CAP_NO_RX_TS] += 1
+        return
+    lat = clock_ns(clock_id, ts) - rx_ns
+    if lat < 0:
+        lat = 0
+    hist[_bucket(lat)] += 1
+    cap[CAP_LAT_COUNT] += 1
+    if lat > cap[CAP_LAT_MAX]:
+        cap[CAP_LAT_MAX] = lat

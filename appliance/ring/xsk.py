@@ -1,0 +1,199 @@
+"""AF_XDP: the XDP program redirects feed frames into a UMEM we own; we read them where they landed.
+
+Per receive queue, one socket with its own UMEM (``frames`` chunks of ``chunk`` bytes, on 2 MB hugepages when
+the kernel has free ones) and four rings shared with the kernel (linux/if_xdp.h).  Each ring is a power-of-two
+array of descriptors with a producer and a consumer index (free-running u32), at offsets that
+``getsockopt(XDP_MMAP_OFFSETS)`` reports.  We own the fill ring's producer and the rx ring's consumer::
+
+    fill ring   we -> kernel   u64 chunk addresses the kernel may write frames into
+    rx ring     kernel -> we   struct xdp_desc { __u64 addr; __u32 len; __u32 options; }
+    completion  kernel -> we   (transmit only; the kernel insists it exists)
+
+Every chunk is in exactly one place -- the fill ring, the kernel, the rx ring or our hands -- and the fill ring
+holds all of them, so handing a chunk back can never find it full.  We start with every chunk in the fill
+ring, and give each one back as soon as its frame has been decoded (held A/B packets are copied to the
+session layer's stash first).  When we are slower than the wire the kernel runs out of chunks and counts
+``rx_fill_ring_empty_descs`` / ``rx_dropped`` in ``XDP_STATISTICS``: never a silent loss.
+
+The XDP program stamps ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC) into the metadata area in front of each frame
+(``struct steer_meta``, copied along in copy mode); frames without it are stamped here and count as
+``frames_without_rx_timestamp`` (no latency sample).  Copy or zero-copy: ``auto`` tries zero-copy and falls
+back to copy where the driver cannot (veth, virtio_net 6.1).  ``need_wakeup`` is asked for; when the kernel
+raises it on the fill ring, the driver loop kicks it with ``recvfrom``/``poll``.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import mmap
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import UserError
+from appliance.ring.xsk_rx import X_CHUNK, X_FQ_DESC, X_FQ_FLAGS, X_FQ_MASK, X_FQ_NEXT, X_FQ_PROD, X_MAGIC, \
+    X_MONO_TO_REAL, X_NEED_WAKEUP, X_RX_CONS, X_RX_DESC, X_RX_MASK, X_RX_PROD, X_SIZE, X_UMEM_SIZE, xsk_rx
+
+log = logging.getLogger(__name__)
+
+AF_XDP = 44
+SOL_XDP = 283
+XDP_MMAP_OFFSETS, XDP_RX_RING, XDP_TX_RING, XDP_UMEM_REG = 1, 2, 3, 4
+XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_STATISTICS, XDP_OPTIONS = 5, 6, 7, 8
+XDP_COPY, XDP_ZEROCOPY, XDP_USE_NEED_WAKEUP = 2, 4, 8
+XDP_OPTIONS_ZEROCOPY = 1
+XDP_PGOFF_RX_RING = 0
+XDP_UMEM_PGOFF_FILL_RING = 0x100000000
+XDP_UMEM_PGOFF_COMPLETION_RING = 0x180000000
+MAP_HUGETLB = 0x40000
+HUGE_PAGE = 2 << 20
+XDP_PACKET_HEADROOM = 256
+STATS_FIELDS = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full", "rx_fill_ring_empty_descs",
+                "tx_ring_empty_descs")
+
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# -- setup ----------------------------------------------------------------------------------------------
+def rx_queue_count(ifname: str) -> int:
+    return len(list(Path(f"/sys/class/net/{ifname}/queues").glob("rx-*")))
+
+
+def _umem(size: int, hugepages: bool) -> tuple[mmap.mmap, bool]:
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    if hugepages and size % HUGE_PAGE == 0:
+        try:
+            return mmap.mmap(-1, size, flags | MAP_HUGETLB), True
+        except OSError:
+            pass
+    return mmap.mmap(-1, size, flags), False
+
+
+class XskSocket:
+    """One AF_XDP socket bound to one rx queue, with its UMEM and rings; a context manager."""
+
+    def __init__(self, ifname: str, queue: int, frames: int = 4096, chunk: int = 4096, ring: int = 4096,
+                 copy_mode: str = "auto", hugepages: bool = True, magic: int = 0):
+        for name, value in (("frames", frames), ("chunk", chunk), ("ring", ring)):
+            if value <= 0 or value & (value - 1):
+                raise UserError(f"AF_XDP {name} count {value} must be a power of two")
+        self.ifname, self.queue, self.frames, self.chunk, self.ring_size = ifname, queue, frames, chunk, ring
+        self.copy_mode, self.want_huge, self.magic = copy_mode, hugepages, magic
+        self.sock: socket.socket | None = None
+        self.maps: list[mmap.mmap] = []
+        self.umem = self.rx_words = self.rx_addr = self.fq_words = self.fq_addr = None
+        self.geom = np.zeros(X_SIZE, np.int64)
+        self.zerocopy = self.on_hugepages = False
+
+    def __enter__(self) -> "XskSocket":
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        ifindex = socket.if_nametoindex(self.ifname)
+        try:
+            self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+        except OSError as err:
+            if err.errno in (errno.EAFNOSUPPORT, errno.EINVAL):
+                raise UserError("this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS); use --engine tpacket") \
+                    from None
+            raise
+        fd = self.sock.fileno()
+        size = self.frames * self.chunk
+        umem_map, self.on_hugepages = _umem(size, self.want_huge)
+        self.maps.append(umem_map)
+        self.umem = np.frombuffer(umem_map, np.uint8)
+        reg = struct.pack("=QQIIII", self.umem.ctypes.data, size, self.chunk, 0, 0, 0)
+        try:
+            self.sock.setsockopt(SOL_XDP, XDP_UMEM_REG, reg)
+        except OSError as err:
+            raise UserError(f"the kernel refused a {size >> 20} MiB AF_XDP UMEM: {os.strerror(err.errno)} "
+                            "(locked-memory limit? needs CAP_IPC_LOCK or a larger RLIMIT_MEMLOCK)") from None
+        for opt in (XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_RX_RING):
+            self.sock.setsockopt(SOL_XDP, opt, struct.pack("=I", self.ring_size if opt != XDP_UMEM_COMPLETION_RING
+                                                           else 64))
+        offsets = struct.unpack("=16Q", self.sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128))
+        rx_off, fq_off = offsets[0:4], offsets[8:12]       # producer, consumer, desc, flags
+        rx_map = self._map(fd, rx_off[2] + self.ring_size * 16, XDP_PGOFF_RX_RING)
+        fq_map = self._map(fd, fq_off[2] + self.ring_size * 8, XDP_UMEM_PGOFF_FILL_RING)
+        self._map(fd, offsets[14] + 64 * 8, XDP_UMEM_PGOFF_COMPLETION_RING)
+        self.rx_words, self.rx_addr = np.frombuffer(rx_map, np.uint32), np.frombuffer(rx_map, np.uint64)
+        self.fq_words, self.fq_addr = np.frombuffer(fq_map, np.uint32), np.frombuffer(fq_map, np.uint64)
+        g = self.geom
+        g[X_RX_PROD], g[X_RX_CONS], g[X_RX_DESC], g[X_RX_MASK] = rx_off[0] // 4, rx_off[1] // 4, rx_off[2] // 8, \
+            self.ring_size - 1
+        g[X_FQ_PROD], g[X_FQ_DESC], g[X_FQ_MASK], g[X_FQ_FLAGS] = fq_off[0] // 4, fq_off[2] // 8, \
+            self.ring_size - 1, fq_off[3] // 4
+        g[X_CHUNK], g[X_UMEM_SIZE], g[X_MAGIC] = self.chunk, size, self.magic
+        # Every chunk into the fill ring before the socket can receive (the ring holds them all).
+        fill = min(self.frames, self.ring_size)
+        self.fq_addr[g[X_FQ_DESC]:g[X_FQ_DESC] + fill] = np.arange(fill, dtype=np.uint64) * self.chunk
+        g[X_FQ_NEXT] = fill
+        self.fq_words[g[X_FQ_PROD]] = fill                  # nothing reads it before bind (a system call)
+        self._bind(fd, ifindex)
+        opts = struct.unpack("=I", self.sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4))[0]
+        self.zerocopy = bool(opts & XDP_OPTIONS_ZEROCOPY)
+
+    def _map(self, fd: int, length: int, offset: int) -> mmap.mmap:
+        m = mmap.mmap(fd, length, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                      mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        self.maps.append(m)
+        return m
+
+    def _bind(self, fd: int, ifindex: int) -> None:
+        tries = {"auto": (XDP_ZEROCOPY, XDP_COPY), "zerocopy": (XDP_ZEROCOPY,), "copy": (XDP_COPY,)}
+        last = 0
+        for mode in tries[self.copy_mode]:
+            addr = struct.pack("=HHIII", AF_XDP, mode | XDP_USE_NEED_WAKEUP, ifindex, self.queue, 0)
+            if _libc.bind(fd, addr, len(addr)) == 0:
+                return
+            last = ctypes.get_errno()
+        why = os.strerror(last)
+        if self.copy_mode == "zerocopy" and last in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise UserError(f"{self.ifname} queue {self.queue}: the driver has no AF_XDP zero-copy ({why}); "
+                            "use --xdp-copy auto or copy")
+        raise UserError(f"cannot bind an AF_XDP socket to {self.ifname} queue {self.queue}: {why}")
+
+    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts):
+        self.geom[X_MONO_TO_REAL] = time.time_ns() - time.monotonic_ns()
+        return xsk_rx(self.umem, self.rx_words, self.rx_addr, self.fq_words, self.fq_addr, self.geom, budget,
+                      decoder.mold, decoder.book, decoder.out, decoder.cnt, decoder.by_type,
+                      cap, hist, rec, rec_meta, ts)
+
+    def kick(self) -> None:
+        """The kernel asked for a wakeup (need_wakeup on the fill ring): a non-blocking recvfrom is one."""
+        if self.geom[X_NEED_WAKEUP]:
+            _libc.recvfrom(self.sock.fileno(), None, 0, socket.MSG_DONTWAIT, None, None)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def stats(self) -> dict[str, int]:
+        if self.sock is None:
+            return dict.fromkeys(STATS_FIELDS, 0)
+        raw = self.sock.getsockopt(SOL_XDP, XDP_STATISTICS, 48)
+        return dict(zip(STATS_FIELDS, struct.unpack("=6Q", raw.ljust(48, b"\0"))))
+
+    def close(self) -> None:
+        self.umem = self.rx_words = self.rx_addr = self.fq_words = self.fq_addr = None
+        if self.sock is not None:
+            self.final_stats = self.stats()
+            self.sock.close()                          # the kernel stops writing into the UMEM first
+            self.sock = None
+        for m in self.maps:
+            m.close()
+        self.maps = []
+
+    def __exit__(self, *exc) -> None:
+        self.close()
