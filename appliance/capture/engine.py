@@ -152,6 +152,7 @@ class Capture:
             with ExitStack() as stack:
                 rings = self._open_rings(stack)
                 rec = self._open_recorder(stack)
+                self.log(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
                 iface_before = capstats.iface_counters(o.iface)
                 self._loop(rings, rec, stopping, started)
                 if rec is not None:
@@ -221,6 +222,13 @@ class Capture:
         cnt = self.decoder.cnt
         return {"frames": int(self.cap[CAP_FRAMES]), "packets": int(cnt[C.PACKETS]),
                 "messages": int(cnt[C.MESSAGES]), "gaps": len(self.decoder.result.gaps)}
+
+
+def describe(info: dict) -> str:
+    if info.get("engine") == "xdp":
+        return (f"AF_XDP, {info['attach_mode']} XDP, {'zero-copy' if info['zerocopy'] else 'copy mode'}, "
+                f"queues {','.join(map(str, info['queues']))}")
+    return f"TPACKET_V3, {info['blocks']} x {info['block_size'] >> 10} KiB blocks"
 
 
 def warm(engine: str) -> None:
