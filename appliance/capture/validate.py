@@ -56,7 +56,7 @@ def compare(replay: dict, live: dict, replay_dir: Path, live_dir: Path) -> list[
 def drop_lines(live: dict) -> list[str]:
     cap = live.get("capture", {})
     drops = cap.get("drops", {})
-    lines = [f"drops by source: " + ", ".join(f"{k} {v:,}" for k, v in drops.items())]
+    lines = ["drops by source: " + ", ".join(f"{k} {v:,}" for k, v in drops.items())]
     if cap.get("xdp_counters"):
         lines.append("xdp program: " + ", ".join(f"{k} {v:,}" for k, v in cap["xdp_counters"].items()))
     if cap.get("ring_counters"):

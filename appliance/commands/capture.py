@@ -64,10 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tp.add_argument("--blocks", type=_positive, default=64, help="ring blocks (default 64)")
     tp.add_argument("--retire-ms", type=_positive, default=2,
                     help="hand a partly filled block over after this many ms (default 2)")
+    tp.add_argument("--workers", type=_positive, default=1, metavar="N",
+                    help="N capture processes sharing the traffic through PACKET_FANOUT (default 1); each writes "
+                         "OUT/worker-K/ and OUT/workers.json sums them")
     tp.add_argument("--fanout", choices=("hash", "qm", "lb", "cpu"),
-                    help="join a PACKET_FANOUT group in this mode (with --fanout-group)")
+                    help="fan-out mode: hash (flow hash, the default with --workers), qm (rx queue), lb, cpu")
     tp.add_argument("--fanout-group", type=_positive, default=None, metavar="ID",
-                    help="fan-out group id shared by the capture processes that split the traffic")
+                    help="fan-out group id, to split traffic with capture processes started separately")
     dec = parser.add_argument_group("decoding (as for replay)")
     dec.add_argument("--messages", action="store_true", help="also write messages.csv")
     dec.add_argument("--packets", action="store_true", help="also write packets.csv")
@@ -86,10 +89,12 @@ def options_from(args):
         raise UserError("the same --feed is named twice")
     if len(feeds) > S.MAX_LINES:
         raise UserError(f"at most {S.MAX_LINES} --feed lines")
-    if args.engine == "xdp" and (args.fanout or args.fanout_group):
+    if args.engine == "xdp" and (args.fanout or args.fanout_group or args.workers > 1):
         raise UserError("--fanout is for --engine tpacket (AF_XDP binds one socket per queue instead)")
-    if bool(args.fanout) != bool(args.fanout_group):
-        raise UserError("--fanout and --fanout-group go together")
+    if args.fanout_group and not args.fanout:
+        raise UserError("--fanout-group needs --fanout MODE")
+    if args.fanout and not args.fanout_group:
+        raise UserError("--fanout needs --fanout-group ID (or --workers N, which picks one)")
     if args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
     decode = Options(feeds=feeds, messages=args.messages, packets=args.packets,
@@ -118,6 +123,16 @@ def run(args: argparse.Namespace) -> int:
     from appliance.replay import summary as report_mod
     from appliance.replay.output import CsvSink, write_json
 
+    if args.workers > 1:
+        from appliance.capture.workers import run_workers
+
+        if args.engine != "tpacket":
+            raise UserError("--workers is for --engine tpacket (AF_XDP binds one socket per queue instead)")
+        if args.record:
+            raise UserError("--record with --workers is not supported: record from a single capture")
+        options_from(args)                                  # the same checks before any worker starts
+        check_interface(args.iface)
+        return run_workers(args)
     options = options_from(args)
     check_interface(options.iface)
     log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
