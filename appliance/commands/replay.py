@@ -34,11 +34,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="pcap, pcapng or NASDAQ ITCH 5.0 day file, optionally gzipped (detected by content); "
                              "several inputs are decoded in order as one stream")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (created if missing; required unless --send)")
     parser.add_argument("--feed", action="append", type=parse_feed, metavar="GROUP:PORT",
                         help="a feed line to decode (repeat for A/B lines); default: every multicast "
                              "destination outside 224.0.0.0/24")
@@ -56,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vwap-step-ms", type=_positive, default=100, metavar="MS",
                         help="VWAP emission step in feed time (default 100)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no report on stdout")
+    send = parser.add_argument_group("sending instead of decoding (tcpreplay)")
+    send.add_argument("--send", metavar="IFACE",
+                      help="send the capture's frames out of IFACE instead of decoding them (pcap or pcapng)")
+    rate = send.add_mutually_exclusive_group()
+    rate.add_argument("--pps", type=_positive, metavar="N", help="frames per second (default 10,000)")
+    rate.add_argument("--topspeed", action="store_true", help="as fast as the interface takes them")
+    send.add_argument("--loop", type=_count, metavar="N", help="send the inputs N times (default 1; 0: until Ctrl-C)")
 
 
 class _Progress:
@@ -82,6 +93,14 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.send:
+        from appliance.capture.send import run_send
+
+        return run_send(args)
+    if args.out is None:
+        raise UserError("--out DIR is required (or --send IFACE to put the frames on the wire)")
+    if args.pps or args.topspeed or args.loop is not None:
+        raise UserError("--pps, --topspeed and --loop go with --send IFACE")
     import os
 
     from appliance.decode import state as S

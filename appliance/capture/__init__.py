@@ -1,0 +1,1 @@
+"""Live capture: the receive loop, recording, the lab namespace and the sender."""
