@@ -244,3 +244,48 @@ def test_fanout_workers_split_the_lines(lab, tmp_path):
     assert res["total"]["frames"] == replay_feed_frames and res["total"]["drops"] == 0
     lines = [line for w in res["workers"] for line in w["lines"]]
     assert sorted(lines) == sorted(FEEDS)              # each line on exactly one worker
+
+
+def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
+    """The classic BPF filter passes the feed (tagged or not) and nothing else; the kernel moves a VLAN tag out
+    of the frame, and the recording puts it back where it was."""
+    res = _in_lab(lab, """
+        import json, socket, struct, time
+        import numpy as np
+        from appliance.capture.engine import Capture, CaptureOptions
+        from appliance.ring.tpacket import TpacketRing
+        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES
+        from appliance.decode import counters as C
+
+        def frame(group, port, frag=0, vlan=None):
+            udp = struct.pack(">HHHH", 1234, port, 8 + 32, 0) + bytes(32)
+            ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, frag, 1, 17, 0,
+                             bytes([10, 250, 0, 2]), group.to_bytes(4, "big"))
+            tag = struct.pack(">HH", 0x8100, vlan) if vlan is not None else b""
+            return bytes.fromhex("01005e360c01020000000001") + tag + b"\\x08\\x00" + ip + udp
+
+        feed = 0xE9360C01
+        opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket")
+        cap = Capture(opts, sink=None)
+        cap.rec_buf = np.zeros(1 << 20, np.uint8)
+        cap.rec_meta[:] = (0, len(cap.rec_buf), 1, 65535)
+        with TpacketRing("lab0", opts.feeds, block_size=1 << 16, blocks=4, retire_ms=1) as ring:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            s.bind(("lab1", 0))
+            for f in [frame(feed, 26400), frame(feed + 1, 26400), frame(feed, 26401), frame(feed, 26400, frag=1),
+                      frame(feed, 26400, vlan=100)] * 5:
+                s.send(f)
+            time.sleep(0.3)
+            for _ in range(10):
+                ring.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                time.sleep(0.01)
+        rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[0]), 0, 0
+        while p < used:
+            incl = int.from_bytes(rec[p + 8:p + 12].tobytes(), "little")
+            body = rec[p + 16:p + 16 + incl].tobytes()
+            tagged += body[12:16] == bytes.fromhex("81000064")
+            p += 16 + incl
+        print(json.dumps(dict(frames=int(cap.cap[CAP_FRAMES]), recorded=int(cap.cap[CAP_REC_FRAMES]),
+                              tagged=tagged, decoded=int(cap.decoder.cnt[C.FRAMES]))))
+    """)
+    assert res == {"frames": 10, "recorded": 10, "tagged": 5, "decoded": 10}

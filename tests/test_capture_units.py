@@ -1,0 +1,76 @@
+"""Capture pieces that need no privileges: the latency histogram, the TPACKET feed filter's shape, the
+worker command line, the capture command's refusals."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from appliance.capture.stats import latency
+from appliance.capture.workers import worker_argv
+from appliance.ring.deliver import CAP_LAT_MAX, CAP_SIZE, HIST_SIZE, bucket_floor
+from appliance.ring.tpacket import feed_filter
+
+
+def _bucket(ns: int) -> int:
+    from appliance.ring.deliver import _bucket as kernel_bucket
+    return int(kernel_bucket(np.int64(ns)))
+
+
+def test_histogram_buckets_are_monotonic_and_tight():
+    prev = -1
+    for ns in list(range(0, 5000)) + [10**k + d for k in range(4, 12) for d in (-1, 0, 1, 12345)]:
+        b = _bucket(ns)
+        assert b >= prev or ns < 5000 and b == prev
+        prev = max(prev, b)
+        if b < HIST_SIZE - 1:
+            lo, hi = bucket_floor(b), bucket_floor(b + 1)
+            assert lo <= ns < hi
+            assert (hi - lo) <= max(1, lo // 64)          # within 1/64 (1.6%)
+
+
+def test_latency_percentiles():
+    hist = np.zeros(HIST_SIZE, np.int64)
+    cap = np.zeros(CAP_SIZE, np.int64)
+    values = [1_000] * 980 + [50_000] * 18 + [2_000_000] * 2
+    for v in values:
+        hist[_bucket(v)] += 1
+    cap[CAP_LAT_MAX] = max(values)
+    out = latency(hist, cap)
+    assert out["samples"] == 1000
+    assert 1_000 <= out["p50_ns"] <= 1_016
+    assert 50_000 <= out["p99_ns"] <= 50_800
+    assert out["p99_9_ns"] == out["max_ns"] == 2_000_000            # capped at the exact maximum
+
+
+def test_feed_filter_jumps_resolve():
+    prog = feed_filter([(0xE9360C01, 26400), (0xE9360C02, 26400), (0xE9360C03, 26401)])
+    assert prog[-2] == (0x06, 0, 0, 0) and prog[-1] == (0x06, 0, 0, 0x40000)
+    for pc, (op, jt, jf, _k) in enumerate(prog):
+        if op in (0x15, 0x45):
+            assert pc + 1 + jt < len(prog) and pc + 1 + jf < len(prog)
+    assert sum(1 for op, *_ in prog if op == 0x20) == 3          # one destination-address load per feed
+
+
+def test_worker_argv_drops_parent_options():
+    argv = ["--iface", "lab0", "--workers", "2", "--out", "X", "--feed", "233.54.12.1:26400", "--fanout=hash",
+            "--engine", "tpacket"]
+    assert worker_argv(argv) == ["--iface", "lab0", "--feed", "233.54.12.1:26400", "--engine", "tpacket"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--iface", "no-such-if0", "--feed", "233.54.12.1:26400", "--out", "X"], "does not exist"),
+    (["--iface", "lo", "--feed", "10.0.0.1:26400", "--out", "X"], "multicast"),
+    (["--iface", "lo", "--feed", "233.54.12.1:26400", "--out", "X", "--workers", "2"], "--engine tpacket"),
+    (["--iface", "lo", "--feed", "233.54.12.1:26400", "--out", "X", "--engine", "tpacket", "--fanout", "hash"],
+     "--fanout-group"),
+    (["--iface", "lo", "--feed", "233.54.12.1:26400", "--out", "X", "--frames", "1000"], "power of two"),
+])
+def test_capture_refusals_are_one_sentence(argv, needle, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "appliance", "capture", *argv], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 2
+    assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
