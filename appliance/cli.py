@@ -16,6 +16,8 @@ COMMANDS = {
     "replay": "decode captures or NASDAQ day files into books, top of book, trades and VWAP",
     "generate": "write a synthetic ITCH 5.0 feed as pcap, pcapng or day file",
     "tune": "plan, apply, verify and revert host tuning for capture",
+    "capture": "receive a live feed (AF_XDP or TPACKET_V3) and decode it as replay does",
+    "validate": "send a capture through the lab, capture it live and compare with its offline replay",
     "lab": "create or delete a network namespace with a multi-queue veth pair to capture from and send into",
 }
 
