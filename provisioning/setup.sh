@@ -1,6 +1,6 @@
 #!/bin/sh
 # Set up this checkout on a Debian 12 host (as root) and run one job:
-#   sh provisioning/setup.sh demo   replay the bundled sample capture and print the report
+#   sh provisioning/setup.sh demo   replay the bundled sample capture, then capture it live (validate)
 #   sh provisioning/setup.sh test   run the whole test suite
 #   sh provisioning/setup.sh deps   only install what is missing
 # Idempotent: Debian packages are installed only when missing, the virtual environment is rebuilt only
@@ -41,7 +41,10 @@ fi
 
 case "$job" in
     demo)
-        exec $VENV/bin/appliance replay pcaps/sample.pcap --out out/demo ;;
+        $VENV/bin/appliance replay pcaps/sample.pcap --out out/demo
+        echo
+        echo "== live: the same feed sent through a veth pair in a namespace, captured with AF_XDP =="
+        exec $VENV/bin/appliance validate pcaps/sample.pcap --engine xdp --out out/demo-live ;;
     test)
         exec $VENV/bin/python -m pytest -q -ra tests ;;
     deps)
