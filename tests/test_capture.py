@@ -289,3 +289,19 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
                               tagged=tagged, decoded=int(cap.decoder.cnt[C.FRAMES]))))
     """)
     assert res == {"frames": 10, "recorded": 10, "tagged": 5, "decoded": 10}
+
+
+def test_stale_program_of_ours_is_replaced_by_capture(lab, tmp_path):
+    """A copy of our program attached the old way (netlink, as a crashed older run or xdp-loader leaves it) is
+    replaced at start, and nothing is attached after the capture ends."""
+    from appliance.ring.steer import OBJECT_PATH, ensure_built
+
+    ensure_built()
+    subprocess.run(["ip", "-n", lab.name, "link", "set", "dev", "lab0", "xdpgeneric", "obj", str(OBJECT_PATH),
+                    "sec", "xdp"], check=True, capture_output=True)
+    assert '"prog"' in _attached(lab)
+    proc = _start_capture(lab, tmp_path, "--engine", "xdp", "--duration", "1")
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["capture"]["replaced_stale_program"] is True
+    assert _attached(lab) == "{}"

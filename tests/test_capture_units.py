@@ -74,3 +74,22 @@ def test_capture_refusals_are_one_sentence(argv, needle, tmp_path):
     assert done.returncode == 2
     assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_status_line_shows_rates_drops_and_gaps():
+    import io
+    import time as _time
+    from types import SimpleNamespace
+
+    from appliance.capture.engine import status_line
+
+    stream = io.StringIO()
+    show = status_line(stream)
+    fake = SimpleNamespace(counters=lambda: {"frames": 50_000, "packets": 50_000, "messages": 1_000_000,
+                                             "gaps": 2},
+                           rings=[], cap=np.zeros(CAP_SIZE, np.int64))
+    _time.sleep(0.55)
+    show(fake)
+    line = stream.getvalue()
+    assert line.startswith("\r") and "pkt/s" in line and "msg/s" in line
+    assert "drops 0" in line and "gaps 2" in line and "frames 50,000" in line
