@@ -305,3 +305,28 @@ def test_stale_program_of_ours_is_replaced_by_capture(lab, tmp_path):
     assert proc.returncode == 0
     assert json.loads((tmp_path / "summary.json").read_text())["capture"]["replaced_stale_program"] is True
     assert _attached(lab) == "{}"
+
+
+def _free_hugepages() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("HugePages_Free:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.hugepages
+def test_umem_on_hugepages_when_free(lab):
+    """With free 2 MB hugepages the UMEM lands on them (the test never reserves any: that is host-wide)."""
+    if _free_hugepages() < 8:
+        pytest.skip("hugepages: no free 2 MB hugepages reserved on this host (a test never reserves them; "
+                    "'appliance tune apply' does)")
+    res = _in_lab(lab, """
+        import json
+        from appliance.ring.xsk import XskSocket
+        with XskSocket("lab0", 0, frames=4096, ring=4096) as s:
+            huge = s.on_hugepages
+        with XskSocket("lab0", 0, frames=4096, ring=4096, hugepages=False) as s:
+            plain = s.on_hugepages
+        print(json.dumps(dict(huge=huge, plain=plain)))
+    """)
+    assert res == {"huge": True, "plain": False}
