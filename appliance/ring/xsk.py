@@ -156,13 +156,21 @@ class XskSocket:
         last = 0
         for mode in tries[self.copy_mode]:
             addr = struct.pack("=HHIII", AF_XDP, mode | XDP_USE_NEED_WAKEUP, ifindex, self.queue, 0)
-            if _libc.bind(fd, addr, len(addr)) == 0:
-                return
-            last = ctypes.get_errno()
+            # A socket on this queue closed a moment ago is released by the kernel after an RCU grace period
+            # (EBUSY until then): a capture restarted at once retries for up to a second.
+            for _ in range(20):
+                if _libc.bind(fd, addr, len(addr)) == 0:
+                    return
+                last = ctypes.get_errno()
+                if last != errno.EBUSY:
+                    break
+                time.sleep(0.05)
         why = os.strerror(last)
         if self.copy_mode == "zerocopy" and last in (errno.EOPNOTSUPP, errno.EINVAL):
             raise UserError(f"{self.ifname} queue {self.queue}: the driver has no AF_XDP zero-copy ({why}); "
                             "use --xdp-copy auto or copy")
+        if last == errno.EBUSY:
+            raise UserError(f"{self.ifname} queue {self.queue} already has an AF_XDP socket (another capture?)")
         raise UserError(f"cannot bind an AF_XDP socket to {self.ifname} queue {self.queue}: {why}")
 
     def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts):
