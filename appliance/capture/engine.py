@@ -4,16 +4,18 @@ Python runs here once per batch (up to ``BUDGET`` frames per ring) or per wakeup
 kernels (``appliance.ring``) take frames where the kernel put them and run them through ``walk.frame``, the
 very function replay uses, so a live capture and a replay of its recording build the same books.
 
-Loop: call each ring's kernel; when an output buffer is full, write the rows out (``Replay.flush``) and call
-again -- the frame that did not fit is still on the ring; when the recording buffer is full, hand it to the
-writer thread and take an empty one (none free: frames are counted as not recorded, the decode goes on);
-when every ring is empty, sleep in ``poll()`` (50 ms at most, so signals and the status line stay live).
+Loop: call each ring's kernel with a deadline (``TICK_NS`` ahead); the kernel drains its ring and, when it is
+empty, waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's descriptor; ``nap``: sleeps
+``--nap-us`` first so frames arrive in batches; ``spin``: re-reads the ring, a whole core) -- no Python per
+frame or per wakeup.  When an output buffer is full, the rows are written out (``Replay.flush``) and the kernel
+is called again -- the frame that did not fit is still on the ring; when the recording buffer is full, it goes
+to the writer thread and an empty one is lent (none free: frames are counted as not recorded, the decode goes
+on).  Between calls: recording hand-off, the status line, the stop checks.
 Stops on SIGINT/SIGTERM, after ``duration``, or once every session has sent its end-of-session packet and the
 lines have been quiet for ``linger`` seconds (so the other line's copies are counted too).
 """
 from __future__ import annotations
 
-import select
 import signal
 import sys
 import time
@@ -25,11 +27,14 @@ import numpy as np
 from appliance.capture import stats as capstats
 from appliance.decode import counters as C
 from appliance.replay.engine import Options, Replay
-from appliance.ring.deliver import BUDGET, CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
+from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
+    W_SIZE, no_wait, poll_set
+from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
     REC_USED, new_capture_state
 
-BATCH = 1024                  # frames per ring kernel call
-TICK = 0.1                    # seconds between housekeeping passes (recording hand-off, status, stop checks)
+BUDGET_FRAMES = 1 << 16      # frames per ring kernel call at most (the deadline usually comes first)
+TICK_NS = 100_000_000         # ns between housekeeping passes (recording hand-off, status, stop checks)
+IDLE_MODES = {"poll": IDLE_POLL, "nap": IDLE_NAP, "spin": IDLE_SPIN}
 WRITE_EVERY = 1.0             # seconds between writing finished rows while frames arrive
 
 
@@ -42,6 +47,8 @@ class CaptureOptions:
     duration: float | None = None            # seconds; None: until a signal or the end of session
     linger: float = 0.5
     stop_at_end_of_session: bool = True
+    idle: str = "poll"                       # what a ring kernel does when its ring is empty: poll | nap | spin
+    nap_us: int = 200
     # AF_XDP
     xdp_mode: str = "auto"                   # attach: auto | native | generic
     xdp_copy: str = "auto"                   # bind: auto | copy | zerocopy
@@ -88,7 +95,7 @@ class Capture:
             return [ring]
         from appliance.ring import steer
         from appliance.ring.tpacket import join_groups
-        from appliance.ring.xsk import XskSocket, rx_queue_count
+        from appliance.ring.xsk import XskReceiver, XskSocket, rx_queue_count
 
         queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
         socks = [stack.enter_context(XskSocket(o.iface, q, frames=o.frames, ring=o.frames, copy_mode=o.xdp_copy,
@@ -106,7 +113,7 @@ class Capture:
                           "zerocopy": all(s.zerocopy for s in socks), "umem_hugepages": huge,
                           "frames_per_queue": o.frames, "replaced_stale_program": bool(prog.replaced_stale)}
         self._igmp = stack.enter_context(join_groups(o.iface, [g for g, _ in o.feeds]))
-        return socks
+        return [stack.enter_context(XskReceiver(socks))]
 
     def _open_recorder(self, stack: ExitStack):
         o = self.options
@@ -146,7 +153,7 @@ class Capture:
             stopping["flag"] = signal.Signals(signum).name
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        warm(o.engine)                        # compile (or load) the ring kernel before any frame waits for it
+        warm(o.engine, o.iface, o.queues)     # compile (or load) the ring kernel before any frame waits for it
         started = time.perf_counter()
         try:
             with ExitStack() as stack:
@@ -167,43 +174,40 @@ class Capture:
         self.decoder.finish_stream()
 
     def _loop(self, rings, rec, stopping, started) -> None:
-        o = self.options
         dec = self.decoder
-        poller = select.poll()
-        for r in rings:
-            poller.register(r.fileno(), select.POLLIN)
         self.rings = rings
-        next_tick = last_write = time.monotonic()
-        last_frames, last_frame_at = 0, next_tick
+        (ring,) = rings                       # one receiver: a TPACKET_V3 ring, or every AF_XDP queue's socket
+        fds = ring.filenos()
+        wait = np.zeros(W_SIZE, np.int64)
+        wait[W_MODE], wait[W_NAP_US], wait[W_NFDS] = IDLE_MODES[self.options.idle], self.options.nap_us, len(fds)
+        pollfds = poll_set(fds)
+        last_write = next_tick = time.monotonic()
+        last_frames, last_frame_at = 0, last_write
         while stopping["flag"] is None:
-            busy = False
-            for r in rings:
-                status, n = r.receive(BATCH, dec, self.cap, self.hist, self.rec_buf, self.rec_meta, self.ts)
-                busy |= n > 0 or status == BUDGET
-                if status == OUT_FULL:
-                    dec.flush()
-                    busy = True
-                elif status == REC_FULL:
-                    self._hand_off(rec)
-                    busy = True
-                if o.engine == "xdp":
-                    r.kick()
+            # The ring kernel waits inside (poll, nap or spin) until this deadline, so Python runs about once a
+            # tick when frames trickle in, and once per BUDGET_FRAMES frames or full buffer when they pour in.
+            wait[W_DEADLINE] = time.monotonic_ns() + TICK_NS
+            status, _ = ring.receive(BUDGET_FRAMES, dec, self.cap, self.hist, self.rec_buf, self.rec_meta, self.ts,
+                                     wait, pollfds)
+            if status == OUT_FULL:
+                dec.flush()
+            elif status == REC_FULL:
+                self._hand_off(rec)
             now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + TICK
-                frames = int(self.cap[CAP_FRAMES])
-                if frames != last_frames:
-                    last_frames, last_frame_at = frames, now
-                if rec is not None:
-                    self._hand_off(rec)
-                if now - last_write >= WRITE_EVERY:
-                    dec.flush()
-                    last_write = now
-                if self.status is not None:
-                    self.status(self)
-                stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at)
-            if not busy:
-                poller.poll(int(TICK * 500))
+            if now < next_tick:
+                continue
+            next_tick = now + TICK_NS / 1e9
+            frames = int(self.cap[CAP_FRAMES])
+            if frames != last_frames:
+                last_frames, last_frame_at = frames, now
+            if rec is not None:
+                self._hand_off(rec)
+            if now - last_write >= WRITE_EVERY:
+                dec.flush()
+                last_write = now
+            if self.status is not None:
+                self.status(self)
+            stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at)
         self.stop_reason = stopping["flag"]
 
     def _should_stop(self, now: float, started: float, last_frame_at: float) -> str | None:
@@ -231,7 +235,7 @@ def describe(info: dict) -> str:
     return f"TPACKET_V3, {info['blocks']} x {info['block_size'] >> 10} KiB blocks"
 
 
-def warm(engine: str) -> None:
+def warm(engine: str, iface: str = "", queues: list[int] | None = None) -> None:
     """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
     from the cache happens before the socket exists and no frame waits for it."""
     dec = Replay(Options(order_capacity=64, level_pool=64), sink=None)
@@ -244,13 +248,15 @@ def warm(engine: str) -> None:
         geom = np.zeros(G_SIZE, np.int64)
         geom[G_BLOCK_SIZE], geom[G_BLOCKS], geom[G_LEFT] = 4096, 1, -1
         ring = np.zeros(4096, np.uint8)
-        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *state)
+        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), *state)
     else:
+        from appliance.ring.xsk import rx_queue_count
         from appliance.ring.xsk_rx import X_SIZE, xsk_rx
 
+        n = max(1, len(queues) if queues is not None else rx_queue_count(iface))   # compiled per queue count
         words, addrs = np.zeros(64, np.uint32), np.zeros(32, np.uint64)
-        xsk_rx(np.zeros(4096, np.uint8), words, addrs, words.copy(), addrs.copy(), np.zeros(X_SIZE, np.int64), 1,
-               *state)
+        xsk_rx((np.zeros(4096, np.uint8),) * n, (words,) * n, (addrs,) * n, (words,) * n, (addrs,) * n,
+               np.zeros((n, X_SIZE), np.int64), 1, *no_wait([0] * n), *state)
 
 
 def status_line(stream=sys.stderr):

@@ -48,10 +48,7 @@ def latency(hist: np.ndarray, cap: np.ndarray) -> dict:
 
 
 def _ring_stats(capture, rings) -> dict:
-    if capture.options.engine == "tpacket":
-        return rings[0].stats()
-    per_queue = [r.stats() for r in rings]
-    return {key: sum(s[key] for s in per_queue) for key in per_queue[0]} if per_queue else {}
+    return rings[0].stats() if rings else {}
 
 
 def live_drops(capture) -> int:

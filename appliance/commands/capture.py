@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep running after every session has sent its end-of-session packet")
     parser.add_argument("--linger", type=float, default=0.5, metavar="S",
                         help="after end of session, stop once the lines are quiet this long (default 0.5)")
+    parser.add_argument("--idle", choices=("poll", "nap", "spin"), default="poll",
+                        help="when the ring is empty: poll (sleep until frames arrive; default), nap (sleep "
+                             "--nap-us first so frames come in batches: least CPU, adds up to that latency), "
+                             "spin (re-read the ring: a whole core, least latency)")
+    parser.add_argument("--nap-us", type=_positive, default=200, metavar="US", help="nap length (default 200)")
     rec = parser.add_argument_group("recording")
     rec.add_argument("--record", metavar="DIR", help="record the feed frames as nanosecond pcap files in DIR")
     rec.add_argument("--rotate-size", type=parse_size, metavar="SIZE", help="start a new file before SIZE")
@@ -102,7 +107,8 @@ def options_from(args):
                      level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL)
     return CaptureOptions(
         iface=args.iface, feeds=feeds, engine=args.engine, decode=decode, duration=args.duration,
-        linger=args.linger, stop_at_end_of_session=not args.no_stop_at_end, xdp_mode=args.xdp_mode,
+        linger=args.linger, stop_at_end_of_session=not args.no_stop_at_end, idle=args.idle, nap_us=args.nap_us,
+        xdp_mode=args.xdp_mode,
         xdp_copy=args.xdp_copy, queues=args.queues, frames=args.frames, hugepages=not args.no_hugepages,
         block_size=args.block_size, blocks=args.blocks, retire_ms=args.retire_ms,
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,

@@ -9,9 +9,11 @@
   compile to plain moves: the fence that matters is the compiler's.
 * ``clock_ns``: ``clock_gettime`` through libc (vDSO), for receive-to-book latency.
 * ``data_address``: the address of an array's first byte, for the system calls above.
+* ``idle_wait``: what a ring kernel does when its ring is empty (poll, nap or spin; see below).
 
 Only ``appliance.ring`` modules use these, and there only in the ownership functions that name the ring.
 """
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -23,6 +25,16 @@ CLOCK_REALTIME = 0
 CLOCK_MONOTONIC = 1
 
 _clock_gettime = types.ExternalFunction("clock_gettime", types.int32(types.int32, types.voidptr))
+_poll = types.ExternalFunction("poll", types.int32(types.voidptr, types.uint64, types.int32))
+_usleep = types.ExternalFunction("usleep", types.int32(types.uint32))
+
+# How a ring kernel waits when its ring is empty (wait[W_MODE]):
+IDLE_POLL = 0     # block in poll() on every ring's descriptor: no CPU while idle; a wakeup per batch the kernel signals
+IDLE_NAP = 1      # sleep wait[W_NAP_US] first so frames pile up, then poll(): fewer wakeups, adds up to that latency
+IDLE_SPIN = 2     # re-read the ring until the deadline: a whole core, the lowest latency
+W_MODE, W_NAP_US, W_DEADLINE, W_NFDS, W_NAPPED = range(5)
+W_SIZE = 8
+POLLIN = 1
 
 
 def _word_pointer(context, builder, aryty, ary_value, index):
@@ -77,3 +89,48 @@ def clock_ns(clock_id, timespec):
     """Nanoseconds on ``clock_id``; ``timespec`` is a caller-owned int64[2] scratch (no allocation here)."""
     _clock_gettime(clock_id, data_address(timespec))
     return timespec[0] * 1_000_000_000 + timespec[1]
+
+
+@kernel(inline="always")
+def idle_wait(wait, pollfds, ts):
+    """Every ring was found empty: wait as ``wait[W_MODE]`` says.  True: look at the rings again.  False: return
+    to the driver -- the deadline (``W_DEADLINE``, CLOCK_MONOTONIC ns) passed or a signal arrived.  ``pollfds``
+    holds the rings' ``struct pollfd {int fd; short events, revents;}`` as two int32 each.  poll() on an AF_XDP
+    socket is also the wakeup the kernel asks for with need_wakeup."""
+    now = clock_ns(CLOCK_MONOTONIC, ts)
+    if now >= wait[W_DEADLINE]:
+        return False
+    mode = wait[W_MODE]
+    if mode == IDLE_SPIN:
+        return True
+    if mode == IDLE_NAP and wait[W_NAPPED] == 0:
+        wait[W_NAPPED] = 1
+        _usleep(wait[W_NAP_US])
+        return True
+    ms = (wait[W_DEADLINE] - now + 999_999) // 1_000_000
+    n = wait[W_NFDS]
+    for i in range(n):
+        pollfds[2 * i + 1] = POLLIN
+    return _poll(data_address(pollfds), n, ms) > 0      # 0: deadline; -1: a signal (EINTR)
+
+
+@kernel(inline="always")
+def kick(pollfds, own):
+    """A zero-timeout poll() on this ring's socket: the wakeup an AF_XDP driver asks for with need_wakeup."""
+    pollfds[2 * own + 1] = POLLIN
+    _poll(data_address(pollfds[2 * own:2 * own + 2]), 1, 0)
+
+
+def poll_set(fds: list[int]) -> np.ndarray:
+    """``struct pollfd`` array for ``idle_wait``: fd, then events | revents << 16, as int32 pairs."""
+    pollfds = np.zeros(2 * len(fds), np.int32)
+    pollfds[0::2] = fds
+    pollfds[1::2] = POLLIN
+    return pollfds
+
+
+def no_wait(fds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(wait, pollfds) that make a ring kernel return as soon as its rings are empty."""
+    wait = np.zeros(W_SIZE, np.int64)
+    wait[W_NFDS] = len(fds)
+    return wait, poll_set(fds)

@@ -13,6 +13,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.walk import frame, room_for_record
+from appliance.gen.put import le32 as put_le32
 from appliance.ring.atomics import clock_ns
 
 # cap[] slots
@@ -81,14 +82,6 @@ def room_for_frame(caplen, mold, bk, out, cnt, by_type, rec_meta):
 
 
 @kernel(inline="always")
-def _put32(rec, p, v):
-    rec[p] = v & 0xFF
-    rec[p + 1] = (v >> 8) & 0xFF
-    rec[p + 2] = (v >> 16) & 0xFF
-    rec[p + 3] = (v >> 24) & 0xFF
-
-
-@kernel(inline="always")
 def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
     """Append the frame as a pcap record; ``vlan_tag`` >= 0 is a tag the kernel took out of the frame
     (tpid << 16 | tci), put back after the MAC addresses as tcpdump does."""
@@ -98,10 +91,10 @@ def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
         extra = 0
     incl = min(caplen + extra, snap)
     p = rec_meta[REC_USED]
-    _put32(rec, p, real_ns // 1_000_000_000)
-    _put32(rec, p + 4, real_ns % 1_000_000_000)
-    _put32(rec, p + 8, incl)
-    _put32(rec, p + 12, wirelen + extra)
+    put_le32(rec, p, real_ns // 1_000_000_000)
+    put_le32(rec, p + 4, real_ns % 1_000_000_000)
+    put_le32(rec, p + 8, incl)
+    put_le32(rec, p + 12, wirelen + extra)
     q = p + REC_HEADER
     if extra == 0:
         for i in range(incl):

@@ -31,6 +31,7 @@ import struct
 import numpy as np
 
 from appliance.errors import UserError
+from appliance.ring.atomics import no_wait
 from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
 
 SOL_PACKET = 263
@@ -160,13 +161,18 @@ class TpacketRing:
         if self.feeds:
             self.igmp = join_groups(self.ifname, [g for g, _ in self.feeds])
 
-    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts):
-        """Run the ring kernel once; returns (status, frames)."""
-        return tpacket_rx(self.ring, self.words, self.geom, budget, decoder.mold, decoder.book, decoder.out,
-                          decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
+    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
+        """Run the ring kernel once; returns (status, frames).  Without ``wait`` it does not wait."""
+        if wait is None:
+            wait, pollfds = no_wait([self.fileno()])
+        return tpacket_rx(self.ring, self.words, self.geom, budget, wait, pollfds, decoder.mold, decoder.book,
+                          decoder.out, decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def filenos(self) -> list[int]:
+        return [self.sock.fileno()]
 
     def stats(self) -> dict[str, int]:
         """Totals since open: the kernel's counters reset each time they are read, so they are summed here."""

@@ -8,7 +8,8 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.wire import le16, le32
-from appliance.ring.atomics import CLOCK_REALTIME, load_acquire_u32, store_release_u32
+from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_DEADLINE, W_NAPPED, clock_ns, \
+    idle_wait, load_acquire_u32, store_release_u32
 from appliance.ring.deliver import BUDGET, CAP_BLOCKS, CAP_RING_MALFORMED, CAP_WAKEUPS, IDLE, deliver, \
     room_for_frame
 
@@ -41,17 +42,23 @@ def release_block(words, base):
 
 
 @kernel
-def tpacket_rx(ring, words, geom, budget, mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
-    """Take up to ``budget`` frames, block by block; returns (status, frames).  A block is released when its
-    last frame is done; a stop in the middle of one (budget, full output) resumes at the saved frame."""
+def tpacket_rx(ring, words, geom, budget, wait, pollfds, mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+    """Take up to ``budget`` frames, block by block, waiting (``idle_wait``) while no block is ours, until the
+    deadline in ``wait``; returns (status, frames).  A block is released when its last frame is done; a stop in
+    the middle of one (budget, full output) resumes at the saved frame."""
     bsize = geom[G_BLOCK_SIZE]
     done = 0
     while True:
         base = geom[G_BLOCK] * bsize
         if geom[G_LEFT] < 0:
             if not user_owns_block(words, base):
+                if idle_wait(wait, pollfds, ts):
+                    continue
                 cap[CAP_WAKEUPS] += 1
                 return IDLE, done
+            wait[W_NAPPED] = 0
+            if done > 0 and clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]:
+                return BUDGET, done              # busy past the deadline: the driver's housekeeping is due
             first = le32(ring, base + OFF_FIRST_PKT)
             geom[G_LEFT] = le32(ring, base + OFF_NUM_PKTS)
             geom[G_POS] = base + first

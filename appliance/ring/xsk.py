@@ -19,7 +19,7 @@ The XDP program stamps ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC) into the metadat
 (``struct steer_meta``, copied along in copy mode); frames without it are stamped here and count as
 ``frames_without_rx_timestamp`` (no latency sample).  Copy or zero-copy: ``auto`` tries zero-copy and falls
 back to copy where the driver cannot (veth, virtio_net 6.1).  ``need_wakeup`` is asked for; when the kernel
-raises it on the fill ring, the driver loop kicks it with ``recvfrom``/``poll``.
+raises it on the fill ring, the ring kernel kicks it with a zero-timeout ``poll``.
 """
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import UserError
+from appliance.ring.atomics import no_wait
 from appliance.ring.xsk_rx import X_CHUNK, X_FQ_DESC, X_FQ_FLAGS, X_FQ_MASK, X_FQ_NEXT, X_FQ_PROD, X_MAGIC, \
-    X_MONO_TO_REAL, X_NEED_WAKEUP, X_RX_CONS, X_RX_DESC, X_RX_MASK, X_RX_PROD, X_SIZE, X_UMEM_SIZE, xsk_rx
+    X_MONO_TO_REAL, X_RX_CONS, X_RX_DESC, X_RX_MASK, X_RX_PROD, X_SIZE, X_UMEM_SIZE, xsk_rx
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +174,6 @@ class XskSocket:
             raise UserError(f"{self.ifname} queue {self.queue} already has an AF_XDP socket (another capture?)")
         raise UserError(f"cannot bind an AF_XDP socket to {self.ifname} queue {self.queue}: {why}")
 
-    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts):
-        self.geom[X_MONO_TO_REAL] = time.time_ns() - time.monotonic_ns()
-        return xsk_rx(self.umem, self.rx_words, self.rx_addr, self.fq_words, self.fq_addr, self.geom, budget,
-                      decoder.mold, decoder.book, decoder.out, decoder.cnt, decoder.by_type,
-                      cap, hist, rec, rec_meta, ts)
-
-    def kick(self) -> None:
-        """The kernel asked for a wakeup (need_wakeup on the fill ring): a non-blocking recvfrom is one."""
-        if self.geom[X_NEED_WAKEUP]:
-            _libc.recvfrom(self.sock.fileno(), None, 0, socket.MSG_DONTWAIT, None, None)
-
     def fileno(self) -> int:
         return self.sock.fileno()
 
@@ -202,6 +192,45 @@ class XskSocket:
         for m in self.maps:
             m.close()
         self.maps = []
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class XskReceiver:
+    """Every queue's socket, served by one ring-kernel call (``xsk_rx`` walks them in turn); a context manager
+    that must close before the sockets do (it holds views of their rings)."""
+
+    def __init__(self, sockets: list[XskSocket]):
+        self.sockets = sockets
+        self.geoms = np.array([s.geom for s in sockets], np.int64).reshape(len(sockets), X_SIZE)
+        for i, s in enumerate(sockets):
+            s.geom = self.geoms[i]                          # the kernel keeps each socket's indices here
+        self._views = (tuple(s.umem for s in sockets), tuple(s.rx_words for s in sockets),
+                       tuple(s.rx_addr for s in sockets), tuple(s.fq_words for s in sockets),
+                       tuple(s.fq_addr for s in sockets))
+
+    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
+        """Run the ring kernel once over every socket; returns (status, frames).  Without ``wait`` it does not
+        wait."""
+        if wait is None:
+            wait, pollfds = no_wait(self.filenos())
+        self.geoms[:, X_MONO_TO_REAL] = time.time_ns() - time.monotonic_ns()
+        return xsk_rx(*self._views, self.geoms, budget, wait, pollfds, decoder.mold, decoder.book, decoder.out,
+                      decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
+
+    def filenos(self) -> list[int]:
+        return [s.fileno() for s in self.sockets]
+
+    def stats(self) -> dict[str, int]:
+        per_queue = [s.stats() for s in self.sockets]
+        return {key: sum(q[key] for q in per_queue) for key in STATS_FIELDS}
+
+    def close(self) -> None:
+        self._views = None
+
+    def __enter__(self) -> "XskReceiver":
+        return self
 
     def __exit__(self, *exc) -> None:
         self.close()

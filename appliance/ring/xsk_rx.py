@@ -1,13 +1,13 @@
-"""The AF_XDP receive kernel: takes descriptors off one socket's rx ring and gives the chunks back through the
-fill ring (rings and UMEM are set up in ``ring.xsk``).  Only ``xsk_rx_peek`` and ``xsk_rx_release`` touch the
+"""The AF_XDP receive kernel: takes descriptors off each queue's socket's rx ring in turn and gives the chunks
+back through its fill ring (rings and UMEM are set up in ``ring.xsk``).  Only ``xsk_rx_peek`` and ``xsk_rx_release`` touch the
 indices the kernel shares with us.
 """
 import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.wire import le32
-from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, clock_ns, load_acquire_u32, \
-    store_release_u32
+from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_DEADLINE, W_NAPPED, clock_ns, idle_wait, \
+    kick, load_acquire_u32, store_release_u32
 from appliance.ring.deliver import BUDGET, CAP_RING_MALFORMED, CAP_WAKEUPS, IDLE, deliver, room_for_frame
 
 XDP_RING_NEED_WAKEUP = 1
@@ -41,23 +41,20 @@ def xsk_rx_release(rx_words, fq_words, geom):
     geom[X_NEED_WAKEUP] = load_acquire_u32(fq_words, geom[X_FQ_FLAGS]) & XDP_RING_NEED_WAKEUP
 
 
-@kernel
-def xsk_rx(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, mold, bk, out, cnt, by_type,
-           cap, hist, rec, rec_meta, ts):
+@kernel(inline="always")
+def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfds,
+           mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
     """Take up to ``budget`` frames from one socket's rx ring; returns (status, frames)."""
     avail = xsk_rx_peek(rx_words, geom)
     if avail == 0:
-        cap[CAP_WAKEUPS] += 1
-        geom[X_NEED_WAKEUP] = load_acquire_u32(fq_words, geom[X_FQ_FLAGS]) & XDP_RING_NEED_WAKEUP
         return IDLE, 0
-    status = IDLE
     if avail > budget:
         avail = budget
-        status = BUDGET
     chunk_mask = geom[X_CHUNK] - 1
     size = geom[X_UMEM_SIZE]
-    done = 0
-    while done < avail:
+    status = IDLE
+    taken = 0
+    while taken < avail:
         slot = geom[X_CONS] & geom[X_RX_MASK]
         d = geom[X_RX_DESC] + 2 * slot                       # xdp_desc as two u64: addr, len | options << 32
         addr = np.int64(rx_addr[d])
@@ -83,6 +80,38 @@ def xsk_rx(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, mold, bk, o
             fq_addr[geom[X_FQ_DESC] + (geom[X_FQ_NEXT] & geom[X_FQ_MASK])] = base
             geom[X_FQ_NEXT] = (geom[X_FQ_NEXT] + 1) & 0xFFFFFFFF
         geom[X_CONS] = (geom[X_CONS] + 1) & 0xFFFFFFFF
-        done += 1
+        taken += 1
     xsk_rx_release(rx_words, fq_words, geom)
-    return status, done
+    if geom[X_NEED_WAKEUP] != 0:
+        kick(pollfds, own)
+    return status, taken
+
+
+@kernel
+def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, pollfds,
+           mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+    """Take up to ``budget`` frames from every socket's rx ring in turn (tuples: one entry per socket, ``geoms``
+    one row each), waiting (``idle_wait``) while all are empty, until the deadline in ``wait``; returns (status,
+    frames).  One call serves every queue, so frames arriving on several queues cost no trips through Python."""
+    done = 0
+    n = geoms.shape[0]
+    while True:
+        got = 0
+        for i in range(n):
+            status, taken = _drain(umems[i], rx_words[i], rx_addrs[i], fq_words[i], fq_addrs[i], geoms[i],
+                                   budget - done, i, pollfds, mold, bk, out, cnt, by_type, cap, hist, rec,
+                                   rec_meta, ts)
+            got += taken
+            done += taken
+            if status != IDLE:
+                return status, done
+            if done >= budget:
+                return BUDGET, done
+        if got == 0:
+            if idle_wait(wait, pollfds, ts):
+                continue
+            cap[CAP_WAKEUPS] += 1
+            return IDLE, done
+        wait[W_NAPPED] = 0
+        if clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]:
+            return BUDGET, done              # busy past the deadline: the driver's housekeeping is due
