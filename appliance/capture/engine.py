@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from appliance.capture import stats as capstats
+from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
 from appliance.replay.engine import Options, Replay
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
@@ -71,7 +72,8 @@ class CaptureOptions:
 class Capture:
     def __init__(self, options: CaptureOptions, sink, status=None, log=None):
         self.options = options
-        self.decoder = Replay(options.decode, sink)
+        self.writer = BackgroundSink(sink) if sink is not None else None
+        self.decoder = Replay(options.decode, self.writer)
         self.cap, self.hist, self.ts = new_capture_state()
         self.rec_meta = np.zeros(4, np.int64)
         self.rec_buf = np.zeros(1, np.uint8)
@@ -172,6 +174,9 @@ class Capture:
                 signal.signal(s, handler)
         self.seconds = time.perf_counter() - started
         self.decoder.finish_stream()
+        if self.writer is not None:
+            self.writer.drain()
+            self.stats.update(self.writer.stats())
 
     def _loop(self, rings, rec, stopping, started) -> None:
         dec = self.decoder
