@@ -86,6 +86,7 @@ READY_SECONDS = 15.0           # a peer tool must be listening within this
 OURS_READY_SECONDS = 900.0     # a first run compiles the ring and decode kernels (minutes on this machine)
 USER_HZ = os.sysconf("SC_CLK_TCK")
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our two capture rows (e.g. --idle nap)
 ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "xdp")
 XDP_DROP_C = """\
 struct xdp_md;
@@ -391,7 +392,7 @@ class Ours(Tool):
         shutil.rmtree(self.out_dir, ignore_errors=True)
         feeds = [arg for line in self.lines for arg in ("--feed", line)]
         self.argv = [sys.executable, "-m", "appliance", "capture", "--iface", "lab0", *feeds, "--engine",
-                     self.engine, "--out", str(self.out_dir), "--no-stop-at-end"]
+                     self.engine, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
         super().start(lab, workdir)
 
     def parse(self, text):
@@ -607,7 +608,10 @@ def main() -> int:
                         help=f"comma separated, run in this order at each rate (default {','.join(ALL_RECEIVERS)})")
     parser.add_argument("--messages", type=int, default=2_500_000, help="ITCH messages in the generated feed")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--capture-args", default="", metavar="ARGS",
+                        help="extra options for our capture rows, e.g. '--idle nap --nap-us 200'")
     args = parser.parse_args()
+    CAPTURE_ARGS.extend(args.capture_args.split())
     names = args.receivers.split(",")
     unknown = set(names) - set(ALL_RECEIVERS)
     if unknown:

@@ -331,3 +331,16 @@ def test_umem_on_hugepages_when_free(lab):
         print(json.dumps(dict(huge=huge, plain=plain)))
     """)
     assert res == {"huge": True, "plain": False}
+
+
+def test_no_tables_keeps_books_and_summary_only(lab, tmp_path):
+    proc = _start_capture(lab, tmp_path, "--engine", "tpacket", "--no-tables", "--idle", "nap")
+    sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
+                          capture_output=True, text=True, cwd=REPO)
+    assert sent.returncode == 0, sent.stderr
+    proc.communicate(timeout=120)                      # stops at the end of session
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["messages"] == 19_999 and summary["capture"]["stop_reason"] == "end_of_session"
+    assert summary["symbols"]["XCSR"]["volume"] == 26_968
+    assert not any((tmp_path / name).exists() for name in ("bbo.csv", "trades.csv", "vwap.csv"))

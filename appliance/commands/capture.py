@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tp.add_argument("--fanout-group", type=_positive, default=None, metavar="ID",
                     help="fan-out group id, to split traffic with capture processes started separately")
     dec = parser.add_argument_group("decoding (as for replay)")
+    dec.add_argument("--no-tables", action="store_true",
+                     help="write no bbo/trades/vwap tables: books, totals and summary.json only (the rows are "
+                          "still made and counted, then discarded)")
     dec.add_argument("--messages", action="store_true", help="also write messages.csv")
     dec.add_argument("--packets", action="store_true", help="also write packets.csv")
     dec.add_argument("--order-capacity", type=_positive, default=None, metavar="N")
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from appliance._jit import cache_is_cold
     from appliance.capture.engine import Capture, status_line
     from appliance.replay import summary as report_mod
-    from appliance.replay.output import CsvSink, write_json
+    from appliance.replay.output import CsvSink, NullSink, write_json
 
     if args.workers > 1:
         from appliance.capture.workers import run_workers
@@ -169,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
     if cache_is_cold():
         log("first run of this version: compiling the decode kernels (about a minute, once)")
-    sink = CsvSink(args.out, args.messages, args.packets)
+    if args.no_tables and (args.messages or args.packets):
+        raise UserError("--no-tables writes no tables: it does not go with --messages or --packets")
+    sink = NullSink(args.out) if args.no_tables else CsvSink(args.out, args.messages, args.packets)
     status = status_line() if sys.stderr.isatty() and not args.quiet else None
     capture = Capture(options, sink, status=status, log=log)
     try:

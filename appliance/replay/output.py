@@ -134,6 +134,34 @@ class CsvSink:
             self.packets_fh.close()
 
 
+class NullSink:
+    """Takes the rows and writes nothing: ``capture --no-tables`` keeps books and summary.json only."""
+
+    def __init__(self, out_dir: str):
+        self.dir = Path(out_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot write to output directory {out_dir}: {err.strerror or err}") from None
+
+    def bbo(self, rows, n, sym):
+        pass
+
+    trades = bbo
+
+    def vwap(self, rows, n, sym, last):
+        pass
+
+    def messages(self, msgs, meta, n, mold):
+        pass
+
+    def packets(self, rows, n, mold):
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _session_name(mold, s: int) -> str:
     """The session name for CSV output: a hostile name cannot add a column or a row."""
     name = bytes(mold.ss_name[s]).decode("latin-1").rstrip(" ")
