@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     xdp.add_argument("--xdp-copy", choices=("auto", "copy", "zerocopy"), default="auto",
                      help="AF_XDP bind mode; auto tries zero-copy first")
     xdp.add_argument("--queues", type=parse_queues, metavar="LIST", help="rx queues to bind (default: all)")
-    xdp.add_argument("--frames", type=_positive, default=4096, help="UMEM frames per queue (power of two)")
+    xdp.add_argument("--frames", type=_positive, default=16384,
+                     help="UMEM frames (4 KiB each) and ring slots per queue, a power of two (default 16384)")
     xdp.add_argument("--no-hugepages", action="store_true", help="UMEM on normal pages even if hugepages are free")
     tp = parser.add_argument_group("TPACKET_V3 (--engine tpacket)")
     tp.add_argument("--block-size", type=parse_size, default=1 << 20, help="ring block size (default 1M)")
