@@ -136,3 +136,18 @@ def test_background_sink_keeps_order_copies_rows_and_reports_errors(tmp_path):
 
     with pytest.raises(UserError, match="No space left"):
         failing.drain()
+
+
+def test_prefault_keeps_every_value():
+    from appliance.capture.engine import prefault
+    from appliance.replay.engine import Options, Replay
+
+    dec = Replay(Options(order_capacity=1 << 16, level_pool=1 << 16), None)
+    dec.book.sym[7] = np.frombuffer(b"ABCDEFGH", np.uint8)
+    dec.book.lv[12345] = (777, 888)
+    before = {(t, f): getattr(getattr(dec, t), f).copy() for t in ("book", "mold", "out", "vwap")
+              for f in getattr(dec, t)._fields}
+    touched = prefault(dec)
+    assert touched >= dec.book.lv.nbytes + dec.book.ot.nbytes
+    for (t, f), old in before.items():
+        assert np.array_equal(getattr(getattr(dec, t), f), old), (t, f)

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when the ring is empty: poll (sleep until frames arrive; default), nap (sleep "
                              "--nap-us first so frames come in batches: least CPU, adds up to that latency), "
                              "spin (re-read the ring: a whole core, least latency)")
+    parser.add_argument("--no-prefault", action="store_true",
+                        help="do not make the decoder's tables resident at start (saves ~730 MiB of RSS at the "
+                             "default capacities; page faults then land mid-session)")
     parser.add_argument("--nap-us", type=_positive, default=200, metavar="US", help="nap length (default 200)")
     rec = parser.add_argument_group("recording")
     rec.add_argument("--record", metavar="DIR", help="record the feed frames as nanosecond pcap files in DIR")
@@ -112,6 +115,7 @@ def options_from(args):
     return CaptureOptions(
         iface=args.iface, feeds=feeds, engine=args.engine, decode=decode, duration=args.duration,
         linger=args.linger, stop_at_end_of_session=not args.no_stop_at_end, idle=args.idle, nap_us=args.nap_us,
+        prefault=not args.no_prefault,
         xdp_mode=args.xdp_mode,
         xdp_copy=args.xdp_copy, queues=args.queues, frames=args.frames, hugepages=not args.no_hugepages,
         block_size=args.block_size, blocks=args.blocks, retire_ms=args.retire_ms,
