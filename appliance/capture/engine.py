@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -73,8 +73,10 @@ class CaptureOptions:
 class Capture:
     def __init__(self, options: CaptureOptions, sink, status=None, log=None):
         self.options = options
-        self.writer = BackgroundSink(sink) if sink is not None else None
-        self.decoder = Replay(options.decode, self.writer)
+        d = options.decode
+        fold = (d.window_ns, d.step_ns) if d.vwap else None     # VWAP windows are folded on the writer thread
+        self.writer = BackgroundSink(sink, fold=fold) if sink is not None else None
+        self.decoder = Replay(replace(d, vwap=False) if self.writer is not None else d, self.writer)
         self.cap, self.hist, self.ts = new_capture_state()
         self.rec_meta = np.zeros(4, np.int64)
         self.rec_buf = np.zeros(1, np.uint8)
@@ -178,7 +180,8 @@ class Capture:
         self.seconds = time.perf_counter() - started
         self.decoder.finish_stream()
         if self.writer is not None:
-            self.writer.drain()
+            self.writer.drain(self.decoder.book.sym)
+            self.decoder.cnt[C.VWAP_LATE_TRADES] += self.writer.vw_cnt[C.VWAP_LATE_TRADES]
             self.stats.update(self.writer.stats())
 
     def _loop(self, rings, rec, stopping, started) -> None:

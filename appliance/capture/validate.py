@@ -2,8 +2,8 @@
 
 The comparison covers what the feed means, not how frames travelled: MoldUDP64 packets, duplicates,
 heartbeats, end of session, gaps, messages (by type), open orders and unknown references, broken trades,
-every instrument's final book, volume, notional and trade count, and the bytes of ``bbo.csv`` and
-``trades.csv``.  Frame-level counters are left out on purpose: the XDP program and the TPACKET filter keep
+every instrument's final book, volume, notional and trade count, and the bytes of ``bbo.csv``,
+``trades.csv`` and ``vwap.csv``.  Frame-level counters are left out on purpose: the XDP program and the TPACKET filter keep
 non-feed frames (ARP, malformed headers) away from the decoder, so ``frames`` legitimately differs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 COMPARED = ("packets", "bad_packets", "duplicate_packets", "heartbeats", "end_of_session", "messages",
             "messages_by_type", "gaps", "open_orders", "unknown_order_refs", "rejected_adds", "broken_trades",
             "broken_match_numbers")
-TABLES = ("bbo.csv", "trades.csv")
+TABLES = ("bbo.csv", "trades.csv", "vwap.csv")
 
 
 def _digest(path: Path) -> str | None:

@@ -7,6 +7,11 @@ the few state arrays the writer reads: symbol names, session names, lines) and q
 hands them to the real sink in order.  The formatting kernels release the GIL, so on a second core it runs in
 parallel with the capture.
 
+The VWAP windows are folded from the trade tape here too (``fold``), not on the capture thread: folding costs
+time in proportion to the feed-clock steps a flush crosses, which is small for a live feed (ten 100 ms steps a
+second) but made 10-20 ms stalls when a recorded day was sent at full speed.  The tape reaches the writer in
+the order the kernels wrote it, so the windows are the ones replay writes.
+
 Full queue (the disk or the CPU cannot keep up): the capture thread waits for room -- frames then wait on the
 ring, and if that lasts, the kernel drops them and counts them (``capture.drops``).  The waits are counted too
 (``output_waits``, ``output_wait_seconds``).  Rows are never dropped here.
@@ -18,6 +23,10 @@ import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
+
+from appliance.decode import counters as C
+from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
 from appliance.errors import UserError
 
 QUEUE_DEPTH = 8
@@ -30,8 +39,12 @@ def _names(mold) -> SimpleNamespace:
 
 
 class BackgroundSink:
-    def __init__(self, sink, depth: int = QUEUE_DEPTH):
+    def __init__(self, sink, depth: int = QUEUE_DEPTH, fold: tuple[int, int] | None = None):
+        """``fold``: (window ns, step ns) to fold VWAP windows from the trades here (the decoder then has none)."""
         self.sink = sink
+        self.vw = new_vwap(*fold) if fold else None
+        self.vw_cnt = np.zeros(C.SIZE, np.int64)          # VWAP_LATE_TRADES, merged into the decoder's at the end
+        self.last_sym = None
         self.dir = sink.dir
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.waits = 0
@@ -48,7 +61,7 @@ class BackgroundSink:
             if self.error is None:
                 name, args = item
                 try:
-                    getattr(self.sink, name)(*args)
+                    (getattr(self, name) if name.startswith("_") else getattr(self.sink, name))(*args)
                 except BaseException as err:          # kept, and raised in the capture thread by close()
                     self.error = err
 
@@ -67,11 +80,32 @@ class BackgroundSink:
 
     def trades(self, rows, n, sym):
         if n:
-            self._put("trades", rows[:n].copy(), n, sym.copy())
+            self.last_sym = sym
+            self._put("_trades", rows[:n].copy(), n, sym.copy())
 
     def vwap(self, rows, n, sym, last):
-        if n or last:
+        if self.vw is None and (n or last):
             self._put("vwap", rows[:n].copy(), n, sym.copy(), last)
+
+    # -- on the writer thread -------------------------------------------------------------------------------
+    def _trades(self, tape, n, sym) -> None:
+        if self.vw is not None:
+            r = 0
+            while True:
+                r, status = feed_trades(tape, r, n, self.vw, self.vw_cnt)
+                self._windows(sym, False)
+                if status == VWAP_DONE:
+                    break
+        self.sink.trades(tape, n, sym)
+
+    def _windows(self, sym, last: bool) -> None:
+        self.sink.vwap(self.vw.rows, int(self.vw.n[0]), sym, last)
+        self.vw.n[0] = 0
+
+    def _finish_windows(self, sym) -> None:
+        while not finish_windows(self.vw):
+            self._windows(sym, False)
+        self._windows(sym, True)
 
     def messages(self, msgs, meta, n, mold):
         self._put("messages", msgs[:n].copy(), meta[:n].copy(), n, _names(mold))
@@ -79,9 +113,12 @@ class BackgroundSink:
     def packets(self, rows, n, mold):
         self._put("packets", rows[:n].copy(), n, _names(mold))
 
-    def drain(self) -> None:
-        """Wait until every queued row is written; raise what the writer hit, if anything."""
+    def drain(self, sym=None) -> None:
+        """Wait until every queued row is written (and, when folding, the last windows); raise what the writer
+        hit, if anything.  ``sym``: the final symbol names for the last windows."""
         if self.thread.is_alive():
+            if self.vw is not None and sym is not None:
+                self.queue.put(("_finish_windows", (sym.copy(),)))
             self.queue.put(None)
             self.thread.join()
         if isinstance(self.error, OSError):

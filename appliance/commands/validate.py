@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "temporary directory, removed afterwards")
     parser.add_argument("--lab", default="appliance-validate", metavar="NAME",
                         help="network namespace made for the run and deleted after (default appliance-validate)")
+    parser.add_argument("--queues", type=_positive, default=1,
+                        help="rx/tx queues of the lab's veth pair (default 1: veth spreads one line's frames over "
+                             "its queues in bursts, which a NIC's RSS never does to a flow, and the reordering "
+                             "shows up as gaps)")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
                         help="give up on the capture this long after sending ends (default 120)")
 
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.input} holds no multicast feed datagrams to send")
         print(f"validate: replay of {args.input}: {replay['packets']:,} packets, {replay['messages']:,} messages, "
               f"{len(replay['gaps'])} gaps; lines {', '.join(feeds)}", file=sys.stderr)
-        with Lab(args.lab) as lab:
+        with Lab(args.lab, queues=args.queues) as lab:
             argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(base / "live"))
             for feed in feeds:
                 argv += ["--feed", feed]

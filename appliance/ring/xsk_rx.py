@@ -20,6 +20,9 @@ X_FQ_PROD, X_FQ_DESC, X_FQ_MASK, X_FQ_FLAGS = 4, 5, 6, 7
 X_CHUNK, X_UMEM_SIZE, X_MONO_TO_REAL, X_MAGIC = 8, 9, 10, 11
 X_CONS, X_FQ_NEXT, X_NEED_WAKEUP = 12, 13, 14
 X_SIZE = 16
+# Frames taken from one queue before the next queue's turn: queues are served nearly in arrival order, so the
+# session layer sees A/B lines (and a line a NIC spread over queues) about as they arrived.
+QUEUE_TURN = 64
 
 
 # -- ring ownership: the only functions that touch the shared indices ------------------------------------
@@ -99,8 +102,8 @@ def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, p
         got = 0
         for i in range(n):
             status, taken = _drain(umems[i], rx_words[i], rx_addrs[i], fq_words[i], fq_addrs[i], geoms[i],
-                                   budget - done, i, pollfds, mold, bk, out, cnt, by_type, cap, hist, rec,
-                                   rec_meta, ts)
+                                   min(QUEUE_TURN, budget - done), i, pollfds, mold, bk, out, cnt, by_type, cap,
+                                   hist, rec, rec_meta, ts)
             got += taken
             done += taken
             if status != IDLE:
