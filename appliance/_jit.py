@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numba
@@ -45,16 +46,24 @@ def _source_hash() -> str:
 def _configure_cache() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "appliance-numba"
-    here = base / _source_hash()
-    try:
-        here.mkdir(parents=True, exist_ok=True)
-        others = sorted((p for p in base.iterdir() if p.is_dir() and p != here), key=lambda p: p.stat().st_mtime)
-        for old in others[:-_KEEP] if len(others) > _KEEP else []:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError:
-        return                                   # unwritable home: numba falls back to __pycache__
-    numba.config.CACHE_DIR = str(here)
+    digest = _source_hash()
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path(os.path.expanduser("~")) / ".cache")
+    # An unwritable home (a service user, nobody) falls back to the temporary directory: numba refuses to
+    # compile a cached kernel at all when it finds nowhere to write the cache.
+    for base in (home / "appliance-numba", Path(tempfile.gettempdir()) / f"appliance-numba-{os.getuid()}"):
+        here = base / digest
+        try:
+            here.mkdir(parents=True, exist_ok=True)
+            if not os.access(here, os.W_OK | os.X_OK):
+                continue
+            others = sorted((p for p in base.iterdir() if p.is_dir() and p != here),
+                            key=lambda p: p.stat().st_mtime)
+            for old in others[:-_KEEP] if len(others) > _KEEP else []:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+        numba.config.CACHE_DIR = str(here)
+        return
 
 
 _configure_cache()

@@ -369,3 +369,14 @@ def test_validate_on_a_larger_feed_with_gaps_and_vlan(engine, tmp_path):
     live = json.loads((tmp_path / "v" / "live" / "summary.json").read_text())
     assert live["messages"] > 290_000 and len(live["gaps"]) >= 3
     assert (tmp_path / "v" / "live" / "vwap.csv").stat().st_size > 100_000
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_capture_without_privileges_is_one_sentence(tmp_path):
+    """Run as nobody: one sentence naming what is missing, exit 77, before anything is compiled or opened."""
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                           sys.executable, "-m", "appliance", "capture", "--iface", "lo", "--feed",
+                           "233.54.12.1:26400", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == 77, done.stderr
+    assert "CAP_NET_RAW" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -151,3 +151,28 @@ def test_prefault_keeps_every_value():
     assert touched >= dec.book.lv.nbytes + dec.book.ot.nbytes
     for (t, f), old in before.items():
         assert np.array_equal(getattr(getattr(dec, t), f), old), (t, f)
+
+
+def test_validate_compare_reports_differences_and_drops(tmp_path):
+    from appliance.capture.validate import compare, drop_lines
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "l").mkdir()
+    for d in ("r", "l"):
+        (tmp_path / d / "trades.csv").write_text("t\n1\n")
+        (tmp_path / d / "vwap.csv").write_text("v\n")
+    (tmp_path / "r" / "bbo.csv").write_text("b\n1\n2\n")
+    (tmp_path / "l" / "bbo.csv").write_text("b\n1\n")
+    replay = {"packets": 10, "messages": 40, "gaps": [], "messages_by_type": {"A": 30, "D": 10},
+              "symbols": {"ABC": {"volume": 100, "bid_price": 5}}}
+    live = {"packets": 9, "messages": 36, "gaps": [["S1", 7, 7]], "messages_by_type": {"A": 27, "D": 9},
+            "symbols": {"ABC": {"volume": 90, "bid_price": 5}},
+            "capture": {"drops": {"kernel": 1, "xdp": 0, "socket": 1}, "xdp_counters": {"redirect": 9}}}
+    diffs = compare(replay, live, tmp_path / "r", tmp_path / "l")
+    text = "\n".join(diffs)
+    assert "packets" in text and "replay 10 vs live 9" in text
+    assert "A: 30 vs 27" in text and "gaps" in text
+    assert "symbol ABC" in text and "volume 100 vs 90" in text and "bid_price" not in text
+    assert "bbo.csv" in text and "trades.csv" not in text and "vwap.csv" not in text
+    assert drop_lines(live)[0] == "drops by source: kernel 1, xdp 0, socket 1"
+    assert compare(replay, replay, tmp_path / "r", tmp_path / "r") == []

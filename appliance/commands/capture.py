@@ -155,6 +155,8 @@ def check_interface(name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_interface(args.iface)
+    check_privileges(args.engine)                     # before numba is imported or anything compiled
     from appliance._jit import cache_is_cold
     from appliance.capture.engine import Capture, status_line
     from appliance.replay import summary as report_mod
