@@ -176,3 +176,13 @@ def test_validate_compare_reports_differences_and_drops(tmp_path):
     assert "bbo.csv" in text and "trades.csv" not in text and "vwap.csv" not in text
     assert drop_lines(live)[0] == "drops by source: kernel 1, xdp 0, socket 1"
     assert compare(replay, replay, tmp_path / "r", tmp_path / "r") == []
+
+
+def test_default_umem_stays_within_budget():
+    from appliance.capture.engine import UMEM_BUDGET, umem_frames
+
+    for queues in range(1, 65):
+        frames = umem_frames(queues)
+        assert frames & (frames - 1) == 0 and 2048 <= frames <= 16384
+        assert frames * 4096 * queues <= max(UMEM_BUDGET, 2048 * 4096 * queues)
+    assert umem_frames(1) == umem_frames(4) == 16384

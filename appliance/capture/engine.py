@@ -55,7 +55,7 @@ class CaptureOptions:
     xdp_mode: str = "auto"                   # attach: auto | native | generic
     xdp_copy: str = "auto"                   # bind: auto | copy | zerocopy
     queues: list[int] | None = None          # None: every rx queue of the interface
-    frames: int = 16384                      # UMEM chunks per queue (64 MiB): ~50 ms at 330k pps on 1 queue
+    frames: int | None = None                # UMEM chunks per queue; None: umem_frames(queue count)
     hugepages: bool = True
     # TPACKET_V3
     block_size: int = 1 << 20
@@ -68,6 +68,17 @@ class CaptureOptions:
     rotate_seconds: int | None = None
     max_files: int | None = None
     snaplen: int = 65535
+
+
+UMEM_BUDGET = 256 << 20      # default AF_XDP memory over all queues
+
+
+def umem_frames(queues: int) -> int:
+    """Default UMEM frames per queue: 16384 (64 MiB, ~50 ms of one queue at 330k pps) for up to four queues,
+    fewer per queue beyond so all of them stay within 256 MiB (at least 2048 each).  Bind only the queues the
+    feed arrives on (--queues) to give each more."""
+    per_queue = UMEM_BUDGET // 4096 // max(1, queues)
+    return max(2048, min(16384, 1 << (per_queue.bit_length() - 1)))
 
 
 class Capture:
@@ -103,7 +114,8 @@ class Capture:
         from appliance.ring.xsk import XskReceiver, XskSocket, rx_queue_count
 
         queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
-        socks = [stack.enter_context(XskSocket(o.iface, q, frames=o.frames, ring=o.frames, copy_mode=o.xdp_copy,
+        frames = o.frames or umem_frames(len(queues))
+        socks = [stack.enter_context(XskSocket(o.iface, q, frames=frames, ring=frames, copy_mode=o.xdp_copy,
                                                hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
                  for q in queues]
         prog = stack.enter_context(steer.SteerProgram(o.iface, o.feeds, o.xdp_mode))
@@ -116,7 +128,7 @@ class Capture:
                      "see 'appliance tune' to reserve them)")
         self.ring_info = {"engine": "xdp", "queues": queues, "attach_mode": prog.mode_attached,
                           "zerocopy": all(s.zerocopy for s in socks), "umem_hugepages": huge,
-                          "frames_per_queue": o.frames, "replaced_stale_program": bool(prog.replaced_stale)}
+                          "frames_per_queue": frames, "replaced_stale_program": bool(prog.replaced_stale)}
         self._igmp = stack.enter_context(join_groups(o.iface, [g for g, _ in o.feeds]))
         return [stack.enter_context(XskReceiver(socks))]
 

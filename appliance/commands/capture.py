@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     xdp.add_argument("--xdp-copy", choices=("auto", "copy", "zerocopy"), default="auto",
                      help="AF_XDP bind mode; auto tries zero-copy first")
     xdp.add_argument("--queues", type=parse_queues, metavar="LIST", help="rx queues to bind (default: all)")
-    xdp.add_argument("--frames", type=_positive, default=16384,
-                     help="UMEM frames (4 KiB each) and ring slots per queue, a power of two (default 16384)")
+    xdp.add_argument("--frames", type=_positive, default=None,
+                     help="UMEM frames (4 KiB each) and ring slots per queue, a power of two (default 16384 for "
+                          "up to 4 queues, fewer beyond so all queues stay within 256 MiB)")
     xdp.add_argument("--no-hugepages", action="store_true", help="UMEM on normal pages even if hugepages are free")
     tp = parser.add_argument_group("TPACKET_V3 (--engine tpacket)")
     tp.add_argument("--block-size", type=parse_size, default=1 << 20, help="ring block size (default 1M)")
@@ -107,7 +108,7 @@ def options_from(args):
         raise UserError("--fanout-group needs --fanout MODE")
     if args.fanout and not args.fanout_group:
         raise UserError("--fanout needs --fanout-group ID (or --workers N, which picks one)")
-    if args.frames & (args.frames - 1):
+    if args.frames and args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
     decode = Options(feeds=feeds, messages=args.messages, packets=args.packets,
                      order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
