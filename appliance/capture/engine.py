@@ -16,6 +16,7 @@ lines have been quiet for ``linger`` seconds (so the other line's copies are cou
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
 from appliance.replay.engine import Options, Replay
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
-    W_SIZE, no_wait, poll_set
+    W_ERROR, W_SIZE, no_wait, poll_set
 from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
     REC_USED, new_capture_state
 
@@ -212,6 +213,9 @@ class Capture:
             wait[W_DEADLINE] = time.monotonic_ns() + TICK_NS
             status, _ = ring.receive(BUDGET_FRAMES, dec, self.cap, self.hist, self.rec_buf, self.rec_meta, self.ts,
                                      wait, pollfds)
+            if wait[W_ERROR]:
+                wait[W_ERROR] = 0
+                stopping["flag"] = stopping["flag"] or self._socket_trouble(ring)
             if status == OUT_FULL:
                 dec.flush()
             elif status == REC_FULL:
@@ -233,10 +237,23 @@ class Capture:
             stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at)
         self.stop_reason = stopping["flag"]
 
+    def _socket_trouble(self, ring) -> str | None:
+        """poll() flagged a socket: stop if the interface is gone, else log the socket's error (reading it
+        clears it) and pause briefly, so a link that stays down does not turn the wait into a spin."""
+        if not os.path.exists(f"/sys/class/net/{self.options.iface}"):
+            return "interface_gone"
+        for err in ring.socket_errors():
+            if err:
+                self.log(f"{self.options.iface}: {os.strerror(err)}")
+        time.sleep(0.01)
+        return None
+
     def _should_stop(self, now: float, started: float, last_frame_at: float) -> str | None:
         o = self.options
         if o.duration is not None and time.perf_counter() - started >= o.duration:
             return "duration"
+        if not os.path.exists(f"/sys/class/net/{o.iface}"):
+            return "interface_gone"               # --idle spin never sees poll() flag it
         mold = self.decoder.mold
         n = int(mold.ss_meta[0])
         if (o.stop_at_end_of_session and n and all(mold.ss_ended[:n]) and mold.ss_meta[1] == 0

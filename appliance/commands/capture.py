@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report_mod.report(summary, args.out))
         print(capture_report(capture.stats))
+    if capture.stop_reason == "interface_gone":
+        print(f"appliance: interface {options.iface} went away during the capture; what arrived before is in "
+              f"{args.out}", file=sys.stderr)
+        return 1
     return 0
 
 

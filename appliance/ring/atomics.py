@@ -32,9 +32,10 @@ _usleep = types.ExternalFunction("usleep", types.int32(types.uint32))
 IDLE_POLL = 0     # block in poll() on every ring's descriptor: no CPU while idle; a wakeup per batch the kernel signals
 IDLE_NAP = 1      # sleep wait[W_NAP_US] first so frames pile up, then poll(): fewer wakeups, adds up to that latency
 IDLE_SPIN = 2     # re-read the ring until the deadline: a whole core, the lowest latency
-W_MODE, W_NAP_US, W_DEADLINE, W_NFDS, W_NAPPED = range(5)
+W_MODE, W_NAP_US, W_DEADLINE, W_NFDS, W_NAPPED, W_ERROR = range(6)
 W_SIZE = 8
 POLLIN = 1
+POLL_FAILED = 0x8 | 0x10 | 0x20     # POLLERR | POLLHUP | POLLNVAL: the socket needs the driver's attention
 
 
 def _word_pointer(context, builder, aryty, ary_value, index):
@@ -96,7 +97,9 @@ def idle_wait(wait, pollfds, ts):
     """Every ring was found empty: wait as ``wait[W_MODE]`` says.  True: look at the rings again.  False: return
     to the driver -- the deadline (``W_DEADLINE``, CLOCK_MONOTONIC ns) passed or a signal arrived.  ``pollfds``
     holds the rings' ``struct pollfd {int fd; short events, revents;}`` as two int32 each.  poll() on an AF_XDP
-    socket is also the wakeup the kernel asks for with need_wakeup."""
+    socket is also the wakeup the kernel asks for with need_wakeup.  A socket in error (POLLERR, POLLHUP,
+    POLLNVAL) is reported in ``wait[W_ERROR]`` rather than waited on again: poll() would return at once, forever.
+    """
     now = clock_ns(CLOCK_MONOTONIC, ts)
     if now >= wait[W_DEADLINE]:
         return False
@@ -111,7 +114,14 @@ def idle_wait(wait, pollfds, ts):
     n = wait[W_NFDS]
     for i in range(n):
         pollfds[2 * i + 1] = POLLIN
-    return _poll(data_address(pollfds), n, ms) > 0      # 0: deadline; -1: a signal (EINTR)
+    if _poll(data_address(pollfds), n, ms) <= 0:
+        return False                          # 0: the deadline; -1: a signal (EINTR)
+    for i in range(n):
+        revents = (pollfds[2 * i + 1] >> 16) & 0xFFFF
+        if revents & POLL_FAILED:
+            wait[W_ERROR] = revents           # e.g. the interface went down or away: the driver looks at it
+            return False
+    return True
 
 
 @kernel(inline="always")

@@ -174,6 +174,10 @@ class TpacketRing:
     def filenos(self) -> list[int]:
         return [self.sock.fileno()]
 
+    def socket_errors(self) -> list[int]:
+        """SO_ERROR of the socket (reading it clears it)."""
+        return [self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
+
     def stats(self) -> dict[str, int]:
         """Totals since open: the kernel's counters reset each time they are read, so they are summed here."""
         if self.sock is not None:

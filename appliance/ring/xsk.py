@@ -222,6 +222,10 @@ class XskReceiver:
     def filenos(self) -> list[int]:
         return [s.fileno() for s in self.sockets]
 
+    def socket_errors(self) -> list[int]:
+        """SO_ERROR of each socket (reading it clears it)."""
+        return [s.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) for s in self.sockets]
+
     def stats(self) -> dict[str, int]:
         per_queue = [s.stats() for s in self.sockets]
         return {key: sum(q[key] for q in per_queue) for key in STATS_FIELDS}
