@@ -1,18 +1,20 @@
 """The live capture driver: rings in, the replay decoder's state and writers out.
 
-Python runs here once per batch (up to ``BUDGET`` frames per ring) or per wakeup, never per frame: the ring
-kernels (``appliance.ring``) take frames where the kernel put them and run them through ``walk.frame``, the
-very function replay uses, so a live capture and a replay of its recording build the same books.
+Python runs here about once per 100 ms tick, or per ``BUDGET_FRAMES`` frames or full buffer, never per frame:
+the ring kernels (``appliance.ring``) take frames where the kernel put them and run them through
+``walk.frame``, the very function replay uses, so a live capture and a replay of its recording build the same
+books.
 
-Loop: call each ring's kernel with a deadline (``TICK_NS`` ahead); the kernel drains its ring and, when it is
-empty, waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's descriptor; ``nap``: sleeps
-``--nap-us`` first so frames arrive in batches; ``spin``: re-reads the ring, a whole core) -- no Python per
-frame or per wakeup.  When an output buffer is full, the rows are written out (``Replay.flush``) and the kernel
-is called again -- the frame that did not fit is still on the ring; when the recording buffer is full, it goes
-to the writer thread and an empty one is lent (none free: frames are counted as not recorded, the decode goes
-on).  Between calls: recording hand-off, the status line, the stop checks.
-Stops on SIGINT/SIGTERM, after ``duration``, or once every session has sent its end-of-session packet and the
-lines have been quiet for ``linger`` seconds (so the other line's copies are counted too).
+Loop: call the ring kernel with a deadline (``TICK_NS`` ahead); it drains its ring(s) -- every AF_XDP queue in
+turn -- and, when they are empty, waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's
+descriptor; ``nap``: sleeps ``--nap-us`` first so frames arrive in batches; ``spin``: re-reads the rings, a
+whole core).  When an output buffer is full, its rows go to the writer thread (``writer.BackgroundSink``) and
+the kernel is called again -- the frame that did not fit is still on the ring; when the recording buffer is
+full, it goes to the recorder's thread and an empty one is lent (none free: frames are counted as not
+recorded, the decode goes on).  Each tick: recording hand-off, rows written, the status line, the stop checks.
+Stops on SIGINT/SIGTERM, after ``duration``, when the interface goes away, or once every session has sent its
+end-of-session packet and the lines have been quiet for ``linger`` seconds (so the other line's copies are
+counted too).
 """
 from __future__ import annotations
 
