@@ -186,3 +186,13 @@ def test_default_umem_stays_within_budget():
         assert frames & (frames - 1) == 0 and 2048 <= frames <= 16384
         assert frames * 4096 * queues <= max(UMEM_BUDGET, 2048 * 4096 * queues)
     assert umem_frames(1) == umem_frames(4) == 16384
+
+
+def test_constants_the_ring_kernels_restate_match_their_sources():
+    """Ring kernels keep their own copies (the kernel cache is keyed on kernel sources only): check them."""
+    from appliance.capture import record
+    from appliance.ring import deliver, steer, xsk_rx
+
+    assert deliver.REC_HEADER == record.RECORD_HEADER
+    assert xsk_rx.META_SIZE == steer.META_SIZE == steer.STEER_META.itemsize
+    assert xsk_rx.META_MAGIC_AT == steer.STEER_META.fields["magic"][1]

@@ -44,7 +44,6 @@ class BackgroundSink:
         self.sink = sink
         self.vw = new_vwap(*fold) if fold else None
         self.vw_cnt = np.zeros(C.SIZE, np.int64)          # VWAP_LATE_TRADES, merged into the decoder's at the end
-        self.last_sym = None
         self.dir = sink.dir
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.waits = 0
@@ -80,7 +79,6 @@ class BackgroundSink:
 
     def trades(self, rows, n, sym):
         if n:
-            self.last_sym = sym
             self._put("_trades", rows[:n].copy(), n, sym.copy())
 
     def vwap(self, rows, n, sym, last):

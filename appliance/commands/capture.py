@@ -5,7 +5,8 @@ import argparse
 import ipaddress
 import sys
 
-from appliance.commands.replay import _positive, parse_feed
+from appliance.capture.send import check_iface
+from appliance.commands.replay import _positive, check_feeds, parse_feed
 from appliance.errors import UserError
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -98,10 +99,7 @@ def options_from(args):
     from appliance.replay.engine import Options
 
     feeds = args.feed
-    if len(set(feeds)) != len(feeds):
-        raise UserError("the same --feed is named twice")
-    if len(feeds) > S.MAX_LINES:
-        raise UserError(f"at most {S.MAX_LINES} --feed lines")
+    check_feeds(feeds)
     if args.engine == "xdp" and (args.fanout or args.fanout_group or args.workers > 1):
         raise UserError("--fanout is for --engine tpacket (AF_XDP binds one socket per queue instead)")
     if args.fanout_group and not args.fanout:
@@ -148,15 +146,8 @@ class NeedsPrivileges(UserError):
     exit_code = 77
 
 
-def check_interface(name: str) -> None:
-    import os
-
-    if not os.path.exists(f"/sys/class/net/{name}"):
-        raise UserError(f"interface {name!r} does not exist (in this network namespace)")
-
-
 def run(args: argparse.Namespace) -> int:
-    check_interface(args.iface)
+    check_iface(args.iface)
     check_privileges(args.engine)                     # before numba is imported or anything compiled
     from appliance._jit import cache_is_cold
     from appliance.capture.engine import Capture, status_line
@@ -171,11 +162,11 @@ def run(args: argparse.Namespace) -> int:
         if args.record:
             raise UserError("--record with --workers is not supported: record from a single capture")
         options_from(args)                                  # the same checks before any worker starts
-        check_interface(args.iface)
+        check_iface(args.iface)
         check_privileges(args.engine)
         return run_workers(args)
     options = options_from(args)
-    check_interface(options.iface)
+    check_iface(options.iface)
     check_privileges(options.engine)
     log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
     if cache_is_cold():

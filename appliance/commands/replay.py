@@ -24,6 +24,16 @@ def parse_feed(text: str) -> tuple[int, int]:
     return int(addr), port_no
 
 
+def check_feeds(feeds: list[tuple[int, int]] | None) -> None:
+    """The --feed lines name distinct lines and fit the line table."""
+    from appliance.decode.state import MAX_LINES
+
+    if feeds and len(set(feeds)) != len(feeds):
+        raise UserError("the same --feed is named twice")
+    if feeds and len(feeds) > MAX_LINES:
+        raise UserError(f"at most {MAX_LINES} --feed lines")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -113,10 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vwap_window_ms // args.vwap_step_ms > 100:
         raise UserError("--vwap-window-ms may span at most 100 steps of --vwap-step-ms")
     feeds = args.feed or None
-    if feeds and len(set(feeds)) != len(feeds):
-        raise UserError("the same --feed is named twice")
-    if feeds and len(feeds) > S.MAX_LINES:
-        raise UserError(f"at most {S.MAX_LINES} --feed lines")
+    check_feeds(feeds)
     options = Options(
         feeds=feeds, messages=args.messages, packets=args.packets,
         order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
