@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_guarded(func, *args) -> int:
     """Run a command body, turning the errors an operator can act on into one sentence and an exit code."""
-    from appliance.errors import UserError
+    from appliance.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_NOPERM, UserError
 
     try:
         return int(func(*args) or 0)
@@ -71,9 +71,9 @@ def run_guarded(func, *args) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("appliance: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 141
+        return EXIT_BROKEN_PIPE
     except PermissionError as err:
         print(f"appliance: permission denied: {err.filename or err} (run as root?)", file=sys.stderr)
-        return 77
+        return EXIT_NOPERM

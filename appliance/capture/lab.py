@@ -26,7 +26,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from appliance.errors import UserError
+from appliance.errors import NeedsPrivilege, RunFailed, UserError
 
 DEFAULT_NAME = "appliance-lab"
 DEFAULT_QUEUES = 4
@@ -48,14 +48,11 @@ _SET_SYSCTLS = ('for kv in "$@"; do p="/proc/sys/${kv%%=*}"; '
                 'if [ -e "$p" ]; then echo "${kv#*=}" > "$p"; fi; done')
 
 
-class LabError(UserError):
+class LabError(RunFailed):
     """The lab could not be made, or one of that name exists with another shape."""
 
-    exit_code = 1
 
-
-class NeedsRoot(UserError):
-    exit_code = 77                  # EX_NOPERM, as the dispatcher uses for PermissionError
+NeedsRoot = NeedsPrivilege
 
 
 class Lab:

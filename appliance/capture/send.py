@@ -24,7 +24,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from appliance.errors import InputError, UserError
+from appliance.errors import InputError, RunFailed, UserError
 
 DEFAULT_PPS = 10_000
 SYS_CLASS_NET = Path("/sys/class/net")
@@ -56,10 +56,8 @@ _STATS = {
 }
 
 
-class SendError(UserError):
+class SendError(RunFailed):
     """tcpreplay failed or could not send every frame."""
-
-    exit_code = 1
 
 
 @dataclass

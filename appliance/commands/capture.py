@@ -7,7 +7,7 @@ import sys
 
 from appliance.capture.send import check_iface
 from appliance.commands.replay import _positive, check_feeds, parse_feed
-from appliance.errors import UserError
+from appliance.errors import NeedsPrivilege, UserError
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -142,8 +142,7 @@ def check_privileges(engine: str) -> None:
         raise NeedsPrivileges(f"capture with --engine {engine} needs {', '.join(missing)}: run it as root")
 
 
-class NeedsPrivileges(UserError):
-    exit_code = 77
+NeedsPrivileges = NeedsPrivilege
 
 
 def run(args: argparse.Namespace) -> int:

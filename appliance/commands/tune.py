@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from appliance.errors import UserError
+from appliance.errors import NeedsPrivilege, RunFailed, UserError
 
 ACTIONS = {
     "plan": "show each knob's current value, target and reason without changing anything",
@@ -21,12 +21,11 @@ ACTIONS = {
 }
 
 
-class NeedsRoot(UserError):
-    exit_code = 77  # EX_NOPERM, as the dispatcher uses for PermissionError
+NeedsRoot = NeedsPrivilege
 
 
-class TuneFailed(UserError):
-    exit_code = 1
+class TuneFailed(RunFailed):
+    pass
 
 
 def add_arguments(parser) -> None:

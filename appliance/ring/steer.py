@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.errors import UserError
+from appliance.errors import NeedsPrivilege, UserError
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ _NATIVE_HINTS = {
 }
 
 
-class NeedsRoot(UserError):
-    exit_code = 77  # EX_NOPERM, as the dispatcher uses for PermissionError
+NeedsRoot = NeedsPrivilege
 
 
 def ensure_built() -> Path:
