@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_guarded(func, *args) -> int:
     """Run a command body, turning the errors an operator can act on into one sentence and an exit code."""
-    from appliance.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_NOPERM, UserError
+    from appliance.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOPERM, UserError
 
     try:
         return int(func(*args) or 0)
@@ -77,3 +77,8 @@ def run_guarded(func, *args) -> int:
     except PermissionError as err:
         print(f"appliance: permission denied: {err.filename or err} (run as root?)", file=sys.stderr)
         return EXIT_NOPERM
+    except OSError as err:
+        # The environment failed under us (a full disk under numba's kernel cache, an I/O error): one sentence.
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"appliance: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_FAILED

@@ -46,10 +46,10 @@ HALF_LAST_DIGIT = Fraction(1, 20_000)          # half of the 4th decimal: the mo
 
 
 # -- running both sides -------------------------------------------------------------------------------
-def engine_replay(paths, out: Path, feeds=(), window_ms=None, step_ms=None, messages=False) -> dict:
+def engine_replay(paths, out: Path, feeds=(), window_ms=None, step_ms=None, messages=False, extra=()) -> dict:
     from appliance.cli import main
 
-    argv = ["replay", *[str(p) for p in paths], "--out", str(out), "-q"]
+    argv = ["replay", *[str(p) for p in paths], "--out", str(out), "-q", *extra]
     for feed in feeds:
         argv += ["--feed", feed]
     if window_ms is not None:

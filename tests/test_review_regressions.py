@@ -115,11 +115,50 @@ def test_order_table_overflow_grows_without_losing_an_order(tmp_path, monkeypatc
     meta = engine.book.ot_meta
     assert meta[orders.OVER_MASK] + 1 >= 1024, "the overflow never grew: the test does not test growth"
     assert engine.cnt[state.C.ORDER_TABLE_FULL] == 0
-    # the same through the command line, against the reference
-    from appliance.cli import main
-    out = tmp_path / "out"
-    assert main(["replay", str(path), "--out", str(out), "-q", "--order-capacity", "20000"]) == 0
-    reference = reference_replay([path])
-    result = engine_replay([path], tmp_path / "out2")
-    assert_equivalent(result, reference)
-    assert (out / "bbo.csv").read_text() == (tmp_path / "out2" / "bbo.csv").read_text()
+    # the same small table through the command line, against the reference (which has no capacity limit)
+    small = engine_replay([path], tmp_path / "out", extra=["--order-capacity", "20000"])
+    assert small["summary"]["counters"]["order_table_full"] == 0
+    assert_equivalent(small, reference_replay([path]))
+
+
+# -- issue 8.1: order reference 0 is never a live order ----------------------------------------------------
+def test_messages_naming_reference_zero_are_unknown_refs(tmp_path):
+    """D, X, E, C naming reference 0 once matched an empty slot: open orders went to -3."""
+    events = [b.system_event(code, ts=i) for i, code in enumerate("OSQMEC" + "OS")]
+    path = day(tmp_path, [*events, b.directory(1, "AAA"), b.delete(0, ts=10), b.cancel(0, 5, ts=11),
+                          b.execute(0, 5, 1, ts=12), b.execute_at(0, 5, 2, 10_000, ts=13), b.delete(0, ts=14)])
+    engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)
+    assert engine["summary"]["open_orders"] == 0
+    assert engine["summary"]["unknown_order_refs"] == 5
+    assert engine["trades"] == []
+
+
+def test_replace_of_reference_zero_adds_no_phantom_order(tmp_path):
+    path = day(tmp_path, [b.directory(1, "AAA"), b.add(7, "B", 100, 10_000, ts=1),
+                          b.replace(0, 8, 300, 12_000, ts=2)])
+    engine, reference = both([path], tmp_path / "out")
+    assert_equivalent(engine, reference)
+    assert engine["summary"]["open_orders"] == 1
+    assert engine["summary"]["unknown_order_refs"] == 1
+    assert [row[3:5] for row in engine["bbo"]] == [(10_000, 100)]     # the phantom 300 @ 1.2 never appears
+
+
+def test_small_order_table_with_reference_zero_traffic_ends(tmp_path):
+    """Once open_orders went negative, more orders went in than the table holds and the overflow probe looped
+    for ever.  Now the deletes of 0 are unknown and the capacity holds: a run in a subprocess ends in time."""
+    import subprocess
+    import sys
+
+    msgs = [b.directory(1, "AAA")] + [b.delete(0, ts=1)] * 400
+    # far more long-lived orders than the capacity, spread so they all migrate to the overflow
+    msgs += [b.add(1 + 4096 * i, "B", 1, 10_000 + i, ts=2) for i in range(600)]
+    path = day(tmp_path, msgs)
+    done = subprocess.run([sys.executable, "-m", "appliance", "replay", str(path), "--out", str(tmp_path / "out"),
+                           "-q", "--order-capacity", "300"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["open_orders"] == 300
+    assert summary["unknown_order_refs"] == 400
+    assert summary["counters"]["order_table_full"] == 300

@@ -6,7 +6,7 @@ import ipaddress
 import sys
 import time
 
-from appliance.errors import UserError
+from appliance.errors import EXIT_DAMAGED_INPUT, RunFailed, UserError
 
 PROGRESS_MIN_BYTES = 32 << 20
 
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL,
         window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000)
     from appliance._jit import cache_is_cold
+    from appliance.replay.rundir import RunDir
 
     cold = cache_is_cold()
     if cold and not args.quiet:
@@ -137,23 +138,44 @@ def run(args: argparse.Namespace) -> int:
               "cached afterwards)", file=sys.stderr)
     sizes = sum(os.path.getsize(p) for p in args.inputs if os.path.isfile(p))
     progress = _Progress() if sys.stderr.isatty() and sizes >= PROGRESS_MIN_BYTES and not args.quiet else None
-    sink = CsvSink(args.out, args.messages, args.packets)
-    engine = Replay(options, sink, progress)
+    # The run is written into a staging directory and swapped in as --out only when it is complete, so a run
+    # that fails (a missing input, a full disk, Ctrl-C) leaves the previous run's directory as it was.
+    run_dir = RunDir(args.out)
+    stage = run_dir.open()
     try:
-        engine.run(args.inputs)
-    finally:
+        sink = CsvSink(str(stage), args.messages, args.packets)
+        engine = Replay(options, sink, progress)
+        try:
+            engine.run(args.inputs)
+        except BaseException:
+            _close_quietly(sink)
+            raise
+        finally:
+            if progress:
+                progress.close()
         sink.close()
-        if progress:
-            progress.close()
-    if feeds:
-        selection = "selected by --feed: " + ", ".join(
-            f"{ipaddress.IPv4Address(g)}:{p}" for g, p in feeds)
-    else:
-        selection = "auto: every IPv4 multicast destination outside 224.0.0.0/24 (name lines with --feed)"
-    summary = report_mod.build(engine, selection)
-    summary["messages_csv"] = args.messages
-    summary["elapsed_includes_compiling"] = cold
-    write_json(sink.dir / "summary.json", summary)
+        if feeds:
+            selection = "selected by --feed: " + ", ".join(
+                f"{ipaddress.IPv4Address(g)}:{p}" for g, p in feeds)
+        else:
+            selection = "auto: every IPv4 multicast destination outside 224.0.0.0/24 (name lines with --feed)"
+        summary = report_mod.build(engine, selection)
+        summary["messages_csv"] = args.messages
+        summary["elapsed_includes_compiling"] = cold
+        write_json(stage / "summary.json", summary)
+        run_dir.commit()
+    except RunFailed as err:
+        raise RunFailed(f"{err}; the run is incomplete and was discarded ({args.out} is as it was before)") from None
+    finally:
+        run_dir.discard()
     if not args.quiet:
         print(report_mod.report(summary, args.out))
-    return 4 if summary["input_errors"] else 0
+    return EXIT_DAMAGED_INPUT if summary["input_errors"] else 0
+
+
+def _close_quietly(sink) -> None:
+    """Close the sink's files after a failure without masking it (the failure is what gets reported)."""
+    try:
+        sink.close()
+    except RunFailed:
+        pass

@@ -15,13 +15,21 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode import levels, orders
 from appliance.decode import offsets as O
-from appliance.decode.state import CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_CLOCK, N_BBO, \
-    MSG_SLOT, N_BROKEN, N_MSGS, N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_LOCATE, BBO_TS, \
+    CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_BROKEN, KIND_CLOCK, MSG_SLOT, N_BBO, N_BROKEN, N_MSGS, \
+    N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, \
+    STAT_VOLUME, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
 from appliance.decode.prefetch import prefetch
 from appliance.decode.wire import be16, be32, be48, be64u
 
 _B, _S, _Y = ord("B"), ord("S"), ord("Y")
-_KIND_E, _KIND_C, _KIND_P, _KIND_Q = ord("E"), ord("C"), ord("P"), ord("Q")
+_KIND_P, _KIND_Q = ord("P"), ord("Q")
+
+
+@kernel(inline="always")
+def _names_order(t):
+    """D, X, E, C and U name a resting order (by its reference, at the same offset in each)."""
+    return t == O.T_DELETE or t == O.T_EXECUTED or t == O.T_CANCEL or t == O.T_EXECUTED_AT or t == O.T_REPLACE
 
 
 @kernel(inline="always")
@@ -43,7 +51,7 @@ def warm_far(buf, p, bk):
     s = be16(buf, p + O.LOCATE) * 2
     prefetch(bk.side[s], 0)
     prefetch(bk.side[s + 1], 0)
-    if t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
+    if _names_order(t):
         ref = be64u(buf, p + O.ORDER_REF)
         prefetch(bk.ot, orders.ring_row(bk.ot_meta, ref) * 3)
 
@@ -55,9 +63,9 @@ def warm_near(buf, p, bk):
     t = buf[p]
     side = -1
     locate = be16(buf, p + O.LOCATE)
-    if t == 65 or t == 70:
+    if t == O.T_ADD or t == O.T_ADD_MPID:
         side = _side(buf[p + O.ADD_SIDE])
-    elif t == 68 or t == 69 or t == 88 or t == 67 or t == 85:
+    elif _names_order(t):
         ref = be64u(buf, p + O.ORDER_REF)
         row = orders.ring_row(bk.ot_meta, ref)
         if bk.ot[row * 3] == ref:
@@ -87,12 +95,12 @@ def _check_top(bk, out, locate, side, ts):
     bid = row if side == 0 else other
     ask = other if side == 0 else row
     r = out.n[N_BBO]
-    out.bbo[r, 0] = ts
-    out.bbo[r, 1] = locate
-    out.bbo[r, 2] = bid[SIDE_LAST_PRICE]
-    out.bbo[r, 3] = bid[SIDE_LAST_SIZE]
-    out.bbo[r, 4] = ask[SIDE_LAST_PRICE]
-    out.bbo[r, 5] = ask[SIDE_LAST_SIZE]
+    out.bbo[r, BBO_TS] = ts
+    out.bbo[r, BBO_LOCATE] = locate
+    out.bbo[r, BBO_BID_PRICE] = bid[SIDE_LAST_PRICE]
+    out.bbo[r, BBO_BID_SIZE] = bid[SIDE_LAST_SIZE]
+    out.bbo[r, BBO_ASK_PRICE] = ask[SIDE_LAST_PRICE]
+    out.bbo[r, BBO_ASK_SIZE] = ask[SIDE_LAST_SIZE]
     out.n[N_BBO] = r + 1
 
 
@@ -107,15 +115,21 @@ def _feed_clock(out, ts):
     s = ts // step
     clock[CLOCK_NEXT] = (s + 1) * step
     clock[CLOCK_FLOOR] = s * step - clock[CLOCK_WINDOW]
+    _tape(out, ts, 0, KIND_CLOCK, 0, 0, 0, 0)
+
+
+@kernel(inline="always")
+def _tape(out, ts, locate, kind, side, shares, price, match):
+    """Append a row to the tape: a trade (E, C, P), a cross (Q), a broken trade (B) or a clock mark."""
     r = out.n[N_TRADES]
     row = out.trades[r]
-    row[0] = ts
-    row[1] = 0
-    row[2] = KIND_CLOCK
-    row[3] = 0
-    row[4] = 0
-    row[5] = 0
-    row[6] = 0
+    row[TAPE_TS] = ts
+    row[TAPE_LOCATE] = locate
+    row[TAPE_KIND] = kind
+    row[TAPE_SIDE] = side
+    row[TAPE_SHARES] = shares
+    row[TAPE_PRICE] = price
+    row[TAPE_MATCH] = match
     out.n[N_TRADES] = r + 1
 
 
@@ -126,16 +140,7 @@ def _trade(bk, out, ts, locate, kind, side, shares, price, match):
     st[locate, STAT_VOLUME] += shares
     st[locate, STAT_NOTIONAL] += shares * price
     st[locate, STAT_TRADES] += 1
-    r = out.n[N_TRADES]
-    row = out.trades[r]
-    row[0] = ts
-    row[1] = locate
-    row[2] = kind
-    row[3] = side
-    row[4] = shares
-    row[5] = price
-    row[6] = match
-    out.n[N_TRADES] = r + 1
+    _tape(out, ts, locate, kind, side, shares, price, match)
 
 
 @kernel(inline="always")
@@ -149,8 +154,11 @@ def _add(bk, cnt, ref, locate, side, shares, price):
         cnt[C.REJECTED_ADDS] += 1
         cnt[C.ORDER_TABLE_FULL] += 1
         return
-    if not orders.add(bk.ot, bk.ot_meta, bk.ot_hi, bk.ot_scratch, ref, price, shares, locate, side):
+    added = orders.add(bk.ot, bk.ot_meta, bk.ot_hi, bk.ot_scratch, ref, price, shares, locate, side)
+    if added != orders.ADDED:
         cnt[C.REJECTED_ADDS] += 1
+        if added == orders.NO_ROOM:
+            cnt[C.ORDER_TABLE_FULL] += 1
         return
     cnt[C.OPEN_ORDERS] += 1
     levels.add_shares(bk, locate * 2 + side, levels.level_key(side, price), shares, cnt)
@@ -191,13 +199,13 @@ def apply_message(buf, p, bk, out, cnt, by_type):
         cnt[C.MAX_TIMESTAMP] = ts
     _feed_clock(out, ts)
     locate = be16(buf, p + O.LOCATE)
-    if t == 65 or t == 70:                                   # A, F
+    if t == O.T_ADD or t == O.T_ADD_MPID:
         side = _side(buf[p + O.ADD_SIDE])
         _add(bk, cnt, be64u(buf, p + O.ADD_REF), locate, side, be32(buf, p + O.ADD_SHARES),
              be32(buf, p + O.ADD_PRICE))
         if side >= 0:
             _check_top(bk, out, locate, side, ts)
-    elif t == 68 or t == 88 or t == 69 or t == 67 or t == 85:   # D, X, E, C, U name a resting order
+    elif _names_order(t):
         slot = orders.find(bk.ot, bk.ot_meta, bk.ot_hi, be64u(buf, p + O.ORDER_REF))
         if slot < 0:
             cnt[C.UNKNOWN_ORDER_REFS] += 1
@@ -205,16 +213,16 @@ def apply_message(buf, p, bk, out, cnt, by_type):
         # The order's own instrument and side, whatever the message's header says.
         locate = orders.locate_of(bk.ot, slot)
         side = orders.side_of(bk.ot, slot)
-        if t == 68:
+        if t == O.T_DELETE:
             _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
-        elif t == 88:
+        elif t == O.T_CANCEL:
             _reduce(bk, cnt, slot, be32(buf, p + O.CANCEL_SHARES))
-        elif t == 85:
+        elif t == O.T_REPLACE:
             _reduce(bk, cnt, slot, orders.shares_of(bk.ot, slot))
             _add(bk, cnt, be64u(buf, p + O.REPLACE_NEW_REF), locate, side, be32(buf, p + O.REPLACE_SHARES),
                  be32(buf, p + O.REPLACE_PRICE))
         else:
-            if t == 69:
+            if t == O.T_EXECUTED:
                 price = orders.price_of(bk.ot, slot)
                 printed = True
             else:
@@ -225,30 +233,26 @@ def apply_message(buf, p, bk, out, cnt, by_type):
                 _trade(bk, out, ts, locate, t, _B if side == 0 else _S, taken, price,
                        np.int64(be64u(buf, p + O.EXEC_MATCH)))
         _check_top(bk, out, locate, side, ts)
-    elif t == 80:                                            # P
+    elif t == O.T_TRADE:                                     # P
         shares = be32(buf, p + O.TRADE_SHARES)
         if shares > 0:
             _trade(bk, out, ts, locate, _KIND_P, buf[p + O.TRADE_SIDE], shares, be32(buf, p + O.TRADE_PRICE),
                    np.int64(be64u(buf, p + O.TRADE_MATCH)))
-    elif t == 81:                                            # Q
+    elif t == O.T_CROSS:                                     # Q
         shares = np.int64(be64u(buf, p + O.CROSS_SHARES))
         if shares > 0:
             bk.stats[locate, STAT_CROSS] += shares
-            r = out.n[N_TRADES]
-            row = out.trades[r]
-            row[0] = ts
-            row[1] = locate
-            row[2] = _KIND_Q
-            row[3] = 0
-            row[4] = shares
-            row[5] = be32(buf, p + O.CROSS_PRICE)
-            row[6] = np.int64(be64u(buf, p + O.CROSS_MATCH))
-            out.n[N_TRADES] = r + 1
-    elif t == 66:                                            # B
+            _tape(out, ts, locate, _KIND_Q, 0, shares, be32(buf, p + O.CROSS_PRICE),
+                  np.int64(be64u(buf, p + O.CROSS_MATCH)))
+    elif t == O.T_BROKEN:                                    # B
+        # Listed, and marked on the tape so broken.csv says which trade it breaks; the trade's row, totals and
+        # VWAP windows (perhaps already written) are left as printed.
         cnt[C.BROKEN_TRADES] += 1
-        out.broken[out.n[N_BROKEN]] = np.int64(be64u(buf, p + O.BROKEN_MATCH))
+        match = np.int64(be64u(buf, p + O.BROKEN_MATCH))
+        out.broken[out.n[N_BROKEN]] = match
         out.n[N_BROKEN] += 1
-    elif t == 82:                                            # R
+        _tape(out, ts, locate, KIND_BROKEN, 0, 0, 0, match)
+    elif t == O.T_DIRECTORY:                                 # R
         for i in range(8):
             bk.sym[locate, i] = buf[p + O.DIRECTORY_STOCK + i]
         bk.sym_set[locate] = 1

@@ -7,6 +7,12 @@ from appliance.itch.layout import MESSAGE_LENGTH, offset
 
 MSG_LENGTH = MESSAGE_LENGTH          # uint16[256]: type byte -> length, 0 = unknown type
 
+# Message type bytes the book acts on (the spec's letters; every other type is only counted).
+T_ADD, T_ADD_MPID, T_EXECUTED, T_EXECUTED_AT, T_CANCEL, T_DELETE, T_REPLACE = (ord(c) for c in "AFECXDU")
+T_TRADE, T_CROSS, T_BROKEN, T_DIRECTORY = (ord(c) for c in "PQBR")
+assert all(MESSAGE_LENGTH[t] for t in (T_ADD, T_ADD_MPID, T_EXECUTED, T_EXECUTED_AT, T_CANCEL, T_DELETE, T_REPLACE,
+                                       T_TRADE, T_CROSS, T_BROKEN, T_DIRECTORY))
+
 LOCATE = offset("A", "Stock Locate")
 TIMESTAMP = offset("A", "Timestamp")
 

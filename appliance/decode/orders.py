@@ -12,7 +12,8 @@ turn of the ring:
 
 Both parts live in one flat uint64 array of 3-word rows -- ring rows ``[0, R)``, overflow rows ``[R, R + S)`` --
 so a row number is a handle whichever part holds the order: word 0 the reference (0 = empty; a real feed never
-uses 0 and an add naming it is refused), word 1 ``price << 32 | shares``, word 2 ``locate << 8 | side``.
+uses 0: an add naming it is refused, and a lookup of it finds nothing, since an empty slot would "match" it),
+word 1 ``price << 32 | shares``, word 2 ``locate << 8 | side``.
 
 The overflow hash keeps runs of 16 consecutive references in neighbouring slots and spreads the blocks by
 Fibonacci hashing; linear probing with backward-shift deletion keeps chains short without tombstones.  Its
@@ -20,6 +21,11 @@ address space is reserved for the table's whole capacity, so it cannot fill befo
 reached, but it starts small and doubles (a rehash through ``ot_scratch``, a handful of times a day) when it
 passes 3/4 load: a day whose long-lived orders are few touches -- and has the kernel zero -- only what it uses.
 Measured on the benchmark day, a full-size overflow cost about a fifth of the replay's throughput.
+
+Every probe is bounded by the overflow's size: the live-order limit keeps an empty row in it, but the loops do
+not rely on that invariant -- a probe that finds neither the reference nor an empty row after one full turn
+gives up (``NOWHERE``), and an add that cannot place an evicted order refuses the new one (counted by the
+caller as ``order_table_full``) rather than lose a resting order.
 """
 import numpy as np
 
@@ -34,6 +40,10 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 
 # ot_meta slots
 RING_MASK, OVER_MASK, OVER_SHIFT, MAX_LIVE, OVER_COUNT, OVER_MAX_MASK = range(6)
+NOWHERE = -1                 # a probe's give-up: no row holds the reference and no empty row was found
+
+# add() results
+ADDED, ALREADY_LIVE, NO_ROOM = 0, 1, 2
 
 
 @kernel(inline="always")
@@ -44,17 +54,19 @@ def _home(ref, meta):
 
 @kernel(inline="always")
 def _over_probe(ot, meta, ref):
-    """Overflow row holding ``ref``, or the empty overflow row where it belongs: (row, present)."""
+    """Overflow row holding ``ref``, or the empty overflow row where it belongs: (row, present); (NOWHERE,
+    False) after one full turn of the hash without either."""
     base = meta[RING_MASK] + 1
     mask = meta[OVER_MASK]
     i = _home(ref, meta)
-    while True:
+    for _ in range(mask + 1):
         k = ot[(base + i) * 3]
         if k == ref:
             return base + i, True
         if k == 0:
             return base + i, False
         i = (i + 1) & mask
+    return NOWHERE, False
 
 
 @kernel(inline="always")
@@ -69,7 +81,9 @@ def ring_row(meta, ref):
 
 @kernel(inline="always")
 def find(ot, meta, hi, ref):
-    """Row holding the live order ``ref``, or -1."""
+    """Row holding the live order ``ref``, or -1 (always for reference 0, which marks an empty row)."""
+    if ref == 0:
+        return -1
     r = np.int64(ref & np.uint64(meta[RING_MASK]))
     if ot[r * 3] == ref:
         return r
@@ -105,32 +119,36 @@ def _grow(ot, meta, scratch):
     meta[OVER_SHIFT] -= 1
     for j in range(k):
         row, _ = _over_probe(ot, meta, scratch[j * 3])
-        _write(ot, row, scratch[j * 3], scratch[j * 3 + 1], scratch[j * 3 + 2])
+        if row != NOWHERE:                   # cannot happen: twice the rows for the same entries
+            _write(ot, row, scratch[j * 3], scratch[j * 3 + 1], scratch[j * 3 + 2])
 
 
 @kernel(inline="always")
 def add(ot, meta, hi, scratch, ref, price, shares, locate, side):
-    """Insert ``ref``; False (nothing changed) when it is already live.  The caller has checked capacity."""
+    """Insert ``ref`` (never 0): ADDED, ALREADY_LIVE, or NO_ROOM when an older order it displaces from the
+    ring finds no overflow row (nothing changed).  The caller has checked capacity."""
     r = np.int64(ref & np.uint64(meta[RING_MASK]))
     k = ot[r * 3]
     if k == ref:
-        return False
+        return ALREADY_LIVE
     if _may_overflow(meta, hi, ref):
         _, present = _over_probe(ot, meta, ref)
         if present:
-            return False
+            return ALREADY_LIVE
     if k != 0:
         # The ring slot holds an older live order: it outlived a turn of the ring; keep it in the overflow.
         size = meta[OVER_MASK] + 1
         if 4 * (meta[OVER_COUNT] + 1) > 3 * size and meta[OVER_MASK] < meta[OVER_MAX_MASK]:
             _grow(ot, meta, scratch)
         row, _ = _over_probe(ot, meta, k)
+        if row == NOWHERE:
+            return NO_ROOM
         _write(ot, row, k, ot[r * 3 + 1], ot[r * 3 + 2])
         meta[OVER_COUNT] += 1
         if k > hi[0]:
             hi[0] = k
     _write(ot, r, ref, (np.uint64(price) << _32) | np.uint64(shares), (np.uint64(locate) << _8) | np.uint64(side))
-    return True
+    return ADDED
 
 
 @kernel(inline="always")
@@ -144,7 +162,7 @@ def remove(ot, meta, row):
     mask = meta[OVER_MASK]
     i = row - base
     j = i
-    while True:
+    for _ in range(mask):                    # at most every other row once
         j = (j + 1) & mask
         k = ot[(base + j) * 3]
         if k == 0:

@@ -84,6 +84,10 @@ Out = namedtuple("Out", [
 ])
 CLOCK_STEP, CLOCK_WINDOW, CLOCK_NEXT, CLOCK_FLOOR = range(4)
 KIND_CLOCK = 0               # a tape row of this kind is a feed-clock mark, not a trade
+KIND_BROKEN = ord("B")       # a tape row of this kind is a B message: the trade with its match number was broken
+# columns of out.trades (the tape) and out.bbo
+TAPE_TS, TAPE_LOCATE, TAPE_KIND, TAPE_SIDE, TAPE_SHARES, TAPE_PRICE, TAPE_MATCH = range(7)
+BBO_TS, BBO_LOCATE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_ASK_PRICE, BBO_ASK_SIZE = range(6)
 N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS, N_PACKETS = range(6)
 FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is listed
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out
@@ -100,7 +104,14 @@ def order_table_slots(order_capacity: int) -> tuple[int, int]:
     return ring, 1 << (need - 1).bit_length()
 
 
+def table_bytes(order_capacity: int, level_pool: int) -> tuple[int, int]:
+    """Address space the order table (with its rehash scratch) and the level pool reserve, in bytes."""
+    ring, slots = order_table_slots(order_capacity)
+    return ((ring + slots) * 3 + (slots * 3 // 4 + 1) * 3) * 8, level_pool * 16
+
+
 def new_book(order_capacity: int = DEFAULT_ORDER_CAPACITY, level_pool: int = DEFAULT_LEVEL_POOL) -> Book:
+    """The decoder's tables; MemoryError (or ValueError for sizes numpy cannot express) when they do not fit."""
     ring, slots = order_table_slots(order_capacity)
     start = min(slots, OVERFLOW_START)
     bits = start.bit_length() - 1

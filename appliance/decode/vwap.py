@@ -14,6 +14,10 @@ Feed time is the largest step seen.  A message more than a window older than tha
 day file of a multi-day replay starts again at midnight): the old epoch's windows are finished and the buckets
 cleared.  A trade older than feed time but within a window of it cannot join windows already emitted: it joins
 the windows still to come and is counted (``vwap_late_trades``).
+
+Trades later broken by a B message stay in the windows (and in the instrument's volume and notional): a window
+already written cannot be taken back, so the VWAP is that of the trades as printed.  B messages are on the tape
+(kind 'B') only so the writers can list them in broken.csv; this kernel skips them, as it skips Q crosses.
 """
 from collections import namedtuple
 
@@ -21,7 +25,8 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.state import KIND_CLOCK, LOCATES, OUT_ROWS
+from appliance.decode.state import KIND_BROKEN, KIND_CLOCK, LOCATES, OUT_ROWS, TAPE_KIND, TAPE_LOCATE, TAPE_PRICE, \
+    TAPE_SHARES, TAPE_TS
 
 NEED_MORE, OUT_FULL = 0, 1
 _NEVER = -(1 << 62)
@@ -117,16 +122,16 @@ def _new_epoch(vw, s):
 def _add_trade(vw, tape, r, s):
     """Add tape row ``r`` (a counted trade at step ``s``, no older than a window) to its instrument's bucket."""
     meta = vw.meta
-    loc = tape[r, 1]
+    loc = tape[r, TAPE_LOCATE]
     b = s % meta[M_BUCKETS]
     if vw.tag[loc, b] != s:          # the bucket holds an older step, outside every window still to come
         vw.tag[loc, b] = s
         vw.vol[loc, b] = 0
         vw.notional[loc, b] = 0
         vw.trades[loc, b] = 0
-    shares = tape[r, 4]
+    shares = tape[r, TAPE_SHARES]
     vw.vol[loc, b] += shares
-    vw.notional[loc, b] += shares * tape[r, 5]
+    vw.notional[loc, b] += shares * tape[r, TAPE_PRICE]
     vw.trades[loc, b] += 1
     if vw.is_active[loc] == 0:
         vw.is_active[loc] = 1
@@ -142,11 +147,11 @@ def feed_trades(tape, start, stop, vw, cnt):
     buckets = meta[M_BUCKETS]
     r = start
     while r < stop:
-        kind = tape[r, 2]
-        if kind == _KIND_Q:
+        kind = tape[r, TAPE_KIND]
+        if kind == _KIND_Q or kind == KIND_BROKEN:           # crosses and breaks are not in the windows
             r += 1
             continue
-        s = tape[r, 0] // step
+        s = tape[r, TAPE_TS] // step
         latest = meta[M_LATEST]
         if latest == _NEVER:
             _new_epoch(vw, s)

@@ -17,6 +17,7 @@ is copied twice.  Padding is zero (the buffer starts zeroed; untouched pages cos
 from __future__ import annotations
 
 import gzip as _gzip
+import os
 import struct
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from appliance._jit import kernel
-from appliance.errors import UserError
+from appliance.errors import RunFailed, UserError
 from appliance.gen import put
 
 SNAPLEN = 65535
@@ -156,11 +157,23 @@ def dayfile(buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def write(path: Path, data: np.ndarray, gzip: bool) -> int:
-    """Write the buffer in one go (gzip with mtime 0 and no name, so the bytes depend on the data alone)."""
-    with open(path, "wb") as raw:
-        if gzip:
-            with _gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as z:
-                z.write(memoryview(data))
-        else:
-            raw.write(memoryview(data))
+    """Write the buffer in one go (gzip with mtime 0 and no name, so the bytes depend on the data alone).
+
+    The bytes go to a hidden file beside ``path`` that is renamed over it only when complete, so a full disk or
+    a file-size limit leaves neither a truncated feed nor the partial file (RunFailed names the reason)."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as raw:
+            if gzip:
+                with _gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as z:
+                    z.write(memoryview(data))
+            else:
+                raw.write(memoryview(data))
+        os.replace(partial, path)
+    except OSError as err:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        raise RunFailed(f"writing {path} failed: {err.strerror or err}; nothing was written") from None
     return path.stat().st_size

@@ -15,7 +15,7 @@ from appliance.decode import state as S
 from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
 from appliance.decode.walk import CORRUPT, NG_SIZE, OUT_FULL, finish, walk_dayfile, \
     walk_pcap, walk_pcapng
-from appliance.errors import InputError
+from appliance.errors import InputError, UserError
 from appliance.replay.inputs import Source, chunks, detect
 
 SLICE = 64 << 20             # bytes per kernel call, so progress can be shown on big mapped files
@@ -49,7 +49,13 @@ class Replay:
         self.options = options
         self.sink = sink
         self.progress = progress
-        self.book = S.new_book(options.order_capacity, options.level_pool)
+        try:
+            self.book = S.new_book(options.order_capacity, options.level_pool)
+        except (MemoryError, ValueError):
+            orders_b, levels_b = S.table_bytes(options.order_capacity, options.level_pool)
+            raise UserError(f"not enough memory for the tables: --order-capacity {options.order_capacity:,} "
+                            f"reserves {orders_b / 2**20:,.0f} MiB and --level-pool {options.level_pool:,} "
+                            f"{levels_b / 2**20:,.0f} MiB; lower them") from None
         self.mold = S.new_mold(options.feeds)
         self.out = S.new_out(options.messages, options.packets, options.step_ns, options.window_ns)
         self.cnt, self.by_type = S.new_counters()

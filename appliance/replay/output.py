@@ -1,7 +1,9 @@
-"""Writers for the replay's output files: bbo.csv, trades.csv, vwap.csv and (with --messages) messages.csv.
+"""Writers for the replay's output files: bbo.csv, trades.csv, broken.csv, vwap.csv and (with --messages)
+messages.csv.
 
 Rows arrive as int64 buffers from the kernels and leave as CSV text formatted by ``csvfmt`` (numba).  Prices
-are integer ticks of 1/10,000 dollar throughout.
+are integer ticks of 1/10,000 dollar throughout.  A write that fails (a full disk, a file-size limit) becomes
+``OutputFailed`` naming the file; the run's directory is then discarded (see ``rundir``).
 """
 from __future__ import annotations
 
@@ -14,42 +16,70 @@ from pathlib import Path
 import numpy as np
 
 from appliance.decode.mold import PACKET_STATUS
-from appliance.decode.state import KIND_CLOCK
-from appliance.errors import UserError
+from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_LOCATE, BBO_TS, \
+    KIND_BROKEN, KIND_CLOCK, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
+from appliance.errors import RunFailed, UserError
 from appliance.itch.layout import MESSAGE_LENGTH, all_field_names, decode
 from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
 
 BBO_HEADER = "timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size"
 TRADES_HEADER = "timestamp_ns,locate,symbol,kind,side,shares,price,match_number"
+BROKEN_HEADER = "timestamp_ns,locate,symbol,match_number"
 VWAP_HEADER = "window_end_ns,locate,symbol,volume,notional,vwap,trades"
 PACKETS_HEADER = "frame,line,session,sequence,count,status"
 
 # row columns -> CSV columns (see state.Out and vwap.Vwap for the row layouts)
-BBO_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (INT, 4), (INT, 5))
-TRADES_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (CHAR, 2), (CHAR, 3), (INT, 4), (INT, 5), (INT, 6))
+BBO_SPEC = spec((INT, BBO_TS), (INT, BBO_LOCATE), (SYMBOL, BBO_LOCATE), (INT, BBO_BID_PRICE), (INT, BBO_BID_SIZE),
+                (INT, BBO_ASK_PRICE), (INT, BBO_ASK_SIZE))
+TRADES_SPEC = spec((INT, TAPE_TS), (INT, TAPE_LOCATE), (SYMBOL, TAPE_LOCATE), (CHAR, TAPE_KIND), (CHAR, TAPE_SIDE),
+                   (INT, TAPE_SHARES), (INT, TAPE_PRICE), (INT, TAPE_MATCH))
+BROKEN_SPEC = spec((INT, TAPE_TS), (INT, TAPE_LOCATE), (SYMBOL, TAPE_LOCATE), (INT, TAPE_MATCH))
 VWAP_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (RATIO4, 3, 2), (INT, 4))
 
 TEXT_BUFFER = 16 << 20
 
 
+class OutputFailed(RunFailed):
+    """Writing an output file failed; the sentence names the file and the reason."""
+
+
+class _guard:
+    """Turn an OSError while writing ``path`` into OutputFailed (one sentence, no traceback)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, OSError):
+            raise OutputFailed(f"writing {self.path.name} failed: {err.strerror or err}") from None
+        return False
+
+
 class _CsvFile:
     def __init__(self, path: Path, header: str, colspec: np.ndarray):
-        self.fh = open(path, "wb")
-        self.fh.write(header.encode() + b"\n")
+        self.path = path
+        with _guard(path):
+            self.fh = open(path, "wb")
+            self.fh.write(header.encode() + b"\n")
         self.spec = colspec
         self.text = np.empty(TEXT_BUFFER, np.uint8)
         self.rows = 0
 
     def write(self, rows: np.ndarray, n: int, sym: np.ndarray) -> None:
         done = 0
-        while done < n:
-            wrote, used = format_rows(rows[done:n], n - done, self.spec, sym, self.text)
-            self.fh.write(self.text[:used].tobytes())
-            done += wrote
+        with _guard(self.path):
+            while done < n:
+                wrote, used = format_rows(rows[done:n], n - done, self.spec, sym, self.text)
+                self.fh.write(self.text[:used].tobytes())
+                done += wrote
         self.rows += n
 
     def close(self) -> None:
-        self.fh.close()
+        with _guard(self.path):
+            self.fh.close()
 
 
 class CsvSink:
@@ -66,19 +96,22 @@ class CsvSink:
             raise UserError(f"cannot write to output directory {out_dir}: {err.strerror or err}") from None
         self.bbo_file = _CsvFile(self.dir / "bbo.csv", BBO_HEADER, BBO_SPEC)
         self.trades_file = _CsvFile(self.dir / "trades.csv", TRADES_HEADER, TRADES_SPEC)
+        self.broken_file = _CsvFile(self.dir / "broken.csv", BROKEN_HEADER, BROKEN_SPEC)
         self.vwap_file = _CsvFile(self.dir / "vwap.csv", VWAP_HEADER, VWAP_SPEC)
         self.vwap_carry = np.zeros((0, 5), np.int64)
         self.messages_file = None
         if messages:
             self.fields = all_field_names()
-            self.messages_fh = open(self.dir / "messages.csv", "w", newline="")
-            self.messages_file = csv.writer(self.messages_fh)
-            self.messages_file.writerow(["session", "sequence"] + self.fields)
+            with _guard(self.dir / "messages.csv"):
+                self.messages_fh = open(self.dir / "messages.csv", "w", newline="")
+                self.messages_file = csv.writer(self.messages_fh)
+                self.messages_file.writerow(["session", "sequence"] + self.fields)
         self.message_rows = 0
         self.packets_fh = None
         if packets:
-            self.packets_fh = open(self.dir / "packets.csv", "w", newline="")
-            self.packets_fh.write(PACKETS_HEADER + "\n")
+            with _guard(self.dir / "packets.csv"):
+                self.packets_fh = open(self.dir / "packets.csv", "w", newline="")
+                self.packets_fh.write(PACKETS_HEADER + "\n")
 
     def packets(self, rows, n, mold):
         lines = [(int(mold.ln_group[i]), int(mold.ln_port[i])) for i in range(int(mold.ln_meta[0]))]
@@ -88,15 +121,20 @@ class CsvSink:
             group, port = lines[line]
             text.append(f"{frame},{ipaddress.IPv4Address(group)}:{port},{names[sess] if sess >= 0 else ''},"
                         f"{seq if seq >= 0 else ''},{count if count >= 0 else ''},{PACKET_STATUS[status]}\n")
-        self.packets_fh.write("".join(text))
+        with _guard(self.dir / "packets.csv"):
+            self.packets_fh.write("".join(text))
 
     def bbo(self, rows, n, sym):
         self.bbo_file.write(rows, n, sym)
 
     def trades(self, rows, n, sym):
         tape = rows[:n]
-        trades = tape[tape[:, 2] != KIND_CLOCK]        # feed-clock marks are for the VWAP windows only
+        kind = tape[:, TAPE_KIND]
+        trades = tape[(kind != KIND_CLOCK) & (kind != KIND_BROKEN)]   # clock marks are for the VWAP windows only
         self.trades_file.write(trades, len(trades), sym)
+        broken = tape[kind == KIND_BROKEN]
+        if len(broken):
+            self.broken_file.write(broken, len(broken), sym)
 
     def vwap(self, rows, n, sym, last):
         """Rows come window by window (window ends fall again when a new epoch starts); within a window they
@@ -121,16 +159,32 @@ class CsvSink:
                 names[sess] = "" if sess < 0 else _session_name(mold, sess)
             mlen = int(MESSAGE_LENGTH[msgs[i, 0]])
             fields = decode(bytes(msgs[i, :mlen]))
-            self.messages_file.writerow([names[sess], int(meta[i, 1])] + [fields.get(f, "") for f in self.fields])
+            with _guard(self.dir / "messages.csv"):
+                self.messages_file.writerow([names[sess], int(meta[i, 1])] + [fields.get(f, "") for f in self.fields])
         self.message_rows += n
 
     def close(self) -> None:
-        self.bbo_file.close()
-        self.trades_file.close()
-        self.vwap_file.close()
+        """Close every file, even after one fails; the first failure is raised."""
+        closers = [self.bbo_file.close, self.trades_file.close, self.broken_file.close, self.vwap_file.close]
         if self.messages_file is not None:
-            self.messages_fh.close()
+            closers.append(self._close_messages)
         if self.packets_fh is not None:
+            closers.append(self._close_packets)
+        failed = None
+        for close in closers:
+            try:
+                close()
+            except OutputFailed as err:
+                failed = failed or err
+        if failed is not None:
+            raise failed
+
+    def _close_messages(self) -> None:
+        with _guard(self.dir / "messages.csv"):
+            self.messages_fh.close()
+
+    def _close_packets(self) -> None:
+        with _guard(self.dir / "packets.csv"):
             self.packets_fh.close()
 
 
@@ -169,8 +223,16 @@ def _session_name(mold, s: int) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Write ``path`` whole or not at all (a failed write leaves no partial file and no stray .tmp)."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputFailed(f"writing {path.name} failed: {err.strerror or err}") from None

@@ -1,13 +1,17 @@
 """summary.json and the short human report, built from the kernels' state after the last input."""
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import os
+import re
 
 import numpy as np
 
 from appliance.decode import counters as C
 from appliance.decode.levels import ASK_FLIP
 from appliance.decode.state import SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+from appliance.display import printable
 from appliance.itch.layout import TYPES
 
 
@@ -53,6 +57,37 @@ def sessions(mold) -> list[dict]:
             for s in range(int(mold.ss_meta[0]))]
 
 
+_DAYFILE_NAME = re.compile(r"(\d{2})(\d{2})(\d{4})\.")         # NASDAQ's MMDDYYYY.NASDAQ_ITCH50
+TIMESTAMP_MEANING = ("ITCH timestamp_ns columns are nanoseconds since midnight, US Eastern time, of the "
+                     "session's date (the feed carries no date)")
+
+
+def session_date(paths: list[str], first_frame_ns: int) -> dict:
+    """The trading day the feed's timestamps count from: a NASDAQ day file's name (MMDDYYYY.*), else the
+    capture clock of the first feed frame in US Eastern time, else unknown."""
+    for path in paths:
+        name = os.path.basename(path)
+        m = _DAYFILE_NAME.match(name)
+        if m:
+            try:
+                day = datetime.date(int(m[3]), int(m[1]), int(m[2]))
+            except ValueError:
+                continue
+            return {"date": day.isoformat(), "from": f"file name {name}"}
+    if first_frame_ns > 0:
+        try:
+            from zoneinfo import ZoneInfo
+            zone, label = ZoneInfo("America/New_York"), "US Eastern"
+        except (ImportError, KeyError, OSError):
+            zone, label = datetime.timezone.utc, "UTC: no time zone data installed"
+        try:
+            stamp = datetime.datetime.fromtimestamp(first_frame_ns / 1e9, zone)
+        except (OverflowError, OSError, ValueError):
+            return {"date": None, "from": "unknown: the first frame's capture time is out of range"}
+        return {"date": stamp.date().isoformat(), "from": f"capture time of the first feed frame ({label})"}
+    return {"date": None, "from": "unknown: no dated file name and no capture timestamps"}
+
+
 def build(engine, feed_selection: str) -> dict:
     cnt, mold, res = engine.cnt, engine.mold, engine.result
     counters = {name: int(cnt[i]) for i, name in C.NAMES.items()}
@@ -61,6 +96,8 @@ def build(engine, feed_selection: str) -> dict:
         "inputs": [{"path": s.path, "format": s.describe()} for s in res.sources],
         "input_errors": res.input_errors,
         "feed_selection": feed_selection,
+        "session_date": session_date([s.path for s in res.sources], int(cnt[C.FIRST_FRAME_NS])),
+        "timestamps": TIMESTAMP_MEANING,
         "lines": lines(mold),
         "packets": counters.pop("packets"),
         "bad_packets": counters.pop("bad_packets"),
@@ -88,11 +125,18 @@ def build(engine, feed_selection: str) -> dict:
     return summary
 
 
+def _rate(messages: int, seconds: float) -> str:
+    rate = messages / seconds if seconds else 0.0
+    return f"{rate / 1e6:.2f} M msg/s" if rate >= 1e5 else f"{rate:,.0f} msg/s"
+
+
 def report(summary: dict, out_dir: str) -> str:
-    """The short human report printed on stdout."""
+    """The short human report printed on stdout; every line is passed through ``display.printable``, since
+    session names, symbols and paths may come from a hostile feed or file."""
     c = {**summary, **summary["counters"]}
-    rate = summary["messages"] / summary["elapsed_seconds"] if summary["elapsed_seconds"] else 0.0
-    lines_ = [f"inputs     {', '.join(i['path'] + ' [' + i['format'] + ']' for i in summary['inputs'])}"]
+    lines_ = []
+    if summary["inputs"]:
+        lines_.append(f"inputs     {', '.join(i['path'] + ' [' + i['format'] + ']' for i in summary['inputs'])}")
     lines_.append(f"feed       {summary['feed_selection']}")
     for ln in summary["lines"]:
         lines_.append(f"  line     {ln['group']}:{ln['port']}  {ln['packets']:,} datagrams")
@@ -108,7 +152,7 @@ def report(summary: dict, out_dir: str) -> str:
         ": " + ", ".join(f"{g[0]} {g[1]}-{g[2]}" for g in gaps[:5]) + (" ..." if len(gaps) > 5 else "")
         if gaps else ""))
     speed = ("including compiling the kernels" if summary.get("elapsed_includes_compiling")
-             else f"{rate / 1e6:.2f} M msg/s")
+             else _rate(summary["messages"], summary["elapsed_seconds"]))
     lines_.append(f"messages   {summary['messages']:,} applied in {summary['elapsed_seconds']:.2f} s ({speed})"
                   + (f"; {c['bad_messages']:,} bad day-file records" if c['bad_messages'] else ""))
     by_type = "  ".join(f"{t} {n:,}" for t, n in summary["messages_by_type"].items() if n)
@@ -127,9 +171,9 @@ def report(summary: dict, out_dir: str) -> str:
     for key in ("order_table_full", "level_pool_full", "pending_forced", "sessions_overflow", "lines_overflow",
                 "vwap_late_trades", "truncated_records"):
         if c.get(key):
-            lines_.append(f"warning    {key.replace('_', ' ')}: {c[key]:,} (see README, Capacities)")
+            lines_.append(f"warning    {key.replace('_', ' ')}: {c[key]:,} (see README, Capacities and limits)")
     for err in summary["input_errors"]:
         lines_.append(f"error      {err}")
-    lines_.append(f"output     {out_dir}/summary.json, bbo.csv, trades.csv, vwap.csv"
+    lines_.append(f"output     {out_dir}/summary.json, bbo.csv, trades.csv, broken.csv, vwap.csv"
                   + (", messages.csv" if summary.get("messages_csv") else ""))
-    return "\n".join(lines_)
+    return "\n".join(printable(line) for line in lines_)
