@@ -188,7 +188,7 @@ class Capture:
                     self._hand_off(rec)
                 self.stats = capstats.collect(self, rings, iface_before)
             if rec is not None:
-                self.stats["recording"] = rec.stats
+                capstats.add_recording(self.stats, rec.stats)
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)

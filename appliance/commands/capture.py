@@ -190,11 +190,25 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report_mod.report(summary, args.out))
         print(capture_report(capture.stats))
+    return _outcome(capture, options, args.out)
+
+
+def _outcome(capture, options, out: str) -> int:
+    """The exit status, with one sentence on stderr per thing that went wrong: 1 (RunFailed) when the
+    interface went away or the recording lost frames -- the capture ran, but not everything it was asked
+    to keep was kept."""
+    from appliance.capture.stats import recording_lost
+    from appliance.errors import EXIT_FAILED, EXIT_OK
+
+    problems = []
     if capture.stop_reason == "interface_gone":
-        print(f"appliance: interface {options.iface} went away during the capture; what arrived before is in "
-              f"{args.out}", file=sys.stderr)
-        return 1
-    return 0
+        problems.append(f"interface {options.iface} went away during the capture; what arrived before is in {out}")
+    lost = recording_lost(capture.stats)
+    if lost:
+        problems.append(f"{lost} (summary.json capture.drops.recording)")
+    for sentence in problems:
+        print(f"appliance: {sentence}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def capture_report(stats: dict) -> str:
