@@ -22,6 +22,7 @@ import uuid
 import numpy as np
 import pytest
 
+from appliance.decode import frames
 from appliance.errors import UserError
 from appliance.ring import steer
 
@@ -66,7 +67,7 @@ int main(void) {
     return 0;
 }
 """
-CONSTANTS = ["STEER_META_MAGIC", "FEEDS_MAX_ENTRIES", "XSKS_MAX_ENTRIES", "STEER_PASS_NOT_FEED",
+CONSTANTS = ["STEER_META_MAGIC", "FEEDS_MAX_ENTRIES", "FEED_MAX_TAGS", "ETH_P_QINQ_OLD", "XSKS_MAX_ENTRIES", "STEER_PASS_NOT_FEED",
              "STEER_PASS_MALFORMED", "STEER_PASS_FRAGMENT", "STEER_REDIRECT", "STEER_NO_SOCKET",
              "STEER_META_FAILED", "STEER_REDIRECT_FAILED", "STEER_NCOUNTERS"]
 
@@ -86,6 +87,7 @@ def test_header_matches_python_mirror(tmp_path):
         py_side.update({f"{struct_name}.{field}": dtype.fields[field][1] for field in dtype.names})
     py_side.update({name: getattr(steer, name) for name in CONSTANTS})
     assert py_side == c_side
+    assert (steer.FEED_MAX_TAGS, steer.ETH_P_QINQ_OLD) == (frames.MAX_TAGS, frames.ETH_P_QINQ_OLD)
     assert steer.META_SIZE == c_side["steer_meta.size"]
     counters = sorted((c_side[n], n) for n in CONSTANTS if n.startswith("STEER_") and n not in
                       ("STEER_META_MAGIC", "STEER_NCOUNTERS"))
@@ -143,7 +145,9 @@ CASES = [  # (name, frame, action without a socket, counter)
     ("other group", udp_frame(group=OTHER_GROUP), "pass_not_feed"),
     ("802.1Q", udp_frame(vlans=[(0x8100, 5)]), "no_socket"),
     ("QinQ 802.1ad+802.1Q", udp_frame(vlans=[(0x88A8, 7), (0x8100, 5)]), "no_socket"),
-    ("three tags", udp_frame(vlans=[(0x88A8, 7), (0x8100, 5), (0x8100, 6)]), "pass_not_feed"),
+    ("three tags", udp_frame(vlans=[(0x88A8, 7), (0x8100, 5), (0x8100, 6)]), "no_socket"),
+    ("five tags", udp_frame(vlans=[(0x88A8, 7), (0x9100, 5), (0x8100, 6), (0x8100, 6), (0x8100, 6)]),
+     "pass_not_feed"),
     ("IPv4 options", udp_frame(ihl=7), "no_socket"),
     ("IHL 15", udp_frame(ihl=15), "no_socket"),
     ("IHL 4", udp_frame(ihl=4), "pass_malformed"),

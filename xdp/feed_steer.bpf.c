@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
 /* feed_steer: hand the subscribed multicast feed to AF_XDP sockets, everything else to the stack.
  *
- * Per frame: parse Ethernet, up to two VLAN tags (802.1Q / 802.1ad), IPv4 (options allowed),
- * UDP; look (destination group, destination port) up in `feeds`; on a match stamp a receive
+ * Per frame: parse Ethernet, up to FEED_MAX_TAGS VLAN tags (802.1Q / 802.1ad / 0x9100), IPv4
+ * (options allowed), UDP -- the acceptance policy of appliance/decode/frames.py; look (destination group, destination port) up in `feeds`; on a match stamp a receive
  * time into the XDP metadata area and redirect to the AF_XDP socket bound on this rx queue
  * (`xsks`).  Every other frame returns XDP_PASS.  Each outcome is counted in `counters`.
  *
@@ -28,7 +28,6 @@
 
 #define IP_MF		0x2000	/* include/net/ip.h, not in UAPI */
 #define IP_OFFSET	0x1fff
-#define VLAN_MAX_DEPTH	2
 
 struct vlan_hdr {
 	__be16 h_vlan_tci;
@@ -75,7 +74,7 @@ static __always_inline int parse_feed(void *data, void *data_end, struct feed_ke
 	struct udphdr *udp;
 	void *cursor;
 	__u16 proto;
-	__u32 ip_len;
+	__u32 ip_len, tot_len, udp_len;
 
 	if ((void *)(eth + 1) > data_end)
 		return STEER_PASS_MALFORMED;
@@ -83,8 +82,9 @@ static __always_inline int parse_feed(void *data, void *data_end, struct feed_ke
 	cursor = eth + 1;
 
 #pragma unroll
-	for (int depth = 0; depth < VLAN_MAX_DEPTH; depth++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+	for (int depth = 0; depth < FEED_MAX_TAGS; depth++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD) &&
+		    proto != bpf_htons(ETH_P_QINQ_OLD))
 			break;
 		vlan = cursor;
 		if ((void *)(vlan + 1) > data_end)
@@ -93,7 +93,7 @@ static __always_inline int parse_feed(void *data, void *data_end, struct feed_ke
 		cursor = vlan + 1;
 	}
 	if (proto != bpf_htons(ETH_P_IP))
-		return STEER_PASS_NOT_FEED;
+		return STEER_PASS_NOT_FEED;		/* not IPv4, or a tag too many */
 
 	ip = cursor;
 	if ((void *)(ip + 1) > data_end)
@@ -105,11 +105,18 @@ static __always_inline int parse_feed(void *data, void *data_end, struct feed_ke
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return STEER_PASS_FRAGMENT;
 	ip_len = ip->ihl * 4;
-	if (bpf_ntohs(ip->tot_len) < ip_len + sizeof(*udp))
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < ip_len + sizeof(*udp))
+		return STEER_PASS_MALFORMED;
+	/* Only compared, never dereferenced: tot_len is a u16, so the sum stays within the verifier's range. */
+	if (cursor + tot_len > data_end)
 		return STEER_PASS_MALFORMED;
 
 	udp = cursor + ip_len;
 	if ((void *)(udp + 1) > data_end)
+		return STEER_PASS_MALFORMED;
+	udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) || ip_len + udp_len > tot_len)
 		return STEER_PASS_MALFORMED;
 
 	key->group = ip->daddr;

@@ -35,13 +35,21 @@ struct steer_meta {
 
 #define STEER_META_MAGIC	0x53544d31u	/* ASCII "STM1" */
 
+/* The frame acceptance policy is written down once, in appliance/decode/frames.py; this program, that
+ * parser and the TPACKET_V3 classic filter accept the same frames (tests/test_frame_policy.py). */
+#define FEED_MAX_TAGS		4	/* VLAN tags (0x8100, 0x88A8, 0x9100) before the IPv4 EtherType */
+#define ETH_P_QINQ_OLD		0x9100	/* pre-standard QinQ TPID, not in linux/if_ether.h */
+
 #define FEEDS_MAX_ENTRIES	256	/* subscribed (group, port) pairs */
 #define XSKS_MAX_ENTRIES	64	/* rx queues that can carry an AF_XDP socket */
 
 /* Indices of the per-CPU u64 `counters` array.  Every frame the program sees is counted under
  * exactly one outcome (all but STEER_META_FAILED, which is counted in addition to STEER_REDIRECT). */
-#define STEER_PASS_NOT_FEED	0	/* well formed, but not IPv4/UDP to a subscribed group:port */
-#define STEER_PASS_MALFORMED	1	/* truncated L2/VLAN/IPv4/UDP header, IPv4 version != 4, IHL < 5 */
+#define STEER_PASS_NOT_FEED	0	/* well formed, but not IPv4/UDP to a subscribed group:port, or more
+					 * than FEED_MAX_TAGS tags */
+#define STEER_PASS_MALFORMED	1	/* truncated L2/VLAN/IPv4/UDP header, IPv4 version != 4, IHL < 5,
+					 * IPv4 total length beyond the frame or short of IP + UDP headers,
+					 * UDP length < 8 or beyond the IPv4 total length */
 #define STEER_PASS_FRAGMENT	2	/* IPv4 fragment (MF set or offset != 0): left to the stack */
 #define STEER_REDIRECT		3	/* subscribed and handed to the AF_XDP socket of its rx queue */
 #define STEER_NO_SOCKET		4	/* subscribed, but no socket bound on this rx queue: passed */

@@ -19,7 +19,6 @@ counted too).
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from appliance.capture import stats as capstats
+from appliance.capture.signals import catch_stop_signals, restore
 from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
 from appliance.replay.engine import Options, Replay
@@ -165,16 +165,14 @@ class Capture:
             self._lend_buffer(rec)
 
     # -- the loop -------------------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, stopping: dict | None = None) -> None:
+        """Capture until a stop; ``stopping`` is a flag a caller's signal handler already sets (so a signal during
+        start-up, before this runs, still ends in a written summary), else SIGINT/SIGTERM are caught here."""
         o = self.options
-        stopping = {"flag": None}
-
-        def on_signal(signum, _frame):
-            stopping["flag"] = signal.Signals(signum).name
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopping = stopping if stopping is not None else {"flag": None}
+        old = catch_stop_signals(stopping)
         warm(o.engine, o.iface, o.queues)     # compile (or load) the ring kernel before any frame waits for it
-        if o.prefault:
+        if o.prefault and stopping["flag"] is None:
             prefault(self.decoder)
         started = time.perf_counter()
         try:
@@ -188,10 +186,9 @@ class Capture:
                     self._hand_off(rec)
                 self.stats = capstats.collect(self, rings, iface_before)
             if rec is not None:
-                self.stats["recording"] = rec.stats
+                capstats.add_recording(self.stats, rec.stats)
         finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+            restore(old)
         self.seconds = time.perf_counter() - started
         self.decoder.finish_stream()
         if self.writer is not None:

@@ -15,7 +15,9 @@ before the pair exists, so the links inherit them from ``default``:
 Each side has a private IPv4 address (10.250.0.1/30 and .2/30) so a multicast join has an interface address.
 
 ``with Lab(name) as lab:`` brings the lab up and deletes the namespace (and so the pair) on the way out,
-whatever happens inside -- including a lab of that name that existed before.
+whatever happens inside -- including a lab of that name that existed before.  ``lab.claim()`` is for a run
+that needs the lab to itself (validate): it creates the namespace or refuses one that exists, so two runs
+never share a lab and a run never deletes a lab it did not make.
 """
 from __future__ import annotations
 
@@ -50,6 +52,10 @@ _SET_SYSCTLS = ('for kv in "$@"; do p="/proc/sys/${kv%%=*}"; '
 
 class LabError(RunFailed):
     """The lab could not be made, or one of that name exists with another shape."""
+
+
+class LabBusy(UserError):
+    """A lab a run wanted for itself alone exists already."""
 
 
 NeedsRoot = NeedsPrivilege
@@ -87,12 +93,26 @@ class Lab:
         if made is None:                       # created by someone else meanwhile
             self._verify(check_queues)
             return False
+        self._build_or_delete()
+        return True
+
+    def claim(self) -> None:
+        """Create the lab for this process alone, or refuse: a lab that exists belongs to someone else (another
+        run, or an operator's) and is never used or deleted.  ``ip netns add`` creates the namespace file with
+        O_EXCL, so of two runs racing for one name exactly one wins."""
+        _preflight()
+        busy = (f"a network namespace named {self.name} already exists (another run, or one left behind): "
+                f"choose another --lab, or remove it with 'appliance lab down --name {self.name}'")
+        if self.exists() or _ip("netns", "add", self.name, tolerate="File exists") is None:
+            raise LabBusy(busy)
+        self._build_or_delete()
+
+    def _build_or_delete(self) -> None:
         try:
             self._build()
         except BaseException:
             _ip("netns", "del", self.name, tolerate="No such file")
             raise
-        return True
 
     def down(self) -> bool:
         """Delete the namespace (and with it the pair); True if it existed."""

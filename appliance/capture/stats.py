@@ -7,7 +7,8 @@ Drops are attributed to the place that counted them:
 * ``xdp``: frames our XDP program matched but could not redirect (no socket on that queue, redirect failed);
 * ``socket``: AF_XDP ``XDP_STATISTICS`` rx_dropped (no fill-ring chunk for the frame) and rx_ring_full;
 * ``ring``: TPACKET_V3 ``PACKET_STATISTICS`` tp_drops (no free block);
-* ``recording``: frames decoded but not recorded because the disk writer was behind (the decode is unaffected).
+* ``recording``: frames decoded but not recorded (the decode is unaffected): no recording buffer was free
+  because the disk writer was behind, or a write failed (ENOSPC, EFBIG, EIO) and its buffer was dropped.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def collect(capture, rings, iface_before: dict[str, int]) -> dict:
         drops["socket"] = ring.get("rx_dropped", 0) + ring.get("rx_ring_full", 0)
     else:
         drops["ring"] = ring.get("ring_drops", 0)
-    drops["recording"] = int(capture.cap[CAP_REC_DROPPED])
+    drops["recording"] = int(capture.cap[CAP_REC_DROPPED])     # write failures are added once the recorder closed
     out["drops"] = drops
     out["counters"] = {name: int(capture.cap[i]) for i, name in CAP_NAMES.items()}
     out["latency"] = latency(capture.hist, capture.cap)
@@ -91,3 +92,20 @@ def collect(capture, rings, iface_before: dict[str, int]) -> dict:
                                else "kernel socket timestamp (CLOCK_REALTIME, includes block retire wait) "
                                     "to book updated")
     return out
+
+
+def add_recording(stats: dict, rec_stats: dict) -> None:
+    """File the recorder's totals (read after it closed, so every buffer was written or dropped): records a
+    failed write dropped are lost recording as surely as those no buffer could take."""
+    stats["recording"] = rec_stats
+    stats["drops"]["recording"] += int(rec_stats.get("records_dropped", 0))
+
+
+def recording_lost(stats: dict) -> str | None:
+    """One sentence when the recording is incomplete, else None."""
+    lost = stats.get("drops", {}).get("recording", 0)
+    if not lost:
+        return None
+    rec = stats.get("recording") or {}
+    why = f"last error: {rec['last_error']}" if rec.get("last_error") else "the disk writer fell behind"
+    return f"{lost:,} frames were decoded but not recorded ({why}); the recording is incomplete"

@@ -148,25 +148,38 @@ NeedsPrivileges = NeedsPrivilege
 def run(args: argparse.Namespace) -> int:
     check_iface(args.iface)
     check_privileges(args.engine)                     # before numba is imported or anything compiled
+    if args.workers > 1:
+        return _run_workers(args)
+    from appliance.capture.signals import catch_stop_signals, restore
+
+    # From here a SIGINT/SIGTERM only sets a flag: one during start-up (imports, compiling, allocating the
+    # tables) stops the capture before its first frame and still writes the outputs and summary.json.
+    stopping = {"flag": None}
+    old = catch_stop_signals(stopping)
+    try:
+        return _run_one(args, stopping)
+    finally:
+        restore(old)
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from appliance.capture.workers import run_workers
+
+    if args.engine != "tpacket":
+        raise UserError("--workers is for --engine tpacket (AF_XDP binds one socket per queue instead)")
+    if args.record:
+        raise UserError("--record with --workers is not supported: record from a single capture")
+    options_from(args)                                  # the same checks before any worker starts
+    return run_workers(args)
+
+
+def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     from appliance._jit import cache_is_cold
     from appliance.capture.engine import Capture, status_line
     from appliance.replay import summary as report_mod
     from appliance.replay.output import CsvSink, NullSink, write_json
 
-    if args.workers > 1:
-        from appliance.capture.workers import run_workers
-
-        if args.engine != "tpacket":
-            raise UserError("--workers is for --engine tpacket (AF_XDP binds one socket per queue instead)")
-        if args.record:
-            raise UserError("--record with --workers is not supported: record from a single capture")
-        options_from(args)                                  # the same checks before any worker starts
-        check_iface(args.iface)
-        check_privileges(args.engine)
-        return run_workers(args)
     options = options_from(args)
-    check_iface(options.iface)
-    check_privileges(options.engine)
     log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
     if cache_is_cold():
         log("first run of this version: compiling the decode kernels (about a minute, once)")
@@ -176,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     status = status_line() if sys.stderr.isatty() and not args.quiet else None
     capture = Capture(options, sink, status=status, log=log)
     try:
-        capture.run()
+        capture.run(stopping)
     finally:
         sink.close()
         if status is not None:
@@ -190,11 +203,25 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report_mod.report(summary, args.out))
         print(capture_report(capture.stats))
+    return _outcome(capture, options, args.out)
+
+
+def _outcome(capture, options, out: str) -> int:
+    """The exit status, with one sentence on stderr per thing that went wrong: 1 (RunFailed) when the
+    interface went away or the recording lost frames -- the capture ran, but not everything it was asked
+    to keep was kept."""
+    from appliance.capture.stats import recording_lost
+    from appliance.errors import EXIT_FAILED, EXIT_OK
+
+    problems = []
     if capture.stop_reason == "interface_gone":
-        print(f"appliance: interface {options.iface} went away during the capture; what arrived before is in "
-              f"{args.out}", file=sys.stderr)
-        return 1
-    return 0
+        problems.append(f"interface {options.iface} went away during the capture; what arrived before is in {out}")
+    lost = recording_lost(capture.stats)
+    if lost:
+        problems.append(f"{lost} (summary.json capture.drops.recording)")
+    for sentence in problems:
+        print(f"appliance: {sentence}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def capture_report(stats: dict) -> str:

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pps", type=_positive, default=20_000, help="send rate (default 20,000 frames/s)")
     parser.add_argument("--out", metavar="DIR", help="keep both results here (replay/ and live/); default: a "
                                                      "temporary directory, removed afterwards")
-    parser.add_argument("--lab", default="appliance-validate", metavar="NAME",
-                        help="network namespace made for the run and deleted after (default appliance-validate)")
+    parser.add_argument("--lab", default=None, metavar="NAME",
+                        help="network namespace made for the run and deleted after (default appliance-validate-PID, "
+                             "unique per run); a namespace of that name that exists already is refused, never used")
     parser.add_argument("--queues", type=_positive, default=1,
                         help="rx/tx queues of the lab's veth pair (default 1: veth spreads one line's frames over "
                              "its queues in bursts, which a NIC's RSS never does to a flow, and the reordering "
@@ -55,9 +56,63 @@ def _wait_ready(proc: subprocess.Popen, log: list[str], deadline: float) -> None
     raise UserError("the capture did not start: " + (log[-1] if log else "no message"))
 
 
+SETTLE = 1.0                    # seconds after sending ends that a capture without an end of session still gets
+
+
+def _say(text: str) -> None:
+    print(f"validate: {text}", file=sys.stderr, flush=True)
+
+
+def _open_sessions(replay: dict) -> list[str]:
+    """Sessions of the input that never send their end-of-session packet (all of them when none was seen):
+    a capture of that input cannot stop by itself."""
+    sessions = replay.get("sessions", [])
+    return [s["session"] for s in sessions if not s["ended"]] or ([] if sessions else ["(none seen)"])
+
+
+def _capture_live(args, lab, feeds: list[str], open_sessions: list[str], out: Path) -> tuple[int, list[str]]:
+    """Capture in the lab while INPUT is sent into it; (the capture's exit status, its stderr lines)."""
+    from appliance.capture.lab import CAPTURE_IF, SENDER_IF
+
+    argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(out))
+    for feed in feeds:
+        argv += ["--feed", feed]
+    if open_sessions:
+        argv.append("--no-stop-at-end")
+    cap = subprocess.Popen(lab.netns_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    try:
+        _wait_ready(cap, log, time.monotonic() + 300)       # first run compiles the kernels
+        sent = subprocess.run(lab.netns_cmd(_appliance("replay", args.input, "--send", SENDER_IF,
+                                                       "--pps", str(args.pps))),
+                              capture_output=True, text=True)
+        if sent.returncode != 0:
+            raise UserError("sending failed: " + (sent.stderr.strip().splitlines() or ["?"])[-1])
+        if open_sessions:
+            _say(f"{args.input} has no end-of-session packet for session {', '.join(open_sessions)}: stopping the "
+                 f"capture {SETTLE:g} s after sending ended")
+            time.sleep(SETTLE)
+            cap.terminate()
+            _, err = cap.communicate(timeout=60)
+        else:
+            _say(f"sent; waiting up to {args.timeout:g} s (--timeout) for the capture to see the end of session")
+            try:
+                _, err = cap.communicate(timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                _say(f"the capture saw no end of session within {args.timeout:g} s (frames lost on the way?): "
+                     "stopping it")
+                cap.terminate()
+                _, err = cap.communicate(timeout=60)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    return cap.returncode, log + err.splitlines()
+
+
 def run(args: argparse.Namespace) -> int:
-    from appliance.capture.lab import CAPTURE_IF, SENDER_IF, Lab
-    from appliance.capture.validate import compare, drop_lines
+    from appliance.capture.lab import Lab
+    from appliance.capture.validate import compare
     from appliance.replay.inputs import detect
 
     src = detect(args.input)
@@ -65,54 +120,43 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.input} is a {src.describe()}: validate needs a capture of frames (pcap or pcapng)")
     if os.geteuid() != 0:
         raise PermissionError("validate makes a network namespace")
+    lab = Lab(args.lab or f"appliance-validate-{os.getpid()}", queues=args.queues)
+    lab.claim()                                  # ours alone, or refused before anything runs
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="appliance-validate-")
     base = Path(args.out or tmp.name)
     try:
-        replay = _replay(args.input, base / "replay")
-        feeds = [f"{ln['group']}:{ln['port']}" for ln in replay["lines"]]
-        if not feeds:
-            raise UserError(f"{args.input} holds no multicast feed datagrams to send")
-        print(f"validate: replay of {args.input}: {replay['packets']:,} packets, {replay['messages']:,} messages, "
-              f"{len(replay['gaps'])} gaps; lines {', '.join(feeds)}", file=sys.stderr)
-        with Lab(args.lab, queues=args.queues) as lab:
-            argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(base / "live"))
-            for feed in feeds:
-                argv += ["--feed", feed]
-            cap = subprocess.Popen(lab.netns_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            log: list[str] = []
-            try:
-                _wait_ready(cap, log, time.monotonic() + 300)       # first run compiles the kernels
-                sent = subprocess.run(lab.netns_cmd(_appliance("replay", args.input, "--send", SENDER_IF,
-                                                               "--pps", str(args.pps))),
-                                      capture_output=True, text=True)
-                if sent.returncode != 0:
-                    raise UserError("sending failed: " + (sent.stderr.strip().splitlines() or ["?"])[-1])
-                try:
-                    out, err = cap.communicate(timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    cap.terminate()                  # no end of session in the input: stop it as an operator would
-                    out, err = cap.communicate(timeout=60)
-            finally:
-                if cap.poll() is None:
-                    cap.kill()
-                    cap.wait()
-        if cap.returncode != 0:
-            raise UserError("the capture failed: " + ((log + err.splitlines())[-1:] or ["?"])[0])
+        try:
+            replay = _replay(args.input, base / "replay")
+            feeds = [f"{ln['group']}:{ln['port']}" for ln in replay["lines"]]
+            if not feeds:
+                raise UserError(f"{args.input} holds no multicast feed datagrams to send")
+            _say(f"replay of {args.input}: {replay['packets']:,} packets, {replay['messages']:,} messages, "
+                 f"{len(replay['gaps'])} gaps; lines {', '.join(feeds)}; lab {lab.name}")
+            code, log = _capture_live(args, lab, feeds, _open_sessions(replay), base / "live")
+        finally:
+            lab.down()
+        if code != 0:
+            raise UserError("the capture failed: " + (log[-1:] or ["?"])[0])
         live = json.loads((base / "live" / "summary.json").read_text())
-        diffs = compare(replay, live, base / "replay", base / "live")
-        lat = live["capture"]["latency"]
-        figures = (f"{live['packets']:,} packets, {live['messages']:,} messages, {len(live['gaps'])} gaps, "
-                   f"{len(live['symbols']):,} books")
-        if not diffs:
-            print(f"PASS  {args.engine}: live capture equals replay of {args.input}: {figures}")
-            if lat.get("samples"):
-                print(f"      receive to book p50 {lat['p50_ns'] / 1e3:.1f} us, p99 {lat['p99_ns'] / 1e3:.1f} us, "
-                      f"max {lat['max_ns'] / 1e3:.1f} us")
-            return 0
-        print(f"FAIL  {args.engine}: live capture differs from replay of {args.input}")
-        for line in diffs + drop_lines(live):
-            print("      " + line)
-        return 1
+        return _verdict(args, live, compare(replay, live, base / "replay", base / "live"))
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _verdict(args, live: dict, diffs: list[str]) -> int:
+    from appliance.capture.validate import drop_lines
+
+    lat = live["capture"]["latency"]
+    figures = (f"{live['packets']:,} packets, {live['messages']:,} messages, {len(live['gaps'])} gaps, "
+               f"{len(live['symbols']):,} books")
+    if not diffs:
+        print(f"PASS  {args.engine}: live capture equals replay of {args.input}: {figures}")
+        if lat.get("samples"):
+            print(f"      receive to book p50 {lat['p50_ns'] / 1e3:.1f} us, p99 {lat['p99_ns'] / 1e3:.1f} us, "
+                  f"max {lat['max_ns'] / 1e3:.1f} us")
+        return 0
+    print(f"FAIL  {args.engine}: live capture differs from replay of {args.input}")
+    for line in diffs + drop_lines(live):
+        print("      " + line)
+    return 1

@@ -3,6 +3,27 @@
 A cursor walks the headers and checks that every byte it is about to read lies inside the captured length.
 A frame that is not a feed datagram is counted by the reason it was skipped; nothing here can read past
 ``off + caplen``.
+
+The acceptance policy.  Three parsers decide whether a frame is a feed datagram: this one (replay, and the
+decoder behind both capture engines), the XDP program (``xdp/feed_steer.bpf.c``) and the TPACKET_V3 classic
+BPF filter (``ring/tpacket.py: feed_filter``).  All three accept exactly this, and
+``tests/test_frame_policy.py`` sends one table of frames through all three:
+
+=========  ==================================================================================================
+Ethernet   Ethernet II header (14 bytes)
+tags       0 to ``MAX_TAGS`` (4) VLAN tags, each TPID one of ``VLAN_TPIDS`` (802.1Q 0x8100, 802.1ad 0x88A8,
+           the pre-standard QinQ 0x9100), in any order; then EtherType 0x0800.  A tag the kernel moved out of
+           the frame (``tp_vlan_tci``) counts as one of them.
+IPv4       version 4, IHL >= 5 (options allowed), not a fragment (MF clear, offset 0), protocol 17 (UDP),
+           total length >= IHL*4 + 8 and within the frame (trailing padding allowed)
+UDP        length >= 8 and IHL*4 + length <= the IPv4 total length
+feed       (destination group, destination port) is one of the ``--feed`` lines (replay without ``--feed``:
+           any multicast group outside 224.0.0.0/24)
+=========  ==================================================================================================
+
+Everything else is skipped: here counted by reason, in the XDP program counted and passed to the stack, in
+the classic filter dropped (it has no counters).  Checked against the captured length here; the filters see
+whole frames, so their "within the frame" is the wire length.
 """
 import numpy as np
 
@@ -15,7 +36,8 @@ ETH_P_IP = 0x0800
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 ETH_P_QINQ_OLD = 0x9100
-MAX_TAGS = 4
+VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ_OLD)
+MAX_TAGS = 4                # also FEED_MAX_TAGS in xdp/feed_steer.h (tests/test_steer.py checks they agree)
 IPPROTO_UDP = 17
 
 

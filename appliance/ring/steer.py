@@ -62,6 +62,8 @@ STEER_META = np.dtype([("rx_ns", "<u8"), ("magic", "<u4"), ("rx_queue", "<u4")])
 META_SIZE = STEER_META.itemsize
 STEER_META_MAGIC = 0x53544D31
 FEEDS_MAX_ENTRIES = 256
+FEED_MAX_TAGS = 4                 # the acceptance policy's MAX_TAGS (decode/frames.py); the test checks all three
+ETH_P_QINQ_OLD = 0x9100
 XSKS_MAX_ENTRIES = 64
 
 STEER_PASS_NOT_FEED = 0

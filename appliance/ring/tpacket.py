@@ -30,6 +30,7 @@ import struct
 
 import numpy as np
 
+from appliance.decode.frames import ETH_P_IP, IPPROTO_UDP, MAX_TAGS, VLAN_TPIDS
 from appliance.errors import UserError
 from appliance.ring.atomics import no_wait
 from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
@@ -50,29 +51,89 @@ FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "qm": 5}     # PACKET_FANOUT_HASH,
 
 
 # -- setup ----------------------------------------------------------------------------------------------
+# Classic BPF opcodes (linux/filter.h, linux/bpf_common.h), named as the kernel composes them.
+BPF_LD_W_ABS, BPF_LD_H_ABS = 0x20, 0x28
+BPF_LD_W_IND, BPF_LD_H_IND, BPF_LD_B_IND, BPF_LD_W_LEN, BPF_LD_MEM = 0x40, 0x48, 0x50, 0x80, 0x60
+BPF_LDX_IMM, BPF_LDX_MEM, BPF_ST, BPF_STX = 0x01, 0x61, 0x02, 0x03
+BPF_ADD_K, BPF_ADD_X, BPF_AND_K, BPF_LSH_K, BPF_RSH_K, BPF_TAX = 0x04, 0x0C, 0x54, 0x64, 0x74, 0x07
+BPF_JA, BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_JGT_X, BPF_JGE_X, BPF_RET_K = 0x05, 0x15, 0x35, 0x45, 0x2D, 0x3D, 0x06
+SKF_AD_VLAN_TAG_PRESENT = 0xFFFFF000 + 48       # SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT
+SNAP_ALL = 0x40000                              # what an accepting filter returns: keep up to 256 KiB
+BPF_MAXINSNS = 4096
+M_IP, M_IHL, M_TOTAL, M_PORT, M_GROUP = range(5)   # scratch words
+
+
+def _l2_blocks() -> list[list]:
+    """Walk the tags (frames.py's acceptance policy, in full).  On receive the kernel moves a frame's outer
+    802.1Q / 802.1ad tag into metadata before taps run, so SKF_AD_VLAN_TAG_PRESENT says whether one tag is
+    already used up; the rest are in the data.  Block (s, d): s tags stripped, d tags walked in the data."""
+    prog: list[list] = [[BPF_LD_W_ABS, 0, 0, SKF_AD_VLAN_TAG_PRESENT], [BPF_JEQ_K, "t0_0", "t1_0", 0]]
+    for stripped in (0, 1):
+        for d in range(MAX_TAGS - stripped + 1):
+            more = stripped + d < MAX_TAGS
+            prog += [["label", f"t{stripped}_{d}"], [BPF_LD_H_ABS, 0, 0, 12 + 4 * d],
+                     [BPF_JEQ_K, 0, 2, ETH_P_IP], [BPF_LDX_IMM, 0, 0, 14 + 4 * d], [BPF_JA, 0, 0, "ip"]]
+            if more:
+                nxt = f"t{stripped}_{d + 1}"
+                prog += [[BPF_JEQ_K, nxt, 0, tpid] for tpid in VLAN_TPIDS[:-1]]
+                prog += [[BPF_JEQ_K, nxt, "drop", VLAN_TPIDS[-1]]]
+            else:
+                prog += [[BPF_JA, 0, 0, "drop"]]
+    return prog
+
+
+def _ip_udp_block() -> list[list]:
+    """IPv4 at X: version 4, IHL >= 5, UDP, not a fragment, total length >= IHL*4 + 8 and within the frame, UDP
+    length >= 8 and within the total length.  A load past the frame's end makes the filter return 0 (drop)."""
+    return [["label", "ip"], [BPF_STX, 0, 0, M_IP],
+            [BPF_LD_B_IND, 0, 0, 0], [BPF_RSH_K, 0, 0, 4], [BPF_JEQ_K, 0, "drop", 4],
+            [BPF_LD_B_IND, 0, 0, 0], [BPF_AND_K, 0, 0, 0x0F], [BPF_JGE_K, 0, "drop", 5],
+            [BPF_LSH_K, 0, 0, 2], [BPF_ST, 0, 0, M_IHL],
+            [BPF_LD_B_IND, 0, 0, 9], [BPF_JEQ_K, 0, "drop", IPPROTO_UDP],
+            [BPF_LD_H_IND, 0, 0, 6], [BPF_JSET_K, "drop", 0, 0x3FFF],           # MF or a fragment offset
+            [BPF_LD_H_IND, 0, 0, 2], [BPF_ST, 0, 0, M_TOTAL],
+            [BPF_LD_MEM, 0, 0, M_IHL], [BPF_ADD_K, 0, 0, 8], [BPF_TAX, 0, 0, 0],
+            [BPF_LD_MEM, 0, 0, M_TOTAL], [BPF_JGE_X, 0, "drop", 0],              # total >= IHL*4 + 8
+            [BPF_LDX_MEM, 0, 0, M_TOTAL], [BPF_LD_MEM, 0, 0, M_IP], [BPF_ADD_X, 0, 0, 0], [BPF_TAX, 0, 0, 0],
+            [BPF_LD_W_LEN, 0, 0, 0], [BPF_JGE_X, 0, "drop", 0],                  # ip + total <= frame length
+            [BPF_LD_MEM, 0, 0, M_IP], [BPF_LDX_MEM, 0, 0, M_IHL], [BPF_ADD_X, 0, 0, 0], [BPF_TAX, 0, 0, 0],
+            [BPF_LD_H_IND, 0, 0, 2], [BPF_ST, 0, 0, M_PORT],
+            [BPF_LD_H_IND, 0, 0, 4], [BPF_JGE_K, 0, "drop", 8],                  # UDP length >= 8
+            [BPF_LDX_MEM, 0, 0, M_IHL], [BPF_ADD_X, 0, 0, 0], [BPF_LDX_MEM, 0, 0, M_TOTAL],
+            [BPF_JGT_X, "drop", 0, 0],                                           # IHL*4 + UDP length <= total
+            [BPF_LDX_MEM, 0, 0, M_IP], [BPF_LD_W_IND, 0, 0, 16], [BPF_ST, 0, 0, M_GROUP],
+            [BPF_JA, 0, 0, "feeds"], ["label", "drop"], [BPF_RET_K, 0, 0, 0]]
+
+
 def feed_filter(feeds: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program accepting IPv4 UDP datagrams (first fragments included) to any (group, port) in
-    ``feeds``.  The kernel has already moved a frame's first VLAN tag out of the data when taps see it, so the
-    EtherType is at offset 12.  Instructions are (code, jt, jf, k)."""
-    ld_h, ld_b, ld_w, ld_ind_h, ldx_msh = 0x28, 0x30, 0x20, 0x48, 0xB1
-    jeq, jset, ret = 0x15, 0x45, 0x06
-    prog: list[list] = [[ld_h, 0, "drop", 12], [jeq, 0, "drop", 0x0800], [ld_b, 0, "drop", 23],
-                        [jeq, 0, "drop", 17], [ld_h, 0, 0, 20], [jset, "drop", 0, 0x1FFF]]
-    for i, (group, port) in enumerate(feeds):
-        nxt = f"f{i + 1}" if i + 1 < len(feeds) else "drop"
-        prog += [["label", f"f{i}"], [ld_w, 0, 0, 30], [jeq, 0, nxt, group], [ldx_msh, 0, 0, 14],
-                 [ld_ind_h, 0, 0, 16], [jeq, "accept", nxt, port]]
-    prog += [["label", "drop"], [ret, 0, 0, 0], ["label", "accept"], [ret, 0, 0, 0x40000]]
+    """A classic BPF program accepting exactly the frames ``decode/frames.py``'s policy accepts as a datagram
+    of one of ``feeds`` (tests/test_frame_policy.py holds all three parsers to one table).  Instructions are
+    (code, jt, jf, k); jump targets are labels until resolved here."""
+    # The kernel's checker (check_load_and_stores) follows fall-through past a ret, so it would reach the feed
+    # block from "drop" with nothing stored: write every scratch word first.
+    prog = [[BPF_ST, 0, 0, m] for m in (M_IP, M_IHL, M_TOTAL, M_PORT, M_GROUP)]
+    prog += _l2_blocks() + _ip_udp_block() + [["label", "feeds"]]
+    for group, port in feeds:
+        prog += [[BPF_LD_MEM, 0, 0, M_GROUP], [BPF_JEQ_K, 0, 3, group], [BPF_LD_MEM, 0, 0, M_PORT],
+                 [BPF_JEQ_K, 0, 1, port], [BPF_RET_K, 0, 0, SNAP_ALL]]
+    prog += [[BPF_RET_K, 0, 0, 0]]
+    return _resolve(prog)
+
+
+def _resolve(prog: list[list]) -> list[tuple[int, int, int, int]]:
     labels, code = {}, []
     for ins in prog:
         if ins[0] == "label":
             labels[ins[1]] = len(code)
         else:
             code.append(ins)
+    if len(code) > BPF_MAXINSNS:
+        raise UserError("too many --feed lines for one classic BPF filter")
     out = []
     for pc, (op, jt, jf, k) in enumerate(code):
         jt = labels[jt] - pc - 1 if isinstance(jt, str) else jt
         jf = labels[jf] - pc - 1 if isinstance(jf, str) else jf
+        k = labels[k] - pc - 1 if isinstance(k, str) else k
         if not (0 <= jt < 256 and 0 <= jf < 256):
             raise UserError("too many --feed lines for one classic BPF filter")
         out.append((op, jt, jf, k))
