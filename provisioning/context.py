@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from provisioning.errors import TargetError
 from provisioning.host import Host
+from provisioning.limits import cpulist_problem
 from provisioning.profile import Profile
 from provisioning.settings import Setting
 from provisioning.topology import format_cpulist, parse_cpulist
@@ -51,6 +52,8 @@ def _cores_from(spec, topo, node: int | None, iface: str) -> list[int]:
             where = f"NUMA node {node}" if node is not None else "this machine"
             raise TargetError(f"{where} has no CPU for capture besides CPU 0's core: name cores with --cores")
         return cores
+    if isinstance(spec, str) and cpulist_problem(spec):
+        raise TargetError(f"capture cores for {iface}: {cpulist_problem(spec)}")
     cores = parse_cpulist(spec) if isinstance(spec, str) else sorted(set(spec))
     online = set(topo.online_cpus())
     offline = [c for c in cores if c not in online]

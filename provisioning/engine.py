@@ -174,7 +174,7 @@ def apply(ctx: Context, state_path: str | Path) -> ApplyResult:
 
 def _apply(ctx: Context, path: Path) -> ApplyResult:
     host = ctx.host
-    existing = load_state(path)
+    existing = load_state(path, host.fs)
     _check_owner(existing, ctx, path)
     state = copy.deepcopy(existing) if existing else State(
         ctx.profile.name, ctx.profile.reference, [t.iface for t in ctx.targets],
@@ -215,7 +215,7 @@ def _apply(ctx: Context, path: Path) -> ApplyResult:
 
 
 def verify(host: Host, state_path: str | Path) -> tuple[State, list[Check]]:
-    state = load_state(state_path)
+    state = load_state(state_path, host.fs)
     if state is None:
         raise StateError(f"nothing to verify: no tuning has been applied (no state file at {state_path})")
     checks = []
@@ -240,7 +240,7 @@ def revert(host: Host, state_path: str | Path) -> tuple[State, RevertResult]:
 
 
 def _revert(host: Host, state_path: str | Path) -> tuple[State, RevertResult]:
-    state = load_state(state_path)
+    state = load_state(state_path, host.fs)
     if state is None:
         raise StateError(f"nothing to revert: no tuning has been applied (no state file at {state_path})")
     result, remaining = RevertResult(), []

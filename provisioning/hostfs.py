@@ -8,6 +8,11 @@ With ``dry_run`` a write is recorded in the journal and not performed.
 Kernel attributes (sysfs, procfs) and configuration files are written differently on purpose: an attribute
 is opened ``O_WRONLY | O_TRUNC`` without ``O_CREAT`` (a missing attribute is an error, never a new file in a
 fake tree that hides a typo), a configuration file is written to a temporary name and renamed into place.
+
+Every write is confined (:meth:`HostFS.confine`): an attribute must resolve, symlinks followed, inside the
+root's ``/sys`` or ``/proc``, a configuration file or link must sit in a directory that resolves inside
+``/etc``.  Paths come from knobs and, on revert, from the state file; whatever a path says, a write never
+leaves those areas of the root.
 """
 from __future__ import annotations
 
@@ -17,6 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ABSENT = None  # the recorded "old value" of a configuration file or link that did not exist
+KERNEL_AREAS = ("sys", "proc")   # where attributes live
+CONFIG_AREAS = ("etc",)          # where tuning's configuration files and links live
+
+
+class Outside(ValueError):
+    """A path that leaves the areas tuning may write (``..``, a symlink out of them, another directory)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,29 @@ class HostFS:
             raise ValueError(f"{self.show(rel)} resolves outside {root}")
         return "/" + os.path.relpath(real, root)
 
+    def confine(self, rel: str, areas: tuple[str, ...], follow_last: bool = True) -> Path:
+        """The real path of ``rel`` once it is known to stay inside one of ``areas`` of the root.
+
+        ``rel`` must be a plain absolute path (no ``.``, ``..`` or empty component) whose first directory is
+        one of ``areas``, and it must still be inside that directory once symlinks are resolved: the whole
+        path for an attribute (``open`` follows the last link), the parent for a file or link that is
+        replaced or removed (``rename`` and ``unlink`` act on the link itself).  Raises :class:`Outside`."""
+        parts = rel.split("/")
+        if parts[0] != "" or len(parts) < 3 or any(p in ("", ".", "..") for p in parts[1:]) or "\0" in rel:
+            raise Outside(f"{rel!r} is not a plain absolute path below {self._areas(areas)}")
+        if parts[1] not in areas:
+            raise Outside(f"{self.show(rel)} is outside {self._areas(areas)}")
+        path = self.path(rel)
+        real = os.path.realpath(path if follow_last else path.parent)
+        area = os.path.realpath(self.root / parts[1])
+        if real != area and not real.startswith(area.rstrip("/") + "/"):
+            raise Outside(f"{self.show(rel)} leads through a symlink to {real!r}, outside /{parts[1]}")
+        return path
+
+    @staticmethod
+    def _areas(areas: tuple[str, ...]) -> str:
+        return " or ".join(f"/{a}" for a in areas)
+
     # -- kernel attributes ---------------------------------------------------------------------------------
     def read(self, rel: str) -> str:
         """An attribute's value without its trailing newline."""
@@ -95,7 +129,9 @@ class HostFS:
             return f.read()
 
     def write(self, rel: str, value: str) -> Write:
-        """Write a kernel attribute, recording what it held first.  Raises ``OSError`` as the kernel does."""
+        """Write a kernel attribute, recording what it held first.  Raises ``OSError`` as the kernel does,
+        :class:`Outside` for a path outside /sys and /proc."""
+        self.confine(rel, KERNEL_AREAS)
         record = Write(rel, self.read(rel), value)
         self.journal.append(record)
         if not self.dry_run:
@@ -134,7 +170,10 @@ class HostFS:
             parent = parent.parent
 
     def put_file(self, rel: str, content: str | None, mode: int = 0o644, prune_below: str | None = None) -> Write:
-        """Create, replace (atomically) or, with ``None``, remove a configuration file."""
+        """Create, replace (atomically) or, with ``None``, remove a configuration file under /etc."""
+        self.confine(rel, CONFIG_AREAS, follow_last=False)
+        if prune_below is not None:
+            self.confine(prune_below, CONFIG_AREAS)
         record = Write(rel, self.read_file(rel), content)
         self.journal.append(record)
         if self.dry_run:
@@ -161,7 +200,10 @@ class HostFS:
             return ABSENT
 
     def put_link(self, rel: str, target: str | None, prune_below: str | None = None) -> Write:
-        """Point a symlink at ``target`` (replacing what is there), or remove it with ``None``."""
+        """Point a symlink at ``target`` (replacing what is there), or remove it with ``None``; under /etc."""
+        self.confine(rel, CONFIG_AREAS, follow_last=False)
+        if prune_below is not None:
+            self.confine(prune_below, CONFIG_AREAS)
         record = Write(rel, self.read_link(rel), target)
         self.journal.append(record)
         if self.dry_run:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from provisioning.errors import ProfileError
+from provisioning.limits import CAPTURE_QUEUES, KNOB_RANGES, NR_CPUS_MAX, cpulist_problem, out_of_range, sysctl_range
 
 BUILTIN = ("latency", "throughput")
 _SYSCTL_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
@@ -42,10 +43,15 @@ def _text(v):
 
 
 def _cores(v):
-    if v == "auto" or (isinstance(v, str) and re.fullmatch(r"[0-9,\-\s]+", v)):
+    if v == "auto":
         return None
+    if isinstance(v, str):
+        problem = cpulist_problem(v)
+        return f"must be \"auto\" or a CPU list: {problem}" if problem else None
     if isinstance(v, list) and all(_count(c) is None for c in v):
-        return None
+        high = max(v, default=0)
+        return None if high < NR_CPUS_MAX else f"names CPU {high}, out of range: CPU numbers run from 0 to " \
+                                                 f"{NR_CPUS_MAX - 1}"
     return 'must be "auto", a CPU list such as "4-7", or a list of CPU numbers'
 
 
@@ -130,7 +136,8 @@ def _read(ref: str, seen: tuple[str, ...]) -> tuple[dict, str]:
     return data, source
 
 
-def _check(where: str, table, spec: dict, required: tuple[str, ...] = ()) -> None:
+def _check(where: str, table, spec: dict, required: tuple[str, ...] = (), ranges: dict | None = None) -> None:
+    """Keys, types, then the kernel's range (``ranges``: key -> bounds from :mod:`provisioning.limits`)."""
     if not isinstance(table, dict):
         raise ProfileError(f"{where} must be a table")
     for key, value in table.items():
@@ -141,6 +148,11 @@ def _check(where: str, table, spec: dict, required: tuple[str, ...] = ()) -> Non
         problem = check(value)
         if problem:
             raise ProfileError(f"{where}.{key} {problem}")
+        bounds = (ranges or {}).get(key)
+        if bounds and isinstance(value, int) and not isinstance(value, bool):
+            problem = out_of_range(f"{where}.{key}", value, bounds)
+            if problem:
+                raise ProfileError(problem)
     for key in required:
         if key not in table:
             raise ProfileError(f"{where} needs a {key!r}")
@@ -150,18 +162,19 @@ def validate(data: dict, ref: str) -> None:
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ProfileError(f"profile {ref} has unknown top-level keys: {', '.join(sorted(unknown))}")
-    _check("capture", data.get("capture", {}), CAPTURE_KEYS)
+    _check("capture", data.get("capture", {}), CAPTURE_KEYS, ranges={"queues": CAPTURE_QUEUES})
     knobs = data.get("knobs", {})
     if not isinstance(knobs, dict):
         raise ProfileError("knobs must be a table")
     for name, table in knobs.items():
         if name not in KNOB_KEYS:
             raise ProfileError(f"profile {ref} names an unknown knob {name!r} (known: {', '.join(KNOB_KEYS)})")
-        _check(f"knobs.{name}", table, {**KNOB_KEYS[name], "enabled": _bool, "reason": _text}, ("reason",))
+        _check(f"knobs.{name}", table, {**KNOB_KEYS[name], "enabled": _bool, "reason": _text}, ("reason",),
+               {key: bounds for (knob, key), bounds in KNOB_RANGES.items() if knob == name})
     for name, table in data.get("sysctl", {}).items():
         if not _SYSCTL_NAME.match(name):
             raise ProfileError(f"{name!r} is not a sysctl name (like net.core.rmem_max)")
-        _check(f"sysctl.{name}", table, SYSCTL_KEYS, ("value", "reason"))
+        _check(f"sysctl.{name}", table, SYSCTL_KEYS, ("value", "reason"), {"value": sysctl_range(name)})
 
 
 def load(ref: str) -> Profile:

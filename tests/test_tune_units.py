@@ -74,15 +74,16 @@ def test_hostfs_write_records_old_value_then_writes(tmp_path):
 
 
 def test_hostfs_dry_run_records_and_does_not_write(tmp_path):
-    (tmp_path / "a").write_text("1\n")
+    (tmp_path / "sys").mkdir()
+    (tmp_path / "sys/a").write_text("1\n")
     fs = HostFS(tmp_path, dry_run=True)
-    fs.write("/a", "2")
+    fs.write("/sys/a", "2")
     fs.put_file("/etc/x.conf", "new\n")
     fs.put_link("/etc/l", "target")
-    assert (tmp_path / "a").read_text() == "1\n"
+    assert (tmp_path / "sys/a").read_text() == "1\n"
     assert not (tmp_path / "etc").exists()
     assert [(w.path, w.old, w.new) for w in fs.journal] == [
-        ("/a", "1", "2"), ("/etc/x.conf", None, "new\n"), ("/etc/l", None, "target")]
+        ("/sys/a", "1", "2"), ("/etc/x.conf", None, "new\n"), ("/etc/l", None, "target")]
 
 
 def test_hostfs_never_creates_a_missing_attribute(tmp_path):

@@ -59,13 +59,15 @@ def make_host(root: str, dry_run: bool):
 
 
 def run(args) -> int:
-    from provisioning import ProvisioningError
+    from provisioning import ProfileError, ProvisioningError, TargetError
 
     if args.action in ("apply", "revert") and not getattr(args, "dry_run", False):
         _need_root(args)
     host = make_host(args.root, getattr(args, "dry_run", False))
     try:
         return _ACTIONS[args.action](args, host)
+    except (ProfileError, TargetError) as err:  # a bad profile or command line, whatever the action: exit 2
+        raise UserError(str(err)) from err
     except ProvisioningError as err:
         failed = getattr(err, "rollback_errors", None)
         for line in failed or []:

@@ -14,6 +14,7 @@ ISOLCPUS_FLAGS = ("managed_irq", "domain")  # keep managed IRQs and the schedule
 UNIT_NAME = "appliance-tune.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 WANTS_LINK = f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
+WANTS_TARGET = f"../{UNIT_NAME}"
 SYSCTL_DROPIN = "/etc/sysctl.d/90-appliance-tune.conf"
 PERSIST_REASON = "re-applies the tuning at boot: sysctls early from sysctl.d, the rest from a oneshot unit"
 
@@ -111,12 +112,16 @@ def persist(ctx: Context, cfg: dict) -> list[Setting]:
         return []
     if not ctx.boot_command:
         raise ValueError("--persist needs the command the boot unit runs")
-    fs, services = ctx.host.fs, ctx.host.services
+    dropin, unit, link = persist_accessors(ctx.host.fs, ctx.host.services)
     return [
-        Setting("persist", "sysctl.d drop-in", PERSIST_REASON, ConfigFile(fs, SYSCTL_DROPIN, anchor="/etc/sysctl.d"),
-                target=sysctl_dropin(ctx)),
-        Setting("persist", "boot unit", PERSIST_REASON, ConfigFile(fs, UNIT_PATH, services, anchor="/etc/systemd/system"),
-                target=unit_text(ctx)),
-        Setting("persist", "boot unit enabled", PERSIST_REASON, Link(fs, WANTS_LINK, anchor="/etc/systemd/system"),
-                target=f"../{UNIT_NAME}"),
+        Setting("persist", "sysctl.d drop-in", PERSIST_REASON, dropin, target=sysctl_dropin(ctx)),
+        Setting("persist", "boot unit", PERSIST_REASON, unit, target=unit_text(ctx)),
+        Setting("persist", "boot unit enabled", PERSIST_REASON, link, target=WANTS_TARGET),
     ]
+
+
+def persist_accessors(fs, services) -> tuple[ConfigFile, ConfigFile, Link]:
+    """The three things ``--persist`` writes: all that this knob may change under /etc."""
+    return (ConfigFile(fs, SYSCTL_DROPIN, anchor="/etc/sysctl.d"),
+            ConfigFile(fs, UNIT_PATH, services, anchor="/etc/systemd/system"),
+            Link(fs, WANTS_LINK, anchor="/etc/systemd/system"))

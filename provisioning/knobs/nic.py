@@ -6,8 +6,13 @@ from provisioning.context import Context
 from provisioning.errors import Unsupported
 from provisioning.settings import Setting, unsupported
 
-_FEATURES = {"gro": "rx-gro", "lro": "rx-lro", "hw_gro": "rx-gro-hw"}
-_COALESCE = {"adaptive_rx": "use_adaptive_rx_coalesce", "rx_usecs": "rx_coalesce_usecs"}
+# What each knob touches, by profile key -> ethtool name; provisioning.owned derives revert's allow-list from
+# these, so a field added here is one revert may restore.
+FEATURES = {"gro": "rx-gro", "lro": "rx-lro", "hw_gro": "rx-gro-hw"}
+COALESCE = {"adaptive_rx": "use_adaptive_rx_coalesce", "rx_usecs": "rx_coalesce_usecs"}
+CHANNELS = ("combined_count", "rx_count")
+RINGS = ("rx", "tx")
+PAUSE = ("autoneg", "rx", "tx")
 
 
 def channels(ctx: Context, cfg: dict) -> list[Setting]:
@@ -21,9 +26,9 @@ def channels(ctx: Context, cfg: dict) -> list[Setting]:
             rows.append(unsupported("channels", key, cfg["reason"], str(err)))
             continue
         if ch["max_combined"] > 0:
-            field, limit = "combined_count", ch["max_combined"]
+            field, limit = CHANNELS[0], ch["max_combined"]
         elif ch["max_rx"] > 0:
-            field, limit = "rx_count", ch["max_rx"]
+            field, limit = CHANNELS[1], ch["max_rx"]
         else:
             rows.append(unsupported("channels", key, cfg["reason"],
                                     f"the {t.iface} driver has no adjustable rx or combined channels"))
@@ -46,7 +51,7 @@ def rings(ctx: Context, cfg: dict) -> list[Setting]:
         except Unsupported as err:
             rows.append(unsupported("rings", f"{t.iface} rings", cfg["reason"], str(err)))
             continue
-        for ring in ("rx", "tx"):
+        for ring in RINGS:
             if ring not in cfg:
                 continue
             limit = sizes.get(f"{ring}_max", 0)
@@ -71,7 +76,7 @@ def coalesce(ctx: Context, cfg: dict) -> list[Setting]:
         except Unsupported as err:
             rows.append(unsupported("coalesce", f"{t.iface} coalescing", cfg["reason"], str(err)))
             continue
-        for option, field in _COALESCE.items():
+        for option, field in COALESCE.items():
             if option in cfg:
                 want = int(cfg[option])
                 rows.append(Setting("coalesce", f"{t.iface} coalesce {field}", cfg["reason"],
@@ -87,7 +92,7 @@ def offloads(ctx: Context, cfg: dict) -> list[Setting]:
         except Unsupported as err:
             rows.append(unsupported("offloads", f"{t.iface} offloads", cfg["reason"], str(err)))
             continue
-        for option, feature in _FEATURES.items():
+        for option, feature in FEATURES.items():
             if option in cfg:
                 rows.append(Setting("offloads", f"{t.iface} {feature}", cfg["reason"],
                                     Feature(nic, t.iface, feature), target=bool(cfg[option])))
@@ -103,7 +108,7 @@ def pause(ctx: Context, cfg: dict) -> list[Setting]:
         except Unsupported as err:
             rows.append(unsupported("pause", f"{t.iface} pause", cfg["reason"], str(err)))
             continue
-        for option in ("autoneg", "rx", "tx"):
+        for option in PAUSE:
             if option in cfg:
                 rows.append(Setting("pause", f"{t.iface} pause {option}", cfg["reason"],
                                     EthtoolField(nic, t.iface, "pause", option), target=bool(cfg[option])))

@@ -39,15 +39,20 @@ def banned_config(text: str | None, cores: list[int], irqs: list[int]) -> str:
     return "\n".join(kept) + "\n"
 
 
+def irqbalance_accessors(fs, services) -> tuple[ServiceState, ConfigFile]:
+    """The daemon (mode ``stop``) and its defaults file (mode ``ban``): all the irqbalance knob may change."""
+    return (ServiceState(services, "irqbalance"),
+            ConfigFile(fs, IRQBALANCE_DEFAULTS, services, restart="irqbalance"))
+
+
 def irqbalance(ctx: Context, cfg: dict) -> list[Setting]:
     host = ctx.host
+    service, defaults = irqbalance_accessors(host.fs, host.services)
     if cfg.get("mode", "stop") == "stop":
-        return [Setting("irqbalance", "irqbalance", cfg["reason"], ServiceState(host.services, "irqbalance"),
-                        target={"active": False})]
+        return [Setting("irqbalance", "irqbalance", cfg["reason"], service, target={"active": False})]
     vectors = sorted({irq.number for t in ctx.targets for irq in interface_irqs(host.fs, host.topo, t.iface)})
     current = host.fs.read_file(IRQBALANCE_DEFAULTS)
-    return [Setting("irqbalance", "irqbalance bans", cfg["reason"],
-                    ConfigFile(host.fs, IRQBALANCE_DEFAULTS, host.services, restart="irqbalance"),
+    return [Setting("irqbalance", "irqbalance bans", cfg["reason"], defaults,
                     target=banned_config(current, ctx.all_cores, vectors),
                     note=f"bans CPUs {format_cpulist(ctx.all_cores)} and IRQs {format_cpulist(vectors) or '-'}")]
 
