@@ -29,10 +29,10 @@ NEED_MORE, OUT_FULL, CORRUPT, LOST = 0, 1, 2, 3
 WARM_FAR, WARM_NEAR = 16, 6      # look-ahead distances, in records, of the two prefetch stages
 LINKTYPE_ETHERNET = 1
 MAX_RECORD = 1 << 18          # larger than any snap length a capture tool writes
-# Day-file records that must frame in a row (length == the ITCH length of their type) before a record boundary
-# is trusted: after a bad record, and where resynchronisation resumes.  A random offset frames as one record
-# with odds of about 1 in 3,000 in ITCH data (a zero high byte, then the one length of the next byte's type),
-# so four in a row are a false boundary about once in 10**14 offsets.
+# Day-file messages that must frame (length == the ITCH length of their type) before a record boundary is
+# trusted: after a bad record, and where resynchronisation resumes (``_frames_from``).  A random offset frames
+# as a message with odds of roughly 1 in 10,000 in ITCH data (a zero high byte, then the one length of the next
+# byte's type), so four are a false boundary about once in 10**14 offsets.
 SYNC_RECORDS = 4
 FRAMES_NO, FRAMES_YES, FRAMES_MORE = 0, 1, 2
 WAIT, SKIP, BROKEN = 0, 1, 2      # _judge's verdicts on a record that is not a whole, sound message
@@ -289,11 +289,12 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
 
 
 @kernel
-def _frames_from(buf, q, end, final, need):
-    """Whether ``need`` records in a row frame from ``q`` (``FRAMES_YES`` / ``FRAMES_NO``), or ``FRAMES_MORE``
-    when the buffer ends first.  Zero-length records (padding some tools write) are stepped over, at most
-    ``need`` of them: a longer run is not framing.  At the end of the input, running out after whole records
-    is a yes: what is left is judged by the walker when it gets there."""
+def _frames_from(buf, q, end, final, need, after_bad):
+    """Whether records from ``q`` frame until ``need`` messages have (``FRAMES_YES`` / ``FRAMES_NO``), or
+    ``FRAMES_MORE`` when the buffer ends first.  A bad record is allowed only after a message that framed, never
+    after another bad one (nor first, with ``after_bad``): a sound length brings the next record into line, a
+    damaged one almost never does.  Zero-length records (padding some tools write) are stepped over, at most
+    ``need`` of them.  At the end of the input, running out is a yes: what is left is judged when walked."""
     framed = 0
     empty = 0
     while framed < need:
@@ -306,13 +307,15 @@ def _frames_from(buf, q, end, final, need):
                 return FRAMES_NO
             q += 2
             continue
-        if q + 2 >= end:
-            return FRAMES_YES if final else FRAMES_MORE
-        if np.int64(MSG_LENGTH[buf[q + 2]]) != mlen:
-            return FRAMES_NO
         if q + 2 + mlen > end:
             return FRAMES_YES if final else FRAMES_MORE
-        framed += 1
+        if np.int64(MSG_LENGTH[buf[q + 2]]) == mlen:
+            framed += 1
+            after_bad = False
+        elif after_bad:
+            return FRAMES_NO
+        else:
+            after_bad = True
         q += 2 + mlen
     return FRAMES_YES
 
@@ -326,7 +329,7 @@ def _boundary(buf, q, end, final):
         mlen = be16(buf, q)
         if mlen != 0 and np.int64(MSG_LENGTH[buf[q + 2]]) == mlen:
             if q + 2 + mlen <= end:
-                verdict = _frames_from(buf, q + 2 + mlen, end, final, SYNC_RECORDS - 1)
+                verdict = _frames_from(buf, q + 2 + mlen, end, final, SYNC_RECORDS - 1, False)
                 if verdict == FRAMES_YES:
                     return q, True
                 if verdict == FRAMES_MORE:
@@ -361,7 +364,7 @@ def _judge(buf, pos, end, final):
         # inside it: then its length was damaged.
         _q, found = _boundary(buf, pos + 1, end, True)
         return BROKEN if found else WAIT
-    verdict = _frames_from(buf, p + mlen, end, final, SYNC_RECORDS)
+    verdict = _frames_from(buf, p + mlen, end, final, SYNC_RECORDS, True)
     if verdict == FRAMES_YES:
         return SKIP
     return WAIT if verdict == FRAMES_MORE else BROKEN

@@ -56,7 +56,7 @@ class Source:
 def _frames(head: bytes, q: int, whole: bool) -> bool:
     """From ``q``, a message record and then records up to ``DAYFILE_PROBE`` in all frame (length == the ITCH
     length of the type; zero-length padding stepped over); running out of a head that is the whole input is fine.
-    The same test as the walker's (decode/walk.py ``_frames_from``), with a longer run."""
+    The walker's test (decode/walk.py ``_frames_from``) made stricter: a longer run, no bad record in it."""
     framed = empty = 0
     while framed < DAYFILE_PROBE:
         if q + 3 > len(head):
