@@ -92,8 +92,7 @@ class RawInput:
             view[:n] = self.kept[self.at:self.at + n]
             self.at += n
             if not self.keeping and self.at == len(self.kept):
-                self.kept = bytearray()
-                self.at = self.total
+                self.kept = bytearray()           # served for the last time; self.at == self.total
             return n
         if self.error is not None:
             return 0
