@@ -40,6 +40,9 @@ FIRST_FRAME_NS = 33      # (gauge) capture time of the first feed frame, ns sinc
 LAST_FRAME_NS = 34       # (gauge)
 PENDING = 35             # (gauge) packets held waiting for another line to fill a hole
 VWAP_LATE_TRADES = 36    # trades older than windows already emitted (timestamps went backwards)
+EMPTY_RECORDS = 37       # zero-length day-file records (padding some tools write); also in BAD_MESSAGES
+FRAMING_LOST = 38        # day-file length prefixes found damaged: the walker resynchronised after each
+RESYNC_SKIPPED_BYTES = 39  # day-file bytes passed over while resynchronising
 SIZE = 40
 
 NAMES = {
@@ -55,4 +58,5 @@ NAMES = {
     LEVEL_MISSING: "level_missing", BROKEN_TRADES: "broken_trades", OPEN_ORDERS: "open_orders",
     MAX_TIMESTAMP: "max_timestamp_ns", FIRST_FRAME_NS: "first_frame_ns", LAST_FRAME_NS: "last_frame_ns",
     PENDING: "pending_packets", VWAP_LATE_TRADES: "vwap_late_trades",
+    EMPTY_RECORDS: "empty_records", FRAMING_LOST: "framing_lost", RESYNC_SKIPPED_BYTES: "resync_skipped_bytes",
 }

@@ -9,6 +9,8 @@ Each walker takes the buffer and a start offset and returns ``(offset, status)``
   the driver writes the rows out and calls again from ``offset``;
 * ``CORRUPT`` -- the file's own framing is broken at ``offset`` (a record length no capture can have): nothing
   after it can be trusted; what was decoded before it stands.
+* ``LOST`` -- (day files) the length prefix at ``offset`` is damaged; the driver finds the next record boundary
+  with ``resync_dayfile`` and calls again from there (see ``walk_dayfile``).
 
 Live rings (TPACKET_V3 blocks, AF_XDP descriptors) hand their frames to the same ``frame`` function.
 """
@@ -23,10 +25,17 @@ from appliance.decode.offsets import MSG_LENGTH
 from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, N_PACKETS, ROW_MARGIN
 from appliance.decode.wire import be16, be64u, rd16, rd32
 
-NEED_MORE, OUT_FULL, CORRUPT = 0, 1, 2
+NEED_MORE, OUT_FULL, CORRUPT, LOST = 0, 1, 2, 3
 WARM_FAR, WARM_NEAR = 16, 6      # look-ahead distances, in records, of the two prefetch stages
 LINKTYPE_ETHERNET = 1
 MAX_RECORD = 1 << 18          # larger than any snap length a capture tool writes
+# Day-file messages that must frame (length == the ITCH length of their type) before a record boundary is
+# trusted: after a bad record, and where resynchronisation resumes (``_frames_from``).  A random offset frames
+# as a message with odds of roughly 1 in 10,000 in ITCH data (a zero high byte, then the one length of the next
+# byte's type), so four are a false boundary about once in 10**14 offsets.
+SYNC_RECORDS = 4
+FRAMES_NO, FRAMES_YES, FRAMES_MORE = 0, 1, 2
+WAIT, SKIP, BROKEN = 0, 1, 2      # _judge's verdicts on a record that is not a whole, sound message
 
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_IDB = 1
@@ -219,6 +228,12 @@ def _next_record(buf, q, end):
 def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
     """NASDAQ binary day file: ``[u16 big-endian length][message]`` repeated, applied in order.
 
+    A record whose length is not its type's (zero-length ones included) is skipped and counted when the
+    ``SYNC_RECORDS`` records after it frame: its own length was sound, only its content was bad.  Otherwise its
+    length prefix is damaged and nothing after it lines up: the walk stops there with ``LOST`` and the driver
+    resynchronises with ``resync_dayfile``.  The good path pays nothing for this: the test that sends a record
+    to ``_judge`` is the one that was there before.
+
     Two look-ahead cursors run ``WARM_FAR`` and ``WARM_NEAR`` records ahead of the one being applied and
     prefetch what it will touch (book.warm_far / warm_near): replay is bound by memory latency, not work.
     """
@@ -250,13 +265,20 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
         if pos + 2 > end:
             break
         mlen = be16(buf, pos)
-        if pos + 2 + mlen > end:
-            break
         p = pos + 2
-        pos = p + mlen
-        if mlen == 0 or np.int64(MSG_LENGTH[buf[p]]) != mlen:
+        if mlen == 0 or p + mlen > end or np.int64(MSG_LENGTH[buf[p]]) != mlen:
+            verdict = _judge(buf, pos, end, final)
+            if verdict == WAIT:
+                break
+            if verdict == BROKEN:
+                cnt[C.FRAMING_LOST] += 1
+                return pos, LOST
             cnt[C.BAD_MESSAGES] += 1
+            if mlen == 0:
+                cnt[C.EMPTY_RECORDS] += 1
+            pos = p + mlen
             continue
+        pos = p + mlen
         apply_message(buf, p, bk, out, cnt, by_type)
         if copy:
             copy_out(out, buf, p, mlen, -1, cnt[C.MESSAGES] + cnt[C.BAD_MESSAGES])
@@ -264,6 +286,88 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
         cnt[C.TRUNCATED_RECORDS] += 1
         return end, NEED_MORE
     return pos, NEED_MORE
+
+
+@kernel
+def _frames_from(buf, q, end, final, need, after_bad):
+    """Whether records from ``q`` frame until ``need`` messages have (``FRAMES_YES`` / ``FRAMES_NO``), or
+    ``FRAMES_MORE`` when the buffer ends first.  A bad record is allowed only after a message that framed, never
+    after another bad one (nor first, with ``after_bad``): a sound length brings the next record into line, a
+    damaged one almost never does.  Zero-length records (padding some tools write) are stepped over, at most
+    ``need`` of them.  At the end of the input, running out is a yes: what is left is judged when walked."""
+    framed = 0
+    empty = 0
+    while framed < need:
+        if q + 2 > end:
+            return FRAMES_YES if final else FRAMES_MORE
+        mlen = be16(buf, q)
+        if mlen == 0:
+            empty += 1
+            if empty > need:
+                return FRAMES_NO
+            q += 2
+            continue
+        if q + 2 + mlen > end:
+            return FRAMES_YES if final else FRAMES_MORE
+        if np.int64(MSG_LENGTH[buf[q + 2]]) == mlen:
+            framed += 1
+            after_bad = False
+        elif after_bad:
+            return FRAMES_NO
+        else:
+            after_bad = True
+        q += 2 + mlen
+    return FRAMES_YES
+
+
+@kernel
+def _boundary(buf, q, end, final):
+    """First offset from ``q`` where a message record and the ``SYNC_RECORDS - 1`` after it frame, and whether
+    one was found; if not, the offset from which the search must go on once more bytes are there (``end`` at
+    the end of the input).  Linear in the bytes searched: most offsets fail on their first two bytes."""
+    while q + 3 <= end:
+        mlen = be16(buf, q)
+        if mlen != 0 and np.int64(MSG_LENGTH[buf[q + 2]]) == mlen:
+            if q + 2 + mlen <= end:
+                verdict = _frames_from(buf, q + 2 + mlen, end, final, SYNC_RECORDS - 1, False)
+                if verdict == FRAMES_YES:
+                    return q, True
+                if verdict == FRAMES_MORE:
+                    return q, False
+            elif not final:
+                return q, False
+        q += 1
+    return (end, False) if final else (q, False)
+
+
+@kernel
+def resync_dayfile(buf, pos, end, final, cnt):
+    """After ``LOST`` at ``pos``: ``(offset, found)`` as ``_boundary``; the bytes passed over are counted."""
+    q, found = _boundary(buf, pos, end, final)
+    cnt[C.RESYNC_SKIPPED_BYTES] += q - pos
+    return q, found
+
+
+@kernel
+def _judge(buf, pos, end, final):
+    """The record at ``pos`` is not a whole, sound message: ``WAIT`` for more bytes (at the end of the input:
+    it is cut short), ``SKIP`` it (its length is sound: the records after it frame), or ``BROKEN`` (its length
+    prefix is damaged)."""
+    mlen = be16(buf, pos)
+    p = pos + 2
+    if mlen != 0 and (p >= end or np.int64(MSG_LENGTH[buf[p]]) == mlen):
+        return WAIT                      # a sound record this buffer does not hold whole
+    if p + mlen > end:
+        if not final:
+            return WAIT
+        # A bad record running past the end of the input is a cut record, unless a record boundary follows
+        # inside it: then its length was damaged.
+        _q, found = _boundary(buf, pos + 1, end, True)
+        return BROKEN if found else WAIT
+    verdict = _frames_from(buf, p + mlen, end, final, SYNC_RECORDS, True)
+    if verdict == FRAMES_YES:
+        return SKIP
+    return WAIT if verdict == FRAMES_MORE else BROKEN
 
 
 @kernel(inline="always")

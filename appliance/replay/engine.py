@@ -1,7 +1,7 @@
-"""The replay driver: hands mapped inputs to the walker kernels and drains their output buffers.
+"""The replay driver: hands chunks of input to the walker kernels and drains their output buffers.
 
-Python runs once per chunk of input or per full output buffer, never per packet: the kernels walk the mapped
-bytes, and this module only moves finished rows to the writers and keeps score.
+Python runs once per chunk of input or per full output buffer, never per packet: the kernels walk the
+buffered bytes, and this module only moves finished rows to the writers and keeps score.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import numpy as np
 from appliance.decode import counters as C
 from appliance.decode import state as S
 from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
-from appliance.decode.walk import CORRUPT, NG_SIZE, OUT_FULL, finish, walk_dayfile, \
+from appliance.decode.walk import CORRUPT, LOST, NG_SIZE, OUT_FULL, finish, resync_dayfile, walk_dayfile, \
     walk_pcap, walk_pcapng
 from appliance.errors import InputError, UserError
-from appliance.replay.inputs import Source, chunks, detect
+from appliance.replay.inputs import Damage, Source, chunks, detect
 
-SLICE = 64 << 20             # bytes per kernel call, so progress can be shown on big mapped files
+SLICE = 64 << 20             # bytes per kernel call, so progress can be shown often enough
 
 
 @dataclass
@@ -93,23 +93,33 @@ class Replay:
 
     def _run_source(self, src: Source, total: int) -> None:
         ng = np.zeros(NG_SIZE, np.int64)
+        damage = Damage(src)
         gen = chunks(src)
+        reached = None
         try:
-            item = next(gen)
-        except StopIteration:
-            return
-        while True:
-            buf, pos, final = item
-            reached = self._walk(src, buf, pos, final, ng, total)
-            try:
-                item = gen.send(reached)
-            except StopIteration:
-                return
+            while True:
+                try:
+                    buf, pos, final, base = gen.send(reached)
+                except StopIteration:
+                    return
+                reached = self._walk(src, buf, pos, final, base, ng, total, damage)
+        finally:
+            gen.close()
+            self.result.input_errors.extend(damage.errors())
 
-    def _walk(self, src: Source, buf: np.ndarray, pos: int, final: bool, ng: np.ndarray, total: int) -> int:
+    def _walk(self, src: Source, buf: np.ndarray, pos: int, final: bool, base: int, ng: np.ndarray, total: int,
+              damage: Damage) -> int:
+        """Walk one buffer (``base``: its first byte's offset in the input); the offset to resume from."""
         size = len(buf)
         args = (self.mold, self.book, self.out, self.cnt, self.by_type)
         while True:
+            if damage.lost_at is not None:
+                pos, found = resync_dayfile(buf, pos, size, final, self.cnt)
+                if not found:
+                    if final:
+                        damage.found(base + size, at_end=True)
+                    return pos
+                damage.found(base + pos)
             end = min(pos + SLICE, size)
             last = final and end == size
             if src.kind == "pcap":
@@ -119,13 +129,16 @@ class Replay:
             else:
                 pos, status = walk_dayfile(buf, pos, end, last, self.book, self.out, self.cnt, self.by_type)
             if self.progress is not None:
-                self.progress(self._done_bytes + (min(pos, src.size) if not src.compressed else 0), total,
+                self.progress(self._done_bytes + (min(base + pos, src.size) if not src.compressed else 0), total,
                               int(self.cnt[C.MESSAGES]))
             if status == OUT_FULL:
                 self.flush()
                 continue
+            if status == LOST:
+                damage.lose(base + pos)
+                continue
             if status == CORRUPT:
-                raise InputError(f"{src.path}: file framing is corrupt at byte {pos} of the "
+                raise InputError(f"{src.path}: file framing is corrupt at byte {base + pos} of the "
                                  f"{'inflated ' if src.compressed else ''}stream; decoding of it stopped there")
             if end == size:
                 return pos

@@ -1,23 +1,18 @@
-"""Input files: detection by content, memory mapping, and gzip streaming.
+"""Input files: detection by content, and where a day file's framing was lost.
 
-A plain file is memory-mapped and handed to the kernels whole: they decode it in place.  A gzip file is
-inflated in chunks; the bytes of a record cut by a chunk boundary are carried into the next chunk, so a
-compressed day of any size decodes in bounded memory.
+Every input is opened once, when it is detected, and read from that descriptor (``streams``): what detection
+read is served again, so a pipe or a FIFO loses none of its head.
 """
 from __future__ import annotations
 
-import gzip
-import mmap
-import os
 import struct
-import zlib
-from dataclasses import dataclass
-from typing import Iterator
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from appliance.errors import InputError
 from appliance.itch.layout import MESSAGE_LENGTH
+from appliance.replay.streams import Gunzip, RawInput, chunks, fill
+
+__all__ = ["Damage", "Source", "chunks", "detect"]
 
 PCAP_MAGICS = {                      # first four bytes -> (big-endian, nanosecond)
     b"\xd4\xc3\xb2\xa1": (False, False), b"\xa1\xb2\xc3\xd4": (True, False),
@@ -25,8 +20,10 @@ PCAP_MAGICS = {                      # first four bytes -> (big-endian, nanoseco
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
-GZIP_CHUNK = 64 << 20
-DAYFILE_PROBE = 8                    # records that must frame correctly to call a file a day file
+HEAD = 4096                          # bytes detection looks at
+DAYFILE_PROBE = 8                    # records that must frame in a row to call a file a day file
+MAX_REPORTED = 10                    # damaged regions of one input listed one by one in input_errors
+_LENGTH = tuple(int(n) for n in MESSAGE_LENGTH)
 
 
 @dataclass
@@ -34,33 +31,60 @@ class Source:
     path: str
     kind: str                        # "pcap", "pcapng" or "dayfile"
     compressed: bool
-    size: int                        # bytes on disk
+    size: int                        # bytes on disk (0: a pipe or FIFO, length unknown)
     big: bool = False                # pcap byte order
     nano: bool = False               # pcap timestamp resolution
     linktype: int = 1
     start: int = 0                   # first record offset (past the pcap file header)
+    raw: RawInput | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         what = {"pcap": f"pcap ({'ns' if self.nano else 'µs'}, {'big' if self.big else 'little'}-endian)",
                 "pcapng": "pcapng", "dayfile": "NASDAQ ITCH 5.0 day file"}[self.kind]
         return what + (", gzip" if self.compressed else "")
 
+    def open_reader(self):
+        """The input's bytes from the first (inflated when gzip), for the one pass that decodes them."""
+        self.raw.rewind(keep=False)
+        return Gunzip(self.raw) if self.compressed else self.raw
 
-def _looks_like_dayfile(head: bytes) -> bool:
-    """Most of the first records frame as ITCH 5.0 messages of their type's length (a damaged record or two
-    at the start does not hide a day file; the walker counts them as bad messages)."""
-    pos = good = bad = 0
-    while good + bad < DAYFILE_PROBE and pos + 2 <= len(head):
-        length = int.from_bytes(head[pos:pos + 2], "big")
-        if pos + 2 < len(head) and length and MESSAGE_LENGTH[head[pos + 2]] == length:
-            good += 1
-        else:
-            bad += 1
-        pos += 2 + length
-    return good > 0 and good >= 3 * bad
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
 
 
-def _classify(path: str, head: bytes, compressed: bool, size: int) -> Source:
+def _frames(head: bytes, q: int, whole: bool) -> bool:
+    """From ``q``, a message record and then records up to ``DAYFILE_PROBE`` in all frame (length == the ITCH
+    length of the type; zero-length padding stepped over); running out of a head that is the whole input is fine.
+    The walker's test (decode/walk.py ``_frames_from``) made stricter: a longer run, no bad record in it."""
+    framed = empty = 0
+    while framed < DAYFILE_PROBE:
+        if q + 3 > len(head):
+            return whole and framed > 0
+        length = int.from_bytes(head[q:q + 2], "big")
+        if length == 0 and framed:
+            empty += 1
+            if empty > DAYFILE_PROBE:
+                return False
+            q += 2
+            continue
+        if length == 0 or _LENGTH[head[q + 2]] != length:
+            return False
+        if q + 2 + length > len(head):
+            return whole
+        framed += 1
+        q += 2 + length
+    return True
+
+
+def _looks_like_dayfile(head: bytes, whole: bool) -> bool:
+    """Records frame from some offset of the head.  Usually that is byte 0; a day file whose first length
+    prefixes are damaged is still recognised, and the walker reports the damage from byte 0 to where records
+    frame again, as it does anywhere else in the file."""
+    return any(_frames(head, q, whole) for q in range(len(head) - 2))
+
+
+def _classify(path: str, head: bytes, whole: bool, compressed: bool, size: int) -> Source:
     if head[:4] in PCAP_MAGICS:
         if len(head) < 24:
             raise InputError(f"{path}: pcap file header is cut short ({len(head)} bytes)")
@@ -69,92 +93,72 @@ def _classify(path: str, head: bytes, compressed: bool, size: int) -> Source:
         return Source(path, "pcap", compressed, size, big, nano, linktype, start=24)
     if head[:4] == PCAPNG_MAGIC:
         return Source(path, "pcapng", compressed, size)
-    if _looks_like_dayfile(head):
+    if _looks_like_dayfile(head, whole):
         return Source(path, "dayfile", compressed, size)
     shown = head[:8].hex(" ") if head else "nothing"
     raise InputError(f"{path} is not a pcap, pcapng or NASDAQ ITCH 5.0 day file (it starts with {shown})")
 
 
 def detect(path: str) -> Source:
-    """Identify ``path`` by its first bytes (never its name)."""
+    """Identify ``path`` by its first bytes (never its name); it stays open for ``chunks``."""
+    raw = RawInput(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except FileNotFoundError:
-        raise InputError(f"input {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"input {path} is a directory, not a capture or day file") from None
-    except PermissionError:
-        raise InputError(f"input {path} is not readable (permission denied)") from None
+        src = _detect(path, raw)
+    except BaseException:
+        raw.close()
+        raise
+    src.raw = raw
+    return src
+
+
+def _detect(path: str, raw: RawInput) -> Source:
+    head = _head(raw)
     if not head:
         raise InputError(f"input {path} is empty")
-    if head[:2] == GZIP_MAGIC:
-        try:
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(4096)
-        except (OSError, EOFError, zlib.error) as err:
-            raise InputError(f"{path} looks like gzip but cannot be inflated: {err}") from None
-        if not head:
-            raise InputError(f"input {path} inflates to nothing")
-        return _classify(path, head, True, size)
-    return _classify(path, head, False, size)
+    if head[:2] != GZIP_MAGIC:
+        return _classify(path, head, len(head) < HEAD, False, raw.size)
+    raw.rewind()
+    gz = Gunzip(raw)
+    head = _head(gz)
+    if not head:
+        raise InputError(f"{path} looks like gzip but cannot be inflated: {gz.problem() or 'it inflates to nothing'}")
+    return _classify(path, head, len(head) < HEAD, True, raw.size)
 
 
-def chunks(src: Source) -> Iterator[tuple[np.ndarray, int, bool]]:
-    """Yield (buffer, offset of the first unprocessed byte, final); send back the offset the kernel reached.
-
-    The driver calls ``gen.send(reached)`` after each chunk so the unconsumed tail is carried forward.
-    """
-    if not src.compressed:
-        if src.size == 0:
-            return
-        with open(src.path, "rb") as fh:
-            # The mapping stays open while the driver holds views of it and is unmapped when the last goes.
-            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        # The kernels read it front to back once: ask for aggressive read-ahead and early page reuse.
-        for advice in ("MADV_SEQUENTIAL", "MADV_WILLNEED"):
-            if hasattr(mmap, advice):
-                try:
-                    mapped.madvise(getattr(mmap, advice))
-                except OSError:
-                    pass
-        yield np.frombuffer(mapped, dtype=np.uint8), src.start, True
-        return
-    tail = b""
-    skip = src.start
-    for data, final in _inflate(src.path):
-        joined = tail + data
-        reached = yield np.frombuffer(joined, dtype=np.uint8), skip, final
-        skip = 0
-        tail = joined[reached:] if reached is not None else b""
+def _head(reader) -> bytes:
+    data = bytearray(HEAD)
+    return bytes(data[:fill(reader, memoryview(data), 0)])
 
 
-def _inflate(path: str) -> Iterator[tuple[bytes, bool]]:
-    """Inflate a gzip file (any number of members) in chunks; a cut or damaged stream yields what inflated
-    cleanly and then raises InputError, so everything before the damage is decoded."""
-    decomp = zlib.decompressobj(wbits=31)
-    pending = bytearray()
-    with open(path, "rb") as fh:
-        while True:
-            raw = fh.read(1 << 20)
-            try:
-                while raw:
-                    pending += decomp.decompress(raw)
-                    raw = b""
-                    if decomp.eof and decomp.unused_data:      # the next gzip member starts here
-                        raw = decomp.unused_data
-                        decomp = zlib.decompressobj(wbits=31)
-            except zlib.error as err:
-                yield bytes(pending), True
-                raise InputError(f"{path}: gzip stream is damaged ({err}); decoded what came before it") from None
-            at_end = not fh.peek(1) if hasattr(fh, "peek") else False
-            if at_end:
-                pending += decomp.flush()
-                yield bytes(pending), True
-                if not decomp.eof:
-                    raise InputError(f"{path}: gzip stream ends early (file cut short); decoded what it held")
-                return
-            if len(pending) >= GZIP_CHUNK:
-                yield bytes(pending), False
-                pending.clear()
+class Damage:
+    """Where a day file's framing was lost (a damaged length prefix) and where records framed again, for
+    ``input_errors``: the first ``MAX_REPORTED`` regions of an input one by one, then how many more."""
+
+    def __init__(self, src: Source):
+        self.src = src
+        self.lost_at: int | None = None
+        self.regions: list[tuple[int, int, bool]] = []      # (first byte, first byte after, to the end)
+        self.more = self.more_bytes = 0
+
+    def lose(self, offset: int) -> None:
+        self.lost_at = offset
+
+    def found(self, offset: int, at_end: bool = False) -> None:
+        if len(self.regions) < MAX_REPORTED:
+            self.regions.append((self.lost_at, offset, at_end))
+        else:
+            self.more += 1
+            self.more_bytes += offset - self.lost_at
+        self.lost_at = None
+
+    def errors(self) -> list[str]:
+        where = " of the inflated stream" if self.src.compressed else ""
+        out = []
+        for first, after, at_end in self.regions:
+            lost = f"{self.src.path}: day-file framing lost at byte {first:,}{where} (a damaged record length): "
+            out.append(lost + (f"no record frames after it; its last {after - first:,} bytes were skipped" if at_end
+                               else f"{after - first:,} bytes skipped, records frame again from byte {after:,}"))
+        if self.more:
+            out.append(f"{self.src.path}: and {self.more:,} more damaged regions ({self.more_bytes:,} bytes "
+                       "skipped; see counters framing_lost and resync_skipped_bytes)")
+        return out
