@@ -30,7 +30,7 @@ from appliance.capture import stats as capstats
 from appliance.capture.signals import catch_stop_signals, restore
 from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
-from appliance.replay.engine import Options, Replay
+from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
     W_ERROR, W_SIZE, no_wait, poll_set
 from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
@@ -90,7 +90,7 @@ class Capture:
         d = options.decode
         fold = (d.window_ns, d.step_ns) if d.vwap else None     # VWAP windows are folded on the writer thread
         self.writer = BackgroundSink(sink, fold=fold) if sink is not None else None
-        self.decoder = Replay(replace(d, vwap=False) if self.writer is not None else d, self.writer)
+        self.decoder = Decoder(replace(d, vwap=False) if self.writer is not None else d, self.writer)
         self.cap, self.hist, self.ts = new_capture_state()
         self.rec_meta = np.zeros(4, np.int64)
         self.rec_buf = np.zeros(1, np.uint8)
@@ -274,7 +274,7 @@ def prefault(decoder) -> int:
     Returns the bytes touched: the full table sizes (about 730 MiB at the defaults) become resident."""
     page = 4096
     total = 0
-    for table in (decoder.book, decoder.mold, decoder.out, decoder.vwap):
+    for table in decoder.tables():
         for array in table:
             if isinstance(array, np.ndarray) and array.nbytes >= page:
                 flat = array.reshape(-1).view(np.uint8)
@@ -293,7 +293,7 @@ def describe(info: dict) -> str:
 def warm(engine: str, iface: str = "", queues: list[int] | None = None) -> None:
     """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
     from the cache happens before the socket exists and no frame waits for it."""
-    dec = Replay(Options(order_capacity=64, level_pool=64), sink=None)
+    dec = Decoder(Options(order_capacity=64, level_pool=64), sink=None)
     cap, hist, ts = new_capture_state()
     rec_meta, rec = np.zeros(4, np.int64), np.zeros(1, np.uint8)
     state = (dec.mold, dec.book, dec.out, dec.cnt, dec.by_type, cap, hist, rec, rec_meta, ts)

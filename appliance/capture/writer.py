@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from appliance.decode import counters as C
-from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
+from appliance.replay.decoder import VwapFold
 from appliance.errors import UserError
 
 QUEUE_DEPTH = 8
@@ -42,8 +42,8 @@ class BackgroundSink:
     def __init__(self, sink, depth: int = QUEUE_DEPTH, fold: tuple[int, int] | None = None):
         """``fold``: (window ns, step ns) to fold VWAP windows from the trades here (the decoder then has none)."""
         self.sink = sink
-        self.vw = new_vwap(*fold) if fold else None
         self.vw_cnt = np.zeros(C.SIZE, np.int64)          # VWAP_LATE_TRADES, merged into the decoder's at the end
+        self.fold = VwapFold(*fold, self.vw_cnt) if fold else None
         self.dir = sink.dir
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.waits = 0
@@ -82,28 +82,17 @@ class BackgroundSink:
             self._put("_trades", rows[:n].copy(), n, sym.copy())
 
     def vwap(self, rows, n, sym, last):
-        if self.vw is None and (n or last):
+        if self.fold is None and (n or last):
             self._put("vwap", rows[:n].copy(), n, sym.copy(), last)
 
     # -- on the writer thread -------------------------------------------------------------------------------
     def _trades(self, tape, n, sym) -> None:
-        if self.vw is not None:
-            r = 0
-            while True:
-                r, status = feed_trades(tape, r, n, self.vw, self.vw_cnt)
-                self._windows(sym, False)
-                if status == VWAP_DONE:
-                    break
+        if self.fold is not None:
+            self.fold.feed(tape, n, self.sink, sym)
         self.sink.trades(tape, n, sym)
 
-    def _windows(self, sym, last: bool) -> None:
-        self.sink.vwap(self.vw.rows, int(self.vw.n[0]), sym, last)
-        self.vw.n[0] = 0
-
     def _finish_windows(self, sym) -> None:
-        while not finish_windows(self.vw):
-            self._windows(sym, False)
-        self._windows(sym, True)
+        self.fold.finish(self.sink, sym)
 
     def messages(self, msgs, meta, n, mold):
         self._put("messages", msgs[:n].copy(), meta[:n].copy(), n, _names(mold))
@@ -115,7 +104,7 @@ class BackgroundSink:
         """Wait until every queued row is written (and, when folding, the last windows); raise what the writer
         hit, if anything.  ``sym``: the final symbol names for the last windows."""
         if self.thread.is_alive():
-            if self.vw is not None and sym is not None:
+            if self.fold is not None and sym is not None:
                 self.queue.put(("_finish_windows", (sym.copy(),)))
             self.queue.put(None)
             self.thread.join()

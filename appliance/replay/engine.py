@@ -6,61 +6,27 @@ buffered bytes, and this module only moves finished rows to the writers and keep
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from appliance.decode import counters as C
-from appliance.decode import state as S
-from appliance.decode.vwap import NEED_MORE as VWAP_DONE, feed_trades, finish_windows, new_vwap
-from appliance.decode.walk import CORRUPT, LOST, NG_SIZE, OUT_FULL, finish, resync_dayfile, walk_dayfile, \
-    walk_pcap, walk_pcapng
-from appliance.errors import InputError, UserError
+from appliance.decode.walk import CORRUPT, LOST, NG_SIZE, OUT_FULL, resync_dayfile, walk_dayfile, walk_pcap, \
+    walk_pcapng
+from appliance.errors import InputError
+from appliance.replay.decoder import Decoder, Options, Result
 from appliance.replay.inputs import Damage, Source, chunks, detect
+
+__all__ = ["Options", "Replay", "Result"]
 
 SLICE = 64 << 20             # bytes per kernel call, so progress can be shown often enough
 
 
-@dataclass
-class Options:
-    feeds: list[tuple[int, int]] | None = None
-    messages: bool = False
-    packets: bool = False
-    order_capacity: int = S.DEFAULT_ORDER_CAPACITY
-    level_pool: int = S.DEFAULT_LEVEL_POOL
-    window_ns: int = 1_000_000_000
-    step_ns: int = 100_000_000
-    vwap: bool = True                    # False: no VWAP windows (the tape and totals are still kept)
-
-
-@dataclass
-class Result:
-    sources: list[Source] = field(default_factory=list)
-    input_errors: list[str] = field(default_factory=list)
-    gaps: list[tuple[int, int, int]] = field(default_factory=list)
-    broken: list[int] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class Replay:
+class Replay(Decoder):
     """Decode a sequence of inputs as one stream; ``sink`` receives finished rows (see ``replay.output``)."""
 
     def __init__(self, options: Options, sink, progress=None):
-        self.options = options
-        self.sink = sink
+        super().__init__(options, sink)
         self.progress = progress
-        try:
-            self.book = S.new_book(options.order_capacity, options.level_pool)
-        except (MemoryError, ValueError):
-            orders_b, levels_b = S.table_bytes(options.order_capacity, options.level_pool)
-            raise UserError(f"not enough memory for the tables: --order-capacity {options.order_capacity:,} "
-                            f"reserves {orders_b / 2**20:,.0f} MiB and --level-pool {options.level_pool:,} "
-                            f"{levels_b / 2**20:,.0f} MiB; lower them") from None
-        self.mold = S.new_mold(options.feeds)
-        self.out = S.new_out(options.messages, options.packets, options.step_ns, options.window_ns)
-        self.cnt, self.by_type = S.new_counters()
-        self.vwap = new_vwap(options.window_ns, options.step_ns)
-        self.result = Result()
         self._done_bytes = 0
 
     # -- driving the kernels ------------------------------------------------------------------------
@@ -81,15 +47,6 @@ class Replay:
         self.finish_stream()
         self.result.seconds = time.perf_counter() - started
         return self.result
-
-    def finish_stream(self) -> None:
-        """End of all input (or of a live capture): give up on held holes, write every remaining row and window."""
-        while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
-            self.flush()
-        self.flush()
-        while not finish_windows(self.vwap):
-            self._drain_windows()
-        self._drain_windows(last=True)
 
     def _run_source(self, src: Source, total: int) -> None:
         ng = np.zeros(NG_SIZE, np.int64)
@@ -142,33 +99,3 @@ class Replay:
                                  f"{'inflated ' if src.compressed else ''}stream; decoding of it stopped there")
             if end == size:
                 return pos
-
-    # -- moving rows out ----------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Hand every finished row to the sink and empty the buffers (the kernels then resume)."""
-        out, n = self.out, self.out.n
-        if n[S.N_TRADES] and self.options.vwap:
-            # Windows read the tape before it is written out and its buffer reused.
-            self._fold_trades(out.trades, int(n[S.N_TRADES]))
-        self.sink.bbo(out.bbo, int(n[S.N_BBO]), self.book.sym)
-        self.sink.trades(out.trades, int(n[S.N_TRADES]), self.book.sym)
-        if n[S.N_MSGS]:
-            self.sink.messages(out.msgs, out.msg_meta, int(n[S.N_MSGS]), self.mold)
-        if n[S.N_PACKETS]:
-            self.sink.packets(out.packets, int(n[S.N_PACKETS]), self.mold)
-        for i in range(int(n[S.N_GAPS])):
-            self.result.gaps.append(tuple(int(v) for v in out.gaps[i]))
-        self.result.broken.extend(int(v) for v in out.broken[:n[S.N_BROKEN]])
-        n[:S.FLAG_PACKETS] = 0
-
-    def _fold_trades(self, tape: np.ndarray, rows: int) -> None:
-        r = 0
-        while True:
-            r, status = feed_trades(tape, r, rows, self.vwap, self.cnt)
-            self._drain_windows()
-            if status == VWAP_DONE:
-                return
-
-    def _drain_windows(self, last: bool = False) -> None:
-        self.sink.vwap(self.vwap.rows, int(self.vwap.n[0]), self.book.sym, last)
-        self.vwap.n[0] = 0
