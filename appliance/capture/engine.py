@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from appliance.capture import stats as capstats
-from appliance.capture.ready import FanoutStart, remove_ready, write_ready
+from appliance.capture.ready import END_WAIT, FanoutLine, remove_ready, write_ready
 from appliance.capture.signals import catch_stop_signals, restore
 from appliance.capture.watch import MulticastWatch
 from appliance.capture.writer import BackgroundSink
@@ -102,7 +102,7 @@ class Capture:
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
         self.announce = announce or self.log     # the readiness line (-q does not hide it)
-        self.watch = self.start = None
+        self.watch = self.fanout_line = None
         self.stop_reason: str | None = None
         self.ring_info: dict = {}
         self.stats: dict = {}
@@ -190,7 +190,8 @@ class Capture:
                 self._start_line(rings, stopping)
                 iface_before = capstats.iface_counters(o.iface)
                 ran = stopping["flag"] is None
-                self._loop(rings, rec, stopping, started)
+                self._loop(rings, rec, stopping, time.perf_counter())
+                self._end_line(rings)
                 if rec is not None:
                     self._hand_off(rec)
                 self.watch.close()
@@ -210,25 +211,41 @@ class Capture:
 
     def _start_line(self, rings, stopping: dict) -> None:
         """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the
-        readiness line (a member's parent says it for all) and the ready file."""
+        ready file and the readiness line (a --workers member's parent says it for all), in that order, so
+        whoever reads the line finds the file."""
         o = self.options
         if o.fanout_start is not None:
-            self.start = FanoutStart(o.fanout_start)
-            self.start.joined()
-            self.start.wait_for_go(stopping)
+            self.fanout_line = FanoutLine(o.fanout_start)
+            self.fanout_line.joined()
+            self.fanout_line.wait_for_go(stopping)
             rings[0].release()
-        else:
-            self.announce(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
         if o.ready_file:
             write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine,
                                        **{k: v for k, v in self.ring_info.items() if k in ("queues", "fanout")}})
+        if o.fanout_start is None:
+            self.announce(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
 
-    def _watch_tick(self, frames: int) -> None:
-        """While no feed frame has come (here, or to another fan-out member), sample what multicast does."""
-        if frames and self.start is not None:
-            self.start.fed()
+    def _end_line(self, rings) -> None:
+        """A --workers member leaves its fan-out group only once no member takes frames any more (ready.py)."""
+        line = self.fanout_line
+        if line is not None:
+            if self.stop_reason == "end_of_session":
+                line.ended()
+            rings[0].hold()
+            if not line.held():
+                self.log(f"left the fan-out group after {END_WAIT:g} s with other workers still taking frames")
+
+    def _tick_watch(self, frames: int, stopping: dict) -> None:
+        """While no feed frame has come (here, or to another fan-out member), sample what multicast does; note
+        another member's end of session."""
+        line = self.fanout_line
+        if line is not None:
+            if frames:
+                line.fed()
+            if line.peer_ended():
+                stopping["peer_ended"] = True
         if self.watch.watching:
-            if frames or (self.start is not None and self.start.peer_fed()):
+            if frames or (line is not None and line.peer_fed()):
                 self.watch.close("first_feed_frame")
             else:
                 self.watch.drain()
@@ -263,7 +280,7 @@ class Capture:
             frames = int(self.cap[CAP_FRAMES])
             if frames != last_frames:
                 last_frames, last_frame_at = frames, now
-            self._watch_tick(frames)
+            self._tick_watch(frames, stopping)
             if rec is not None:
                 self._hand_off(rec)
             if now - last_write >= WRITE_EVERY:

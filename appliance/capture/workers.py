@@ -7,11 +7,12 @@ session layer sees complete sequences.  The two lines of one A/B pair are two fl
 different workers: each then builds that feed's books from its own line, without arbitration between them.
 ``qm`` follows the NIC's rx queue (RSS), ``lb`` round-robins (splits a line: only for raw throughput tests).
 
-The parent keeps the workers in step (``capture/ready.py``): no worker takes a frame before every worker has
-joined the group (the flow -> worker mapping changes with each member that joins); once all take frames it
-says ``capturing on`` and writes ``--ready-file``; when one worker stops at the end of session it tells the
-others (SIGUSR1: stop once your lines are quiet), so a worker whose lines all went elsewhere stops too; when
-one fails, the others are stopped (its lines would move to them mid-session).  It forwards SIGINT/SIGTERM,
+The workers keep in step through a start and an end line (``capture/ready.py``): no worker takes a frame before
+every worker has joined the group, and none leaves it while another still takes frames (the flow -> worker
+mapping changes with each member that joins or leaves); when one sees every session end, the others stop once
+their own lines are quiet, so a worker whose lines all went elsewhere stops too.  The parent opens the start
+line, says ``capturing on`` and writes ``--ready-file`` once every worker takes frames, and stops the others
+when one fails (its lines would move to them mid-session).  It forwards SIGINT/SIGTERM,
 waits for every worker and writes ``OUT/workers.json``: each worker's exit status, packets, messages, gaps and
 drops, their sums, and warnings: every line on one worker, a line split across workers, no feed frame at all.
 """
@@ -34,7 +35,6 @@ from appliance.display import printable
 from appliance.errors import EXIT_FAILED
 
 SKIP_WITH_VALUE = {"--workers", "--out", "--fanout", "--fanout-group", "--ready-file", "--fanout-start"}
-ENDED = ("end_of_session", "peer_end_of_session")
 
 
 def worker_argv(argv: list[str]) -> list[str]:
@@ -83,14 +83,14 @@ def run_workers(args) -> int:
 
 
 def _supervise(procs: list, gate: Path, base: Path, args, what: str) -> list[int]:
-    """Open the start line once every worker has joined, announce readiness once every worker takes frames,
-    pass an end of session on, stop the rest when one fails; the exit codes."""
+    """Open the start line once every worker has joined, announce readiness once every worker takes frames, stop
+    the rest when one fails (its lines would move to them mid-session); the exit codes."""
     def forward(signum, _frame):
         _signal_running(procs, signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     codes: dict[int, int] = {}
-    gate_open = announced = told = False
+    gate_open = announced = False
     try:
         while len(codes) < len(procs):
             for k, p in enumerate(procs):
@@ -100,17 +100,14 @@ def _supervise(procs: list, gate: Path, base: Path, args, what: str) -> list[int
                 if p.returncode != 0:
                     say(f"worker {k} failed (exit {p.returncode}): stopping the others")
                     _signal_running(procs, signal.SIGTERM)
-                elif not told and _stop_reason(base, k) in ENDED:
-                    _signal_running(procs, signal.SIGUSR1)      # the others stop once their lines are quiet
-                    told = True
             if not gate_open and all_joined(gate, [p.pid for p in procs]):
                 open_the_gate(gate)
                 gate_open = True
             if gate_open and not announced and all((gate / f"ready-{k}").exists() for k in range(len(procs))):
-                say(f"capturing on {args.iface} (TPACKET_V3, {what}); stop with Ctrl-C")
-                if args.ready_file:
+                if args.ready_file:                      # first: a reader of the line may look for the file
                     write_ready(args.ready_file, {"pid": os.getpid(), "interface": args.iface, "engine": "tpacket",
                                                   "workers": [p.pid for p in procs]})
+                say(f"capturing on {args.iface} (TPACKET_V3, {what}); stop with Ctrl-C")
                 announced = True
             time.sleep(POLL)
     finally:
@@ -123,13 +120,6 @@ def _signal_running(procs: list, signum: int) -> None:
     for p in procs:
         if p.poll() is None:
             p.send_signal(signum)
-
-
-def _stop_reason(base: Path, k: int) -> str | None:
-    try:
-        return json.loads((base / f"worker-{k}" / "summary.json").read_text())["capture"]["stop_reason"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _summarise(args, base: Path, codes: list[int], mode: str, group: int) -> int:

@@ -192,7 +192,7 @@ class TpacketRing:
             raise UserError("--retire-ms must be between 1 and 59999")
         self.ifname, self.feeds = ifname, feeds
         self.block_size, self.blocks, self.retire_ms = block_size, blocks, retire_ms
-        self.frame_size, self.fanout, self.hold = frame_size, fanout, hold
+        self.frame_size, self.fanout, self.holding = frame_size, fanout, hold
         self.sock: socket.socket | None = None
         self.igmp: socket.socket | None = None
         self.map: mmap.mmap | None = None
@@ -215,7 +215,7 @@ class TpacketRing:
     def _open(self) -> None:
         self.sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)   # receives nothing until bind
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        if self.hold:
+        if self.holding:
             _attach_filter(sock, DROP_ALL)
         elif self.feeds:
             _attach_filter(sock, feed_filter(self.feeds))
@@ -247,9 +247,15 @@ class TpacketRing:
         nothing, so that every member can join before the kernel hands any frame out.  The group's flow-hash ->
         member mapping depends on how many members there are: a frame accepted while members were still joining
         would put the start of a line on one worker and the rest on another."""
-        if self.hold:
+        if self.holding:
             _attach_filter(self.sock, feed_filter(self.feeds) if self.feeds else [(BPF_RET_K, 0, 0, SNAP_ALL)])
-            self.hold = False
+            self.holding = False
+
+    def hold(self) -> None:
+        """Stop taking frames but stay in the fan-out group (the mirror of ``release``): a member that left while
+        another still took frames would hand its lines' last frames to that one."""
+        _attach_filter(self.sock, DROP_ALL)
+        self.holding = True
 
     def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
         """Run the ring kernel once; returns (status, frames).  Without ``wait`` it does not wait."""
