@@ -111,3 +111,30 @@ def test_feed_frames_close_the_watcher(tmp_path):
     assert summary["messages"] == 19_999
     assert summary["capture"]["multicast_seen"]["until"] == "first_feed_frame"
     assert not ready.exists()
+
+
+def _cut_and_rename(src: Path, dst: Path, records: int, old: bytes, new: bytes) -> None:
+    """The first ``records`` frames of a classic pcap (the end-of-session packet is the last), with the session
+    name replaced (same length: no length field changes; the decoders do not check UDP checksums)."""
+    data = src.read_bytes()
+    pos, kept = 24, 0
+    while kept < records and pos + 16 <= len(data):
+        pos += 16 + int.from_bytes(data[pos + 8:pos + 12], "little")
+        kept += 1
+    dst.write_bytes(data[:pos].replace(old, new))
+
+
+def test_hostile_session_name_is_escaped_in_validate_messages(tmp_path):
+    """A session named with an ESC sequence and no end-of-session packet: validate announces that it will stop the
+    capture itself, naming the session -- escaped, never the raw ESC byte -- and still passes."""
+    hostile = b"\x1b[31mEVIL!"
+    assert len(hostile) == len(b"TEST000001")
+    feed = tmp_path / "hostile.pcap"
+    _cut_and_rename(SAMPLE, feed, 8300, b"TEST000001", hostile)
+    done = subprocess.run(_appliance("validate", str(feed), "--engine", "tpacket", "--out", str(tmp_path / "v")),
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
+    assert "no end-of-session packet for session \\x1b[31mEVIL!" in done.stderr
+    replay = json.loads((tmp_path / "v" / "replay" / "summary.json").read_text())
+    assert replay["sessions"][0]["session"] == hostile.decode()         # summary.json keeps the bytes as sent
