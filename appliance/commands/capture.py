@@ -110,6 +110,8 @@ def options_from(args):
         raise UserError("--fanout is for --engine tpacket (AF_XDP binds one socket per queue instead)")
     if args.fanout_group and not args.fanout:
         raise UserError("--fanout-group needs --fanout MODE")
+    if args.fanout_start and not args.fanout:
+        raise UserError("--fanout-start is set by --workers for its workers, with --fanout")
     if args.fanout and not args.fanout_group:
         raise UserError("--fanout needs --fanout-group ID (or --workers N, which picks one)")
     if args.frames and args.frames & (args.frames - 1):
