@@ -199,3 +199,135 @@ def test_constants_the_ring_kernels_restate_match_their_sources():
     assert deliver.REC_HEADER == record.RECORD_HEADER
     assert xsk_rx.META_SIZE == steer.META_SIZE == steer.STEER_META.itemsize
     assert xsk_rx.META_MAGIC_AT == steer.STEER_META.fields["magic"][1]
+
+
+def _udp_frame(group: int, port: int, tags: tuple[int, ...] = (), ihl: int = 5) -> bytes:
+    import struct
+
+    eth = bytes(12) + b"".join(struct.pack(">HH", tpid, 7) for tpid in tags) + struct.pack(">H", 0x0800)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x40 | ihl, 0, 20 + 8, 0, 0, 64, 17, 0, bytes(4), group.to_bytes(4, "big"))
+    return eth + ip + bytes(4 * (ihl - 5)) + struct.pack(">HHHH", 1234, port, 8, 0)
+
+
+def test_watch_reads_group_and_port_through_tags_and_options_and_refuses_short_frames():
+    from appliance.capture.watch import group_port
+
+    frame = _udp_frame(0xE9360C09, 26401, tags=(0x88A8, 0x8100), ihl=7)
+    assert group_port(frame) == (0xE9360C09, 26401)
+    for cut in range(len(frame) - 4):                            # cut before the port's end: None, no exception
+        assert group_port(frame[:cut]) is None
+    assert group_port(_udp_frame(0xE9360C09, 1, tags=(0x8100,) * 5)) is None      # more tags than the policy
+
+
+def test_watch_counts_at_most_max_lines_one_by_one():
+    from appliance.capture.watch import MAX_LINES, MulticastWatch
+
+    watch = MulticastWatch("lo")
+    for port in range(MAX_LINES + 10):
+        watch.count((0xE9360C01, port))
+    watch.count((0xE9360C01, 0))
+    res = watch.result()
+    assert len(res["lines"]) == MAX_LINES and res["other_frames"] == 10
+    assert res["lines"][0] == {"group": "233.54.12.1", "port": 0, "frames": 2}
+
+
+def test_no_feed_sentence_and_merge():
+    from appliance.capture.watch import merge, no_feed_sentence
+
+    a = {"lines": [{"group": "233.54.12.1", "port": 26400, "frames": 5}], "other_frames": 0, "seconds": 2.0}
+    b = {"lines": [{"group": "233.54.12.1", "port": 26400, "frames": 7},
+                   {"group": "233.54.12.2", "port": 26400, "frames": 1}], "other_frames": 0, "seconds": 2.5}
+    merged = merge([a, b])                          # two workers watched the same interface: max, not sum
+    assert merged["lines"][0]["frames"] == 7 and len(merged["lines"]) == 2 and merged["seconds"] == 2.5
+    text = no_feed_sentence(["233.54.12.9:26400"], "lab0", merged, fanout=False)
+    assert "233.54.12.1:26400 (7 frames), 233.54.12.2:26400 (1 frames)" in text and "check --feed" in text
+    none = no_feed_sentence(["233.54.12.9:26400"], "lab0", {"lines": [], "other_frames": 0, "seconds": 1}, False)
+    assert "no IPv4 UDP multicast arrived there at all" in none
+
+
+def test_multicast_filter_keeps_multicast_outside_the_local_block():
+    """Run the classic BPF program with a small interpreter of the opcodes it uses."""
+    from appliance.ring.tpacket import multicast_filter
+
+    prog = multicast_filter(128)
+    assert run_cbpf(prog, _udp_frame(0xE9360C09, 26400)) == 128
+    assert run_cbpf(prog, _udp_frame(0xE9360C09, 26400, tags=(0x8100,))) == 128
+    assert run_cbpf(prog, _udp_frame(0xE00000FB, 5353)) == 0          # 224.0.0.251 (mDNS): link-local block
+    assert run_cbpf(prog, _udp_frame(0x0A000001, 26400)) == 0          # unicast
+    assert run_cbpf(prog, _udp_frame(0xEFFFFFFA, 1900)) == 128         # 239.255.255.250 is outside 224.0.0.0/24
+    feed = feed_filter([(0xE9360C09, 26400)])                          # the interpreter agrees with the kernel's
+    assert run_cbpf(feed, _udp_frame(0xE9360C09, 26400)) == 0x40000    # verdicts (tests/test_frame_policy.py)
+    assert run_cbpf(feed, _udp_frame(0xE9360C09, 26401)) == 0
+
+
+def test_spread_warnings():
+    from appliance.capture.workers import spread_warnings
+
+    one = [{"worker": 0, "frames": 9, "lines": ["233.54.12.1:26400", "233.54.12.2:26400"]},
+           {"worker": 1, "frames": 0, "lines": []}]
+    (text,) = spread_warnings(one)
+    assert text.startswith("every line went to worker 0 (233.54.12.1:26400, 233.54.12.2:26400)")
+    split = [{"worker": 0, "frames": 9, "lines": ["233.54.12.1:26400"]},
+             {"worker": 1, "frames": 9, "lines": ["233.54.12.1:26400", "233.54.12.2:26400"]}]
+    (text,) = spread_warnings(split)
+    assert text.startswith("line 233.54.12.1:26400 was split across workers 0, 1")
+    fine = [{"worker": 0, "frames": 9, "lines": ["233.54.12.1:26400"]},
+            {"worker": 1, "frames": 9, "lines": ["233.54.12.2:26400"]}]
+    assert spread_warnings(fine) == []
+
+
+def test_validate_differences_escape_wire_strings(tmp_path):
+    from appliance.capture.validate import compare
+
+    replay = {"gaps": [["\x1b]0;owned\x07", 1, 2]], "symbols": {"EV\x1b[2JIL": {"volume": 1}}}
+    live = {"gaps": [], "symbols": {"EV\x1b[2JIL": {"volume": 2}}}
+    lines = compare(replay, live, tmp_path, tmp_path)
+    assert lines and not any(ch in "".join(lines) for ch in "\x1b\x07")
+    assert any("symbol EV\\x1b[2JIL" in line for line in lines)
+
+
+def run_cbpf(prog: list[tuple[int, int, int, int]], pkt: bytes, vlan_stripped: int = 0) -> int:
+    """A classic BPF interpreter for the opcodes the capture's filters use; a load past the end returns 0, as in
+    the kernel."""
+    from appliance.ring.tpacket import SKF_AD_VLAN_TAG_PRESENT
+
+    a = x = pc = 0
+    mem = [0] * 16
+    size = {0x00: 4, 0x08: 2, 0x10: 1}
+    while True:
+        op, jt, jf, k = prog[pc]
+        pc += 1
+        cls = op & 0x07
+        if cls == 0x00:                                          # BPF_LD
+            mode = op & 0xE0
+            if mode == 0x80:
+                a = len(pkt)
+            elif mode == 0x60:
+                a = mem[k]
+            elif mode == 0x20 and k == SKF_AD_VLAN_TAG_PRESENT:
+                a = vlan_stripped
+            else:
+                off, n = (k if mode == 0x20 else x + k), size[op & 0x18]
+                if off + n > len(pkt):
+                    return 0
+                a = int.from_bytes(pkt[off:off + n], "big")
+        elif cls == 0x01:                                        # BPF_LDX
+            x = k if op & 0xE0 == 0x00 else mem[k]
+        elif cls == 0x02:
+            mem[k] = a
+        elif cls == 0x03:
+            mem[k] = x
+        elif cls == 0x04:                                        # BPF_ALU
+            b = x if op & 0x08 else k
+            a = {0x00: a + b, 0x50: a & b, 0x60: a << b, 0x70: a >> b}[op & 0xF0] & 0xFFFFFFFF
+        elif cls == 0x05:                                        # BPF_JMP
+            if op == 0x05:
+                pc += k
+                continue
+            b = x if op & 0x08 else k
+            hit = {0x10: a == b, 0x20: a > b, 0x30: a >= b, 0x40: bool(a & b)}[op & 0xF0]
+            pc += jt if hit else jf
+        elif cls == 0x06:
+            return k
+        elif cls == 0x07:                                        # BPF_MISC: TAX
+            x = a

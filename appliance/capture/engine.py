@@ -14,7 +14,8 @@ full, it goes to the recorder's thread and an empty one is lent (none free: fram
 recorded, the decode goes on).  Each tick: recording hand-off, rows written, the status line, the stop checks.
 Stops on SIGINT/SIGTERM, after ``duration``, when the interface goes away, or once every session has sent its
 end-of-session packet and the lines have been quiet for ``linger`` seconds (so the other line's copies are
-counted too).
+counted too), or on SIGUSR1 (another fan-out worker saw the end of session) once the lines are that quiet.
+While no feed frame has arrived, ``watch.MulticastWatch`` notes which multicast lines do (a wrong ``--feed``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from appliance.capture import stats as capstats
+from appliance.capture.ready import END_WAIT, FanoutLine, remove_ready, write_ready
 from appliance.capture.signals import catch_stop_signals, restore
+from appliance.capture.watch import MulticastWatch
 from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
 from appliance.replay.decoder import Decoder, Options
@@ -65,6 +68,8 @@ class CaptureOptions:
     blocks: int = 64
     retire_ms: int = 2
     fanout: tuple[int, str] | None = None
+    fanout_start: str | None = None          # a --workers member: the start line's directory (capture/ready.py)
+    ready_file: str | None = None            # written once the rings are up, removed at the end
     # recording
     record_dir: str | None = None
     rotate_bytes: int | None = None
@@ -85,7 +90,7 @@ def umem_frames(queues: int) -> int:
 
 
 class Capture:
-    def __init__(self, options: CaptureOptions, sink, status=None, log=None):
+    def __init__(self, options: CaptureOptions, sink, status=None, log=None, announce=None):
         self.options = options
         d = options.decode
         fold = (d.window_ns, d.step_ns) if d.vwap else None     # VWAP windows are folded on the writer thread
@@ -96,6 +101,8 @@ class Capture:
         self.rec_buf = np.zeros(1, np.uint8)
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
+        self.announce = announce or self.log     # the readiness line (-q does not hide it)
+        self.watch = self.fanout_line = None
         self.stop_reason: str | None = None
         self.ring_info: dict = {}
         self.stats: dict = {}
@@ -108,7 +115,7 @@ class Capture:
             from appliance.ring.tpacket import TpacketRing
 
             ring = stack.enter_context(TpacketRing(o.iface, o.feeds, o.block_size, o.blocks, o.retire_ms,
-                                                   o.fanout))
+                                                   o.fanout, hold=o.fanout_start is not None))
             self.ring_info = {"engine": "tpacket", "block_size": o.block_size, "blocks": o.blocks,
                               "retire_ms": o.retire_ms, "fanout": list(o.fanout) if o.fanout else None}
             return [ring]
@@ -179,22 +186,69 @@ class Capture:
             with ExitStack() as stack:
                 rings = self._open_rings(stack)
                 rec = self._open_recorder(stack)
-                self.log(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
+                self.watch = stack.enter_context(MulticastWatch(o.iface))
+                self._start_line(rings, stopping)
                 iface_before = capstats.iface_counters(o.iface)
-                self._loop(rings, rec, stopping, started)
+                ran = stopping["flag"] is None
+                self._loop(rings, rec, stopping, time.perf_counter())
+                self._end_line(rings)
                 if rec is not None:
                     self._hand_off(rec)
+                self.watch.close()
                 self.stats = capstats.collect(self, rings, iface_before)
+                self.stats["multicast_seen"] = self.watch.result() if ran else None
             if rec is not None:
                 capstats.add_recording(self.stats, rec.stats)
         finally:
             restore(old)
+            remove_ready(o.ready_file)
         self.seconds = time.perf_counter() - started
         self.decoder.finish_stream()
         if self.writer is not None:
             self.writer.drain(self.decoder.book.sym)
             self.decoder.cnt[C.VWAP_LATE_TRADES] += self.writer.vw_cnt[C.VWAP_LATE_TRADES]
             self.stats.update(self.writer.stats())
+
+    def _start_line(self, rings, stopping: dict) -> None:
+        """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the
+        ready file and the readiness line (a --workers member's parent says it for all), in that order, so
+        whoever reads the line finds the file."""
+        o = self.options
+        if o.fanout_start is not None:
+            self.fanout_line = FanoutLine(o.fanout_start)
+            self.fanout_line.joined()
+            self.fanout_line.wait_for_go(stopping)
+            rings[0].release()
+        if o.ready_file:
+            write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine,
+                                       **{k: v for k, v in self.ring_info.items() if k in ("queues", "fanout")}})
+        if o.fanout_start is None:
+            self.announce(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
+
+    def _end_line(self, rings) -> None:
+        """A --workers member leaves its fan-out group only once no member takes frames any more (ready.py)."""
+        line = self.fanout_line
+        if line is not None:
+            if self.stop_reason == "end_of_session":
+                line.ended()
+            rings[0].hold()
+            if not line.held():
+                self.log(f"left the fan-out group after {END_WAIT:g} s with other workers still taking frames")
+
+    def _tick_watch(self, frames: int, stopping: dict) -> None:
+        """While no feed frame has come (here, or to another fan-out member), sample what multicast does; note
+        another member's end of session."""
+        line = self.fanout_line
+        if line is not None:
+            if frames:
+                line.fed()
+            if line.peer_ended():
+                stopping["peer_ended"] = True
+        if self.watch.watching:
+            if frames or (line is not None and line.peer_fed()):
+                self.watch.close("first_feed_frame")
+            else:
+                self.watch.drain()
 
     def _loop(self, rings, rec, stopping, started) -> None:
         dec = self.decoder
@@ -226,6 +280,7 @@ class Capture:
             frames = int(self.cap[CAP_FRAMES])
             if frames != last_frames:
                 last_frames, last_frame_at = frames, now
+            self._tick_watch(frames, stopping)
             if rec is not None:
                 self._hand_off(rec)
             if now - last_write >= WRITE_EVERY:
@@ -233,7 +288,7 @@ class Capture:
                 last_write = now
             if self.status is not None:
                 self.status(self)
-            stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at)
+            stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at, stopping)
         self.stop_reason = stopping["flag"]
 
     def _socket_trouble(self, ring) -> str | None:
@@ -247,7 +302,7 @@ class Capture:
         time.sleep(0.01)
         return None
 
-    def _should_stop(self, now: float, started: float, last_frame_at: float) -> str | None:
+    def _should_stop(self, now: float, started: float, last_frame_at: float, stopping: dict) -> str | None:
         o = self.options
         if o.duration is not None and time.perf_counter() - started >= o.duration:
             return "duration"
@@ -258,6 +313,8 @@ class Capture:
         if (o.stop_at_end_of_session and n and all(mold.ss_ended[:n]) and mold.ss_meta[1] == 0
                 and now - last_frame_at >= o.linger):
             return "end_of_session"
+        if o.stop_at_end_of_session and stopping.get("peer_ended") and now - last_frame_at >= o.linger:
+            return "peer_end_of_session"          # SIGUSR1: another fan-out worker saw the end of session
         return None
 
     # -- for the status line ----------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.display import printable
 from appliance.errors import UserError
 
 # -- layouts (plain ints and structs: the capture loop imports these without numpy objects) ---------------
@@ -168,8 +169,8 @@ class Recorder:
         st = self._stats
         if st["write_errors"]:
             _log.warning("recorder %s in %s: %d write errors, %d records (%d bytes) not recorded; last: %s",
-                         self.prefix, self.directory, st["write_errors"], st["records_dropped"],
-                         st["bytes_dropped"], st["last_error"])
+                         printable(self.prefix), printable(str(self.directory)), st["write_errors"],
+                         st["records_dropped"], st["bytes_dropped"], printable(st["last_error"] or ""))
 
     @property
     def stats(self) -> dict:

@@ -24,6 +24,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from appliance.display import printable
 from appliance.errors import InputError, RunFailed, UserError
 
 DEFAULT_PPS = 10_000
@@ -170,7 +171,7 @@ def run_send(args: argparse.Namespace) -> int:
         what = "is a decode option and does" if len(given) == 1 else "are decode options and do"
         raise UserError(f"{', '.join(given)} {what} not go with --send")
     loop = 1 if args.loop is None else args.loop
-    announce = None if args.quiet else (lambda text: print(text, flush=True))
+    announce = None if args.quiet else (lambda text: print(printable(text), flush=True))     # paths: escaped
     result = send(args.inputs, args.send, pps=args.pps, topspeed=args.topspeed, loop=loop, announce=announce)
     if not args.quiet:
         print(result.report())

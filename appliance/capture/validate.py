@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from appliance.display import printable
+
 COMPARED = ("packets", "bad_packets", "duplicate_packets", "heartbeats", "end_of_session", "messages",
             "messages_by_type", "gaps", "open_orders", "unknown_order_refs", "rejected_adds", "broken_trades",
             "broken_match_numbers")
@@ -28,7 +30,8 @@ def _digest(path: Path) -> str | None:
 
 
 def compare(replay: dict, live: dict, replay_dir: Path, live_dir: Path) -> list[str]:
-    """Differences as readable lines (empty: the same)."""
+    """Differences as readable lines (empty: the same), ready for a terminal: symbols, session names (in gaps,
+    end of session) and paths are escaped (``display.printable``)."""
     diffs = []
     for key in COMPARED:
         if replay.get(key) != live.get(key):
@@ -50,7 +53,7 @@ def compare(replay: dict, live: dict, replay_dir: Path, live_dir: Path) -> list[
     for table in TABLES:
         if _digest(replay_dir / table) != _digest(live_dir / table):
             diffs.append(f"{table:20s} rows differ (compare {replay_dir / table} with {live_dir / table})")
-    return diffs
+    return [printable(line) for line in diffs]
 
 
 def drop_lines(live: dict) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 
 from appliance.capture.send import check_iface
 from appliance.commands.replay import _positive, check_feeds, parse_feed
+from appliance.display import printable
 from appliance.errors import NeedsPrivilege, UserError
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -90,7 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dec.add_argument("--packets", action="store_true", help="also write packets.csv")
     dec.add_argument("--order-capacity", type=_positive, default=None, metavar="N")
     dec.add_argument("--level-pool", type=_positive, default=None, metavar="N")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no status line and no report")
+    parser.add_argument("--ready-file", metavar="PATH",
+                        help="write PATH (JSON: pid, interface, engine) once the rings are up and the capture takes "
+                             "frames; removed when it ends -- for scripts that wait before sending")
+    parser.add_argument("--fanout-start", metavar="DIR", help=argparse.SUPPRESS)   # --workers' start line
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no status line and no report (the readiness line and problems are still said)")
 
 
 def options_from(args):
@@ -104,6 +110,8 @@ def options_from(args):
         raise UserError("--fanout is for --engine tpacket (AF_XDP binds one socket per queue instead)")
     if args.fanout_group and not args.fanout:
         raise UserError("--fanout-group needs --fanout MODE")
+    if args.fanout_start and not args.fanout:
+        raise UserError("--fanout-start is set by --workers for its workers, with --fanout")
     if args.fanout and not args.fanout_group:
         raise UserError("--fanout needs --fanout-group ID (or --workers N, which picks one)")
     if args.frames and args.frames & (args.frames - 1):
@@ -120,7 +128,7 @@ def options_from(args):
         block_size=args.block_size, blocks=args.blocks, retire_ms=args.retire_ms,
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
-        snaplen=args.snaplen)
+        snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start)
 
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
@@ -180,14 +188,15 @@ def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     from appliance.replay.output import CsvSink, NullSink, write_json
 
     options = options_from(args)
-    log = (lambda text: None) if args.quiet else (lambda text: print(f"appliance: {text}", file=sys.stderr))
+    say = lambda text: print(f"appliance: {printable(text)}", file=sys.stderr, flush=True)     # noqa: E731
+    log = (lambda text: None) if args.quiet else say
     if cache_is_cold():
         log("first run of this version: compiling the decode kernels (about a minute, once)")
     if args.no_tables and (args.messages or args.packets):
         raise UserError("--no-tables writes no tables: it does not go with --messages or --packets")
     sink = NullSink(args.out) if args.no_tables else CsvSink(args.out, args.messages, args.packets)
     status = status_line() if sys.stderr.isatty() and not args.quiet else None
-    capture = Capture(options, sink, status=status, log=log)
+    capture = Capture(options, sink, status=status, log=log, announce=say)
     try:
         capture.run(stopping)
     finally:
@@ -202,7 +211,7 @@ def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     write_json(sink.dir / "summary.json", summary)
     if not args.quiet:
         print(report_mod.report(summary, args.out))
-        print(capture_report(capture.stats))
+        print("\n".join(printable(line) for line in capture_report(capture.stats).splitlines()))
     return _outcome(capture, options, args.out)
 
 
@@ -219,9 +228,33 @@ def _outcome(capture, options, out: str) -> int:
     lost = recording_lost(capture.stats)
     if lost:
         problems.append(f"{lost} (summary.json capture.drops.recording)")
-    for sentence in problems:
-        print(f"appliance: {sentence}", file=sys.stderr)
+    no_feed = _no_feed(capture.stats, options)
+    if no_feed:
+        sentence, wrong = no_feed
+        if wrong:
+            problems.append(sentence)
+        else:
+            print(f"appliance: warning: {printable(sentence)}", file=sys.stderr)
+    for sentence in problems:                          # paths and the interface name: escaped
+        print(f"appliance: {printable(sentence)}", file=sys.stderr)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _no_feed(stats: dict, options) -> tuple[str, bool] | None:
+    """(sentence, is it a failure) when the capture ran and no frame of the feed came, else None.  A failure (exit
+    1) when other multicast lines did arrive -- the capture was pointed at the wrong lines; only a warning when
+    nothing arrived at all (a quiet network, a capture stopped before the open) or when this process is one
+    member of a fan-out group (another member may have taken every line).  A --workers member says nothing:
+    its parent judges the sum of all workers."""
+    from appliance.capture.watch import no_feed_sentence
+
+    seen = stats.get("multicast_seen")
+    if seen is None or stats["counters"]["ring_frames"] or options.fanout_start is not None:
+        return None
+    feeds = [f"{ipaddress.IPv4Address(g)}:{p}" for g, p in options.feeds]
+    fanout = options.fanout is not None
+    sentence = no_feed_sentence(feeds, options.iface, seen, fanout)
+    return sentence, bool(seen["lines"] or seen["other_frames"]) and not fanout
 
 
 def capture_report(stats: dict) -> str:

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from appliance.commands.replay import _positive
+from appliance.display import printable
 from appliance.errors import UserError
 
-READY = "capturing on"          # the capture's log line once its rings and program are in place
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,23 +44,26 @@ def _replay(path: str, out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def _wait_ready(proc: subprocess.Popen, log: list[str], deadline: float) -> None:
+def _wait_ready(proc: subprocess.Popen, ready: Path, deadline: float) -> None:
+    """Until the capture's --ready-file appears (its rings and program are in place)."""
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        log.append(line.rstrip())
-        if READY in line:
+        if ready.exists():
             return
-    proc.kill()
-    raise UserError("the capture did not start: " + (log[-1] if log else "no message"))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+    _, err = proc.communicate()
+    lines = err.strip().splitlines()
+    raise UserError("the capture did not start: " + (lines[-1] if lines else "no message"))
 
 
 SETTLE = 1.0                    # seconds after sending ends that a capture without an end of session still gets
 
 
 def _say(text: str) -> None:
-    print(f"validate: {text}", file=sys.stderr, flush=True)
+    print(f"validate: {printable(text)}", file=sys.stderr, flush=True)     # session names, paths: escaped
 
 
 def _open_sessions(replay: dict) -> list[str]:
@@ -74,23 +77,23 @@ def _capture_live(args, lab, feeds: list[str], open_sessions: list[str], out: Pa
     """Capture in the lab while INPUT is sent into it; (the capture's exit status, its stderr lines)."""
     from appliance.capture.lab import CAPTURE_IF, SENDER_IF
 
-    argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(out))
+    ready = out.with_name(f".{out.name}.ready")
+    argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(out),
+                      "--ready-file", str(ready))
     for feed in feeds:
         argv += ["--feed", feed]
     if open_sessions:
         argv.append("--no-stop-at-end")
     cap = subprocess.Popen(lab.netns_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
     try:
-        _wait_ready(cap, log, time.monotonic() + 300)       # first run compiles the kernels
+        _wait_ready(cap, ready, time.monotonic() + 300)     # first run compiles the kernels
         sent = subprocess.run(lab.netns_cmd(_appliance("replay", args.input, "--send", SENDER_IF,
                                                        "--pps", str(args.pps))),
                               capture_output=True, text=True)
         if sent.returncode != 0:
             raise UserError("sending failed: " + (sent.stderr.strip().splitlines() or ["?"])[-1])
         if open_sessions:
-            _say(f"{args.input} has no end-of-session packet for session {', '.join(open_sessions)}: stopping the "
-                 f"capture {SETTLE:g} s after sending ended")
+            _say(no_end_notice(args.input, open_sessions))
             time.sleep(SETTLE)
             cap.terminate()
             _, err = cap.communicate(timeout=60)
@@ -107,7 +110,12 @@ def _capture_live(args, lab, feeds: list[str], open_sessions: list[str], out: Pa
         if cap.poll() is None:
             cap.kill()
             cap.wait()
-    return cap.returncode, log + err.splitlines()
+    return cap.returncode, err.splitlines()
+
+
+def no_end_notice(path: str, open_sessions: list[str]) -> str:
+    return (f"{path} has no end-of-session packet for session {', '.join(open_sessions)}: stopping the "
+            f"capture {SETTLE:g} s after sending ended")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,12 +159,12 @@ def _verdict(args, live: dict, diffs: list[str]) -> int:
     figures = (f"{live['packets']:,} packets, {live['messages']:,} messages, {len(live['gaps'])} gaps, "
                f"{len(live['symbols']):,} books")
     if not diffs:
-        print(f"PASS  {args.engine}: live capture equals replay of {args.input}: {figures}")
+        print(f"PASS  {args.engine}: live capture equals replay of {printable(args.input)}: {figures}")
         if lat.get("samples"):
             print(f"      receive to book p50 {lat['p50_ns'] / 1e3:.1f} us, p99 {lat['p99_ns'] / 1e3:.1f} us, "
                   f"max {lat['max_ns'] / 1e3:.1f} us")
         return 0
-    print(f"FAIL  {args.engine}: live capture differs from replay of {args.input}")
+    print(f"FAIL  {args.engine}: live capture differs from replay of {printable(args.input)}")
     for line in diffs + drop_lines(live):
         print("      " + line)
     return 1

@@ -109,15 +109,32 @@ def feed_filter(feeds: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]
     """A classic BPF program accepting exactly the frames ``decode/frames.py``'s policy accepts as a datagram
     of one of ``feeds`` (tests/test_frame_policy.py holds all three parsers to one table).  Instructions are
     (code, jt, jf, k); jump targets are labels until resolved here."""
+    tail = []
+    for group, port in feeds:
+        tail += [[BPF_LD_MEM, 0, 0, M_GROUP], [BPF_JEQ_K, 0, 3, group], [BPF_LD_MEM, 0, 0, M_PORT],
+                 [BPF_JEQ_K, 0, 1, port], [BPF_RET_K, 0, 0, SNAP_ALL]]
+    return _policy_filter(tail + [[BPF_RET_K, 0, 0, 0]])
+
+
+def multicast_filter(snaplen: int) -> list[tuple[int, int, int, int]]:
+    """The same policy up to UDP, then any IPv4 multicast group outside 224.0.0.0/24 (link-local control:
+    mDNS, SSDP's neighbours -- never a feed), keeping the first ``snaplen`` bytes: what the watcher for a wrong
+    ``--feed`` samples (``capture/watch.py``)."""
+    return _policy_filter([[BPF_LD_MEM, 0, 0, M_GROUP], [BPF_AND_K, 0, 0, 0xF0000000],
+                           [BPF_JEQ_K, 0, 3, 0xE0000000],
+                           [BPF_LD_MEM, 0, 0, M_GROUP], [BPF_AND_K, 0, 0, 0xFFFFFF00],
+                           [BPF_JEQ_K, 0, 1, 0xE0000000], [BPF_RET_K, 0, 0, 0], [BPF_RET_K, 0, 0, snaplen]])
+
+
+DROP_ALL = [(BPF_RET_K, 0, 0, 0)]                  # a member holding its place in a fan-out group (``hold``)
+
+
+def _policy_filter(tail: list[list]) -> list[tuple[int, int, int, int]]:
+    """The acceptance policy's tags, IPv4 and UDP checks (group and port left in scratch words), then ``tail``."""
     # The kernel's checker (check_load_and_stores) follows fall-through past a ret, so it would reach the feed
     # block from "drop" with nothing stored: write every scratch word first.
     prog = [[BPF_ST, 0, 0, m] for m in (M_IP, M_IHL, M_TOTAL, M_PORT, M_GROUP)]
-    prog += _l2_blocks() + _ip_udp_block() + [["label", "feeds"]]
-    for group, port in feeds:
-        prog += [[BPF_LD_MEM, 0, 0, M_GROUP], [BPF_JEQ_K, 0, 3, group], [BPF_LD_MEM, 0, 0, M_PORT],
-                 [BPF_JEQ_K, 0, 1, port], [BPF_RET_K, 0, 0, SNAP_ALL]]
-    prog += [[BPF_RET_K, 0, 0, 0]]
-    return _resolve(prog)
+    return _resolve(prog + _l2_blocks() + _ip_udp_block() + [["label", "feeds"]] + tail)
 
 
 def _resolve(prog: list[list]) -> list[tuple[int, int, int, int]]:
@@ -167,14 +184,15 @@ class TpacketRing:
     """One TPACKET_V3 receive ring on ``ifname``; ``with TpacketRing(...) as ring`` maps it, exit unmaps it."""
 
     def __init__(self, ifname: str, feeds: list[tuple[int, int]], block_size: int = 1 << 20, blocks: int = 64,
-                 retire_ms: int = 2, fanout: tuple[int, str] | None = None, frame_size: int = 2048):
+                 retire_ms: int = 2, fanout: tuple[int, str] | None = None, frame_size: int = 2048,
+                 hold: bool = False):
         if block_size % mmap.PAGESIZE or block_size & (block_size - 1):
             raise UserError(f"--block-size {block_size} must be a power of two and a multiple of the page size")
         if not 0 < retire_ms < 60_000:
             raise UserError("--retire-ms must be between 1 and 59999")
         self.ifname, self.feeds = ifname, feeds
         self.block_size, self.blocks, self.retire_ms = block_size, blocks, retire_ms
-        self.frame_size, self.fanout = frame_size, fanout
+        self.frame_size, self.fanout, self.holding = frame_size, fanout, hold
         self.sock: socket.socket | None = None
         self.igmp: socket.socket | None = None
         self.map: mmap.mmap | None = None
@@ -197,7 +215,9 @@ class TpacketRing:
     def _open(self) -> None:
         self.sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)   # receives nothing until bind
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        if self.feeds:
+        if self.holding:
+            _attach_filter(sock, DROP_ALL)
+        elif self.feeds:
             _attach_filter(sock, feed_filter(self.feeds))
         req = struct.pack("=7I", self.block_size, self.blocks, self.frame_size,
                           self.block_size * self.blocks // self.frame_size, self.retire_ms, 0, 0)
@@ -221,6 +241,21 @@ class TpacketRing:
         self.packets = self.drops = self.freezes = 0
         if self.feeds:
             self.igmp = join_groups(self.ifname, [g for g, _ in self.feeds])
+
+    def release(self) -> None:
+        """Start taking the feed: a ring opened with ``hold`` joined its fan-out group with a filter that keeps
+        nothing, so that every member can join before the kernel hands any frame out.  The group's flow-hash ->
+        member mapping depends on how many members there are: a frame accepted while members were still joining
+        would put the start of a line on one worker and the rest on another."""
+        if self.holding:
+            _attach_filter(self.sock, feed_filter(self.feeds) if self.feeds else [(BPF_RET_K, 0, 0, SNAP_ALL)])
+            self.holding = False
+
+    def hold(self) -> None:
+        """Stop taking frames but stay in the fan-out group (the mirror of ``release``): a member that left while
+        another still took frames would hand its lines' last frames to that one."""
+        _attach_filter(self.sock, DROP_ALL)
+        self.holding = True
 
     def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
         """Run the ring kernel once; returns (status, frames).  Without ``wait`` it does not wait."""
