@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_guarded(func, *args) -> int:
     """Run a command body, turning the errors an operator can act on into one sentence and an exit code."""
+    from appliance.display import printable
     from appliance.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOPERM, UserError
 
     try:
         return int(func(*args) or 0)
     except UserError as err:
-        print(f"appliance: {err}", file=sys.stderr)
+        print(f"appliance: {printable(str(err), backslashes=False)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("appliance: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _escape(match: re.Match) -> str:
@@ -17,9 +18,10 @@ def _escape(match: re.Match) -> str:
     return "\\\\" if ch == "\\" else f"\\x{ord(ch):02x}"
 
 
-def printable(text: str) -> str:
-    """``text`` with every control character and backslash escaped (``\\x1b``, ``\\\\``)."""
-    return _UNSAFE.sub(_escape, text)
+def printable(text: str, backslashes: bool = True) -> str:
+    """``text`` with every control character and backslash escaped (``\\x1b``, ``\\\\``).  ``backslashes=False``
+    leaves backslashes alone, for text that may already hold escapes (the last line of defence in the CLI)."""
+    return (_UNSAFE if backslashes else _CONTROLS).sub(_escape, text)
 
 
 def printable_bytes(raw: bytes) -> str:

@@ -216,3 +216,10 @@ def test_tables_that_do_not_fit_in_memory_are_one_sentence(tmp_path):
                            "--order-capacity", "400000000"], capture_output=True, text=True)
     assert_one_sentence(proc, 2, "not enough memory for the tables: --order-capacity 400,000,000")
     assert not (tmp_path / "out").exists()
+
+
+def test_error_sentences_escape_what_came_from_outside(tmp_path):
+    """An input named with an ESC sequence: the one-sentence error names it without driving the terminal."""
+    proc = run_cli("replay", tmp_path / "x\x1b[31mred.pcap", "--out", tmp_path / "out")
+    assert_one_sentence(proc, 3, "does not exist")
+    assert "\x1b" not in proc.stderr and "x\\x1b[31mred.pcap" in proc.stderr
