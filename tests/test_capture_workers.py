@@ -115,3 +115,50 @@ def test_a_feed_flowing_at_start_is_not_split_between_workers(tmp_path):
     assert len(holders) == len(PORTS)
     assert all(len(workers) == 1 for workers in holders.values()), holders
     assert not any("split" in w for w in res["warnings"])
+
+
+def _workers_of(out: Path) -> list[int]:
+    """Pids of capture workers writing under ``out``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (entry.name.isdigit() and b"capture" in cmd and b"--workers" not in cmd
+                and any(str(out).encode() in a for a in cmd)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL of the `--workers` process (nothing of it runs again) once left its workers capturing for ever,
+    orphaned; now each gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops, writing its summary."""
+    from appliance.capture.lab import Lab
+
+    out = tmp_path / "out"
+    with Lab(f"appl-wd-{os.getpid()}", queues=1) as lab:
+        proc = subprocess.Popen(lab.netns_cmd(_appliance(
+            "capture", "--iface", "lab0", "--engine", "tpacket", "--workers", "2", "--feed", LINE_A, "--out",
+            str(out), "--no-prefault")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if "capturing on" in line or not line:
+                    break
+            assert "capturing on" in line, line
+            assert len(_workers_of(out)) == 2
+            proc.kill()
+            proc.wait()
+            deadline = time.monotonic() + 60          # a worker waits up to 10 s for its peers, then writes
+            while _workers_of(out) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = _workers_of(out)
+        finally:
+            for pid in _workers_of(out):
+                os.kill(pid, 9)
+    assert left == [], "workers outlived their supervisor"
+    for k in range(2):
+        summary = json.loads((out / f"worker-{k}" / "summary.json").read_text())
+        assert summary["capture"]["stop_reason"] == "SIGTERM"

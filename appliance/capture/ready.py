@@ -27,6 +27,8 @@ import os
 import time
 from pathlib import Path
 
+from appliance.files import pid_alive
+
 POLL = 0.02                   # seconds between looks at the start and end lines' files
 END_WAIT = 10.0               # seconds a stopped worker stays in the group for the others to stop taking frames
 
@@ -87,20 +89,10 @@ class FanoutLine:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             pids = [int(p.name.split("-", 1)[1]) for p in self.dir.glob("joined-*")]
-            if all((self.dir / f"held-{pid}").exists() or not _alive(pid) for pid in pids):
+            if all((self.dir / f"held-{pid}").exists() or not pid_alive(pid) for pid in pids):
                 return True
             time.sleep(POLL)
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def all_joined(directory: Path, pids: list[int]) -> bool:

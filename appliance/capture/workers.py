@@ -18,6 +18,7 @@ drops, their sums, and warnings: every line on one worker, a line split across w
 """
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -56,6 +57,20 @@ def say(text: str) -> None:
     print(f"appliance: {printable(text)}", file=sys.stderr, flush=True)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """For Popen's preexec_fn: the worker gets SIGTERM (stop, write its summary) when this process dies, however
+    it dies -- a SIGKILLed supervisor must not leave workers capturing for ever.  The flag survives exec."""
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:            # the supervisor died before the flag was set
+            os._exit(1)
+    return arm
+
+
 def run_workers(args) -> int:
     base = Path(args.out)
     base.mkdir(parents=True, exist_ok=True)
@@ -70,7 +85,7 @@ def run_workers(args) -> int:
             argv = [sys.executable, "-m", "appliance", "capture", *rest, "--out", str(base / f"worker-{k}"),
                     "--fanout", mode, "--fanout-group", str(group), "--fanout-start", str(gate),
                     "--ready-file", str(gate / f"ready-{k}"), "-q"]
-            procs.append(subprocess.Popen(argv, start_new_session=True))
+            procs.append(subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent(os.getpid())))
         codes = _supervise(procs, gate, base, args, f"{args.workers} workers, {mode} fan-out, group {group}")
     finally:
         for p in procs:

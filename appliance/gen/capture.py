@@ -17,7 +17,6 @@ is copied twice.  Padding is zero (the buffer starts zeroed; untouched pages cos
 from __future__ import annotations
 
 import gzip as _gzip
-import os
 import struct
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.errors import RunFailed, UserError
+from appliance.files import written_whole
 from appliance.gen import put
 
 from appliance.pcap import IF_NAME, IF_TSRESOL, LINKTYPE_ETHERNET, NSEC_TCPDUMP_MAGIC as PCAP_MAGIC_NS, \
@@ -160,19 +160,13 @@ def write(path: Path, data: np.ndarray, gzip: bool) -> int:
 
     The bytes go to a hidden file beside ``path`` that is renamed over it only when complete, so a full disk or
     a file-size limit leaves neither a truncated feed nor the partial file (RunFailed names the reason)."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        with open(partial, "wb") as raw:
+        with written_whole(path) as raw:
             if gzip:
                 with _gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as z:
                     z.write(memoryview(data))
             else:
                 raw.write(memoryview(data))
-        os.replace(partial, path)
     except OSError as err:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
         raise RunFailed(f"writing {path} failed: {err.strerror or err}; nothing was written") from None
     return path.stat().st_size

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from appliance.decode.mold import PACKET_STATUS
 from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_LOCATE, BBO_TS, \
     KIND_BROKEN, KIND_CLOCK, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
 from appliance.errors import RunFailed, UserError
+from appliance.files import written_whole
 from appliance.itch.layout import MESSAGE_LENGTH, all_field_names, decode
 from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_rows, spec
 
@@ -223,16 +223,10 @@ def _session_name(mold, s: int) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``path`` whole or not at all (a failed write leaves no partial file and no stray .tmp)."""
-    tmp = path.with_suffix(".tmp")
+    """Write ``path`` whole or not at all (a failed write leaves no partial file behind)."""
     try:
-        with open(tmp, "w") as fh:
+        with written_whole(path, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=False)
             fh.write("\n")
-        os.replace(tmp, path)
     except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise OutputFailed(f"writing {path.name} failed: {err.strerror or err}") from None

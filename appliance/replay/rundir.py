@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from appliance.errors import RunFailed, UserError
+from appliance.files import pid_alive
 
 RUN_FILES = frozenset({"summary.json", "bbo.csv", "trades.csv", "broken.csv", "vwap.csv", "messages.csv", "packets.csv",
                        "workers.json"})
@@ -92,18 +93,9 @@ class RunDir:
             return
         for entry in parent.iterdir():
             pid = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _exchange(a: Path, b: Path) -> bool:
