@@ -143,17 +143,18 @@ def test_background_sink_keeps_order_copies_rows_and_reports_errors(tmp_path):
 
 def test_prefault_keeps_every_value():
     from appliance.capture.engine import prefault
-    from appliance.replay.engine import Options, Replay
+    from appliance.replay.decoder import Decoder, Options
 
-    dec = Replay(Options(order_capacity=1 << 16, level_pool=1 << 16), None)
+    dec = Decoder(Options(order_capacity=1 << 16, level_pool=1 << 16), None)
     dec.book.sym[7] = np.frombuffer(b"ABCDEFGH", np.uint8)
     dec.book.lv[12345] = (777, 888)
-    before = {(t, f): getattr(getattr(dec, t), f).copy() for t in ("book", "mold", "out", "vwap")
-              for f in getattr(dec, t)._fields}
+    tables = dec.tables()
+    assert len(tables) == 4                     # book, session layer, output rows, VWAP windows
+    before = {(i, f): getattr(t, f).copy() for i, t in enumerate(tables) for f in t._fields}
     touched = prefault(dec)
     assert touched >= dec.book.lv.nbytes + dec.book.ot.nbytes
-    for (t, f), old in before.items():
-        assert np.array_equal(getattr(getattr(dec, t), f), old), (t, f)
+    for (i, f), old in before.items():
+        assert np.array_equal(getattr(tables[i], f), old), (i, f)
 
 
 def test_validate_compare_reports_differences_and_drops(tmp_path):
