@@ -13,7 +13,7 @@ import pytest
 
 from appliance.decode.state import MSG_SLOT
 from appliance.itch.layout import MESSAGE_LENGTH, MESSAGES, all_field_names, decode
-from appliance.replay.csvfmt import INT, format_messages, format_rows, order_runs, spec
+from appliance.replay.csvfmt import INT, format_rows, order_runs, spec
 from appliance.replay.output import _MessagesFile, _session_name
 
 
