@@ -6,6 +6,7 @@ reference replay's messages written by Python's csv module (the writer it had be
 from __future__ import annotations
 
 import csv
+import json
 import io
 import time
 
@@ -139,3 +140,12 @@ def test_a_capture_keeps_going_after_a_failed_write_and_hears_of_it_at_the_end()
     with pytest.raises(OutputFailed):
         sink.drain()
     assert sink.sink.calls == 1                             # nothing is written after the failure
+
+
+def test_summary_json_reads_back_and_keeps_one_member_a_line():
+    from appliance.replay.output import _json_text
+
+    data = {"a": 1, "symbols": {"AAA": {"vwap": 1.5, "n": [1, 2]}, 7: None}, "empty": {}, "s": "x\n\"y\""}
+    text = _json_text(data)
+    assert json.loads(text) == {**data, "symbols": {"AAA": {"vwap": 1.5, "n": [1, 2]}, "7": None}}
+    assert text.splitlines()[3] == '  "AAA": {"vwap": 1.5, "n": [1, 2]},'
