@@ -114,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from appliance.capture.writer import BackgroundSink
-    from appliance.decode import counters as C
     from appliance.decode import state as S
     from appliance.replay import summary as report_mod
     from appliance.replay.engine import Options, Replay
@@ -130,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         feeds=feeds, messages=args.messages, packets=args.packets,
         order_capacity=args.order_capacity or S.DEFAULT_ORDER_CAPACITY,
         level_pool=args.level_pool or S.DEFAULT_LEVEL_POOL,
-        window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000,
-        vwap=args.messages)
+        window_ns=args.vwap_window_ms * 1_000_000, step_ns=args.vwap_step_ms * 1_000_000)
     from appliance._jit import cache_is_cold
     from appliance.replay.rundir import RunDir
 
@@ -146,11 +144,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out)
     stage = run_dir.open()
     try:
-        # Decoding (this thread) and formatting and writing (the writer thread) overlap on two cores.
-        # The VWAP fold goes to the side with less work (measured on a generated day, CPU seconds per 5 M
-        # messages: decoding 1.06, writing 1.04, the fold 0.24): the writer's, unless it writes messages.csv.
-        fold = None if options.vwap else (options.window_ns, options.step_ns)
-        sink = BackgroundSink(CsvSink(str(stage), args.messages, args.packets), fold=fold, fail_fast=True)
+        # Decoding (this thread) and formatting and writing (the writer thread) overlap on two cores.  The VWAP
+        # fold stays with the decoder: writing is the longer side (README, Replay).
+        sink = BackgroundSink(CsvSink(str(stage), args.messages, args.packets), fail_fast=True)
         engine = Replay(options, sink, progress)
         started = time.perf_counter()
         try:
@@ -168,7 +164,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{ipaddress.IPv4Address(g)}:{p}" for g, p in feeds)
         else:
             selection = "auto: every IPv4 multicast destination outside 224.0.0.0/24 (name lines with --feed)"
-        engine.cnt[C.VWAP_LATE_TRADES] += sink.vw_cnt[C.VWAP_LATE_TRADES]
         summary = report_mod.build(engine, selection)
         summary["messages_csv"] = args.messages
         summary.update(sink.stats())
