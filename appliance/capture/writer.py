@@ -1,20 +1,27 @@
-"""Output rows written on a thread of their own, so formatting CSV never holds up the ring.
+"""Output rows written on a thread of their own: decoding never waits for formatting, and the two overlap on two
+cores (the decode and formatting kernels release the GIL).
 
-Replay formats rows on its one thread: nothing waits for it.  In a live capture, formatting 65,536 top-of-book
-rows takes ~20 ms, during which frames wait on the ring (the benchmark saw receive-to-book p99 of 13-30 ms from
-exactly this).  ``BackgroundSink`` stands in front of the real sink: each call copies the finished rows (and
-the few state arrays the writer reads: symbol names, session names, lines) and queues them; a writer thread
-hands them to the real sink in order.  The formatting kernels release the GIL, so on a second core it runs in
-parallel with the capture.
+``BackgroundSink`` stands in front of the real sink (``replay.output.CsvSink``) and is itself a sink (the one
+interface, ``replay.decoder``): each call copies the finished rows (and the few state arrays the writer reads:
+symbol names, session names, lines) and queues them; a writer thread hands them to the real sink in order.
+Both drivers use it:
 
-The VWAP windows are folded from the trade tape here too (``fold``), not on the capture thread: folding costs
-time in proportion to the feed-clock steps a flush crosses, which is small for a live feed (ten 100 ms steps a
-second) but made 10-20 ms stalls when a recorded day was sent at full speed.  The tape reaches the writer in
-the order the kernels wrote it, so the windows are the ones replay writes.
+* live capture: formatting 65,536 top-of-book rows takes ~20 ms, during which frames would wait on the ring
+  (the benchmark saw receive-to-book p99 of 13-30 ms from exactly this);
+* replay: a day's decoding and its 0.9 GB of CSV text take about the same time; pipelined, a replay takes
+  about the longer of the two instead of their sum (README, Replay).
 
-Full queue (the disk or the CPU cannot keep up): the capture thread waits for room -- frames then wait on the
-ring, and if that lasts, the kernel drops them and counts them (``capture.drops``).  The waits are counted too
-(``output_waits``, ``output_wait_seconds``).  Rows are never dropped here.
+The VWAP windows can be folded from the trade tape here too (``fold``), not on the decoding thread: folding
+costs time in proportion to the feed-clock steps a flush crosses, which is small for a live feed (ten 100 ms
+steps a second) but made 10-20 ms stalls when a recorded day was sent at full speed.  The tape reaches the
+writer in the order the kernels wrote it, so the windows are the ones replay writes.
+
+Full queue (the disk or the CPU cannot keep up): the decoding thread waits for room -- in a capture frames then
+wait on the ring, and if that lasts, the kernel drops them and counts them (``capture.drops``); in replay the
+input simply waits.  The waits are counted (``output_waits``, ``output_wait_seconds``).  Rows are never dropped
+here.  Memory is bounded: at most ``depth`` queued calls, each one buffer's rows (the largest, --messages:
+65,536 x 80 bytes = 5.2 MB; top of book 3.7 MB) plus a 0.5 MB copy of the symbol names -- about 46 MB at the
+default depth of 8, and one call more being written.
 """
 from __future__ import annotations
 
@@ -39,11 +46,16 @@ def _names(mold) -> SimpleNamespace:
 
 
 class BackgroundSink:
-    def __init__(self, sink, depth: int = QUEUE_DEPTH, fold: tuple[int, int] | None = None):
-        """``fold``: (window ns, step ns) to fold VWAP windows from the trades here (the decoder then has none)."""
+    def __init__(self, sink, depth: int = QUEUE_DEPTH, fold: tuple[int, int] | None = None,
+                 fail_fast: bool = False):
+        """``fold``: (window ns, step ns) to fold VWAP windows from the trades here (the decoder then has none).
+        ``fail_fast``: a failed write is raised by the next call (replay stops decoding: its run is discarded);
+        otherwise only by ``drain`` (a capture goes on receiving and keeps its books and summary)."""
         self.sink = sink
+        self.fail_fast = fail_fast
         self.vw_cnt = np.zeros(C.SIZE, np.int64)          # VWAP_LATE_TRADES, merged into the decoder's at the end
         self.fold = VwapFold(*fold, self.vw_cnt) if fold else None
+        self.windows_finished = False
         self.dir = sink.dir
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.waits = 0
@@ -65,6 +77,8 @@ class BackgroundSink:
                     self.error = err
 
     def _put(self, name: str, *args) -> None:
+        if self.fail_fast and self.error is not None:
+            self.drain()
         try:
             self.queue.put_nowait((name, args))
         except queue.Full:
@@ -84,6 +98,9 @@ class BackgroundSink:
     def vwap(self, rows, n, sym, last):
         if self.fold is None and (n or last):
             self._put("vwap", rows[:n].copy(), n, sym.copy(), last)
+        elif self.fold is not None and last and not self.windows_finished:
+            self.windows_finished = True          # the decoder's end of input: the last windows, once
+            self._put("_finish_windows", sym.copy())
 
     # -- on the writer thread -------------------------------------------------------------------------------
     def _trades(self, tape, n, sym) -> None:
@@ -104,7 +121,8 @@ class BackgroundSink:
         """Wait until every queued row is written (and, when folding, the last windows); raise what the writer
         hit, if anything.  ``sym``: the final symbol names for the last windows."""
         if self.thread.is_alive():
-            if self.fold is not None and sym is not None:
+            if self.fold is not None and sym is not None and not self.windows_finished:
+                self.windows_finished = True
                 self.queue.put(("_finish_windows", (sym.copy(),)))
             self.queue.put(None)
             self.thread.join()
@@ -113,6 +131,21 @@ class BackgroundSink:
                             "the capture itself ran to the end") from self.error
         if self.error is not None:
             raise self.error
+
+    def close(self) -> None:
+        """Write every queued row, then close the real sink (its files, even after a failure); the first failure
+        is raised."""
+        failed = None
+        try:
+            self.drain()
+        except BaseException as err:
+            failed = err
+        try:
+            self.sink.close()
+        except BaseException as err:
+            failed = failed or err
+        if failed is not None:
+            raise failed
 
     def stats(self) -> dict:
         return {"output_waits": self.waits, "output_wait_seconds": round(self.wait_seconds, 3)}

@@ -8,14 +8,37 @@ column spec says how each CSV column is made from the row:
 * ``SYMBOL``: the stock name of the locate in column ``a`` (trailing spaces dropped);
 * ``RATIO4``: column ``a`` / column ``b`` with 4 decimals, rounded half up, empty when ``b`` is 0 (VWAP =
   notional / volume, computed only here, at output).
+
+``format_messages`` writes messages.csv rows straight from the message bytes, its columns derived from the
+layout table (``message_spec``).
 """
 import numpy as np
 
 from appliance._jit import kernel
+from appliance.itch.layout import MESSAGES, all_field_names
 
 INT, CHAR, SYMBOL, RATIO4 = 0, 1, 2, 3
 _10 = np.uint64(10)
 MAX_ROW_BYTES = 256
+
+
+# Two digits per division: half the (multiply-and-shift) divisions of one digit at a time, and no reversal.
+_DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np.uint8).copy()
+_POW10 = np.array([10 ** i for i in range(20)], np.uint64)
+_100 = np.uint64(100)
+
+
+@kernel(inline="always")
+def _digits(u):
+    """Decimal digits of ``u`` (uint64) in at most five comparisons (times have 14, prices 6-7, sizes 1-4)."""
+    lo, hi = 1, 20                           # answer in [lo, hi]: the smallest d with u < 10**d (or 20)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if u < _POW10[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @kernel(inline="always")
@@ -23,21 +46,30 @@ def _put_uint(dst, q, v):
     """Decimal digits of ``v`` read as unsigned 64-bit: every column is a count, a price, a time or a match
     number (a u64 on the wire, which a hostile feed may set past 2**63)."""
     u = np.uint64(v)
-    start = q
-    while True:
-        dst[q] = 48 + np.int64(u % _10)
-        q += 1
-        u //= _10
-        if u == 0:
-            break
-    i, j = start, q - 1
-    while i < j:
-        t = dst[i]
-        dst[i] = dst[j]
-        dst[j] = t
-        i += 1
-        j -= 1
-    return q
+    digits = _digits(u)
+    p = q + digits
+    while u >= _100:
+        pair = np.int64(u % _100) * 2
+        u //= _100
+        p -= 2
+        dst[p] = _DIGIT_PAIRS[pair]
+        dst[p + 1] = _DIGIT_PAIRS[pair + 1]
+    if u >= _10:
+        pair = np.int64(u) * 2
+        dst[p - 2] = _DIGIT_PAIRS[pair]
+        dst[p - 1] = _DIGIT_PAIRS[pair + 1]
+    else:
+        dst[p - 1] = 48 + np.int64(u)
+    return q + digits
+
+
+@kernel(inline="always")
+def _put_int(dst, q, v):
+    """Signed decimal (a sequence number that a hostile feed set past 2**63 reads back negative, as before)."""
+    if v < 0:
+        dst[q] = 45                                          # '-'
+        return _put_uint(dst, q + 1, np.uint64(0) - np.uint64(v))
+    return _put_uint(dst, q, v)
 
 
 @kernel(inline="always")
@@ -106,3 +138,152 @@ def spec(*columns: tuple) -> np.ndarray:
     for i, col in enumerate(columns):
         out[i, :len(col)] = col
     return out
+
+
+# -- messages.csv ---------------------------------------------------------------------------------------------
+# One row per applied message: session, sequence, then every field name of the layout table (the union over
+# types, in table order); a field the message's type lacks is empty.  The text is exactly what Python's csv
+# module wrote from ``layout.decode`` before this kernel existed (tests/test_message_rows.py keeps that writer
+# as the reference): integers in decimal, alpha fields as latin-1 with trailing spaces dropped and encoded as
+# UTF-8, quoted (with '"' doubled) when they hold ',', '"', CR or LF; rows end in CR LF.
+F_ABSENT, F_INT, F_ALPHA = 0, 1, 2
+MAX_MESSAGE_ROW_BYTES = 1024
+
+
+def message_spec() -> tuple[np.ndarray, list[str]]:
+    """(kind, offset, size) of every messages.csv field column for each type byte (int64[256, columns, 3]),
+    and the column names, both derived from the layout table."""
+    names = all_field_names()
+    out = np.zeros((256, len(names), 3), np.int64)
+    widest = 0
+    for m in MESSAGES.values():
+        for f in m.fields:
+            out[ord(m.type), names.index(f.name)] = (F_ALPHA if f.kind == "alpha" else F_INT, f.offset, f.size)
+        # an integer field: at most 20 digits; an alpha field: every byte doubled by quoting or UTF-8, 2 quotes
+        widest = max(widest, sum(20 if f.kind != "alpha" else 2 * f.size + 2 for f in m.fields))
+    # a session name (at most 64 bytes here), a signed sequence, the commas, CR LF
+    assert 64 + 21 + len(names) + 1 + widest + 2 <= MAX_MESSAGE_ROW_BYTES
+    return out, names
+
+
+@kernel(inline="always")
+def _put_alpha(dst, q, msgs, i, start, size):
+    end = start + size
+    while end > start and msgs[i, end - 1] == 32:
+        end -= 1
+    quote = False
+    for k in range(start, end):
+        ch = msgs[i, k]
+        if ch == 44 or ch == 34 or ch == 10 or ch == 13:
+            quote = True
+    if quote:
+        dst[q] = 34
+        q += 1
+    for k in range(start, end):
+        ch = np.int64(msgs[i, k])
+        if ch < 128:
+            dst[q] = ch
+            q += 1
+            if ch == 34:
+                dst[q] = 34
+                q += 1
+        else:                                                # latin-1 -> UTF-8: two bytes
+            dst[q] = 0xC0 | (ch >> 6)
+            dst[q + 1] = 0x80 | (ch & 0x3F)
+            q += 2
+    if quote:
+        dst[q] = 34
+        q += 1
+    return q
+
+
+@kernel
+def format_messages(msgs, meta, n, fields, names, name_len, dst):
+    """messages.csv lines for messages ``0..n-1`` (``meta``: session index or -1, sequence; ``names``: the
+    sessions' CSV-safe names) into ``dst``; returns (messages written, bytes used)."""
+    q = 0
+    for i in range(n):
+        if q + MAX_MESSAGE_ROW_BYTES > dst.shape[0]:
+            return i, q
+        sess = meta[i, 0]
+        if 0 <= sess < names.shape[0]:
+            for k in range(name_len[sess]):
+                dst[q] = names[sess, k]
+                q += 1
+        dst[q] = 44
+        q = _put_int(dst, q + 1, meta[i, 1])
+        t = msgs[i, 0]
+        for c in range(fields.shape[1]):
+            dst[q] = 44
+            q += 1
+            kind = fields[t, c, 0]
+            if kind == F_INT:
+                v = np.uint64(0)
+                for k in range(fields[t, c, 1], fields[t, c, 1] + fields[t, c, 2]):
+                    v = (v << np.uint64(8)) | np.uint64(msgs[i, k])
+                q = _put_uint(dst, q, v)
+            elif kind == F_ALPHA:
+                q = _put_alpha(dst, q, msgs, i, fields[t, c, 1], fields[t, c, 2])
+        dst[q] = 13
+        dst[q + 1] = 10
+        q += 2
+    return n, q
+
+
+# -- vwap.csv order ---------------------------------------------------------------------------------------------
+@kernel(inline="always")
+def _swap_rows(rows, i, j):
+    for c in range(rows.shape[1]):
+        t = rows[i, c]
+        rows[i, c] = rows[j, c]
+        rows[j, c] = t
+
+
+@kernel(inline="always")
+def _sift_down(rows, base, root, size, col):
+    while True:
+        child = 2 * root + 1
+        if child >= size:
+            return
+        if child + 1 < size and rows[base + child + 1, col] > rows[base + child, col]:
+            child += 1
+        if rows[base + root, col] >= rows[base + child, col]:
+            return
+        _swap_rows(rows, base + root, base + child)
+        root = child
+
+
+SMALL_RUN = 32                # a day's windows hold ~17 rows on average: insertion sort beats heapsort there
+
+
+@kernel(inline="always")
+def _insertion_sort(rows, start, end, col):
+    for i in range(start + 1, end):
+        j = i
+        while j > start and rows[j - 1, col] > rows[j, col]:
+            _swap_rows(rows, j - 1, j)
+            j -= 1
+
+
+@kernel
+def order_runs(rows, n, run_col, key_col):
+    """Sort each run of rows with equal ``run_col`` by ``key_col``, in place (heapsort: no allocation, and
+    the VWAP fold's active list can be in any order); returns where the last run starts."""
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and rows[end, run_col] == rows[start, run_col]:
+            end += 1
+        size = end - start
+        if size <= SMALL_RUN:
+            _insertion_sort(rows, start, end, key_col)
+        else:
+            for root in range(size // 2 - 1, -1, -1):
+                _sift_down(rows, start, root, size, key_col)
+            for last in range(size - 1, 0, -1):
+                _swap_rows(rows, start, start + last)
+                _sift_down(rows, start, 0, last, key_col)
+        if end == n:
+            return start
+        start = end
+    return 0
