@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Live capture: our two engines against tcpdump, netsniff-ng and an XDP_DROP program, same traffic, one run.
+"""Live capture: our engines against tcpdump, netsniff-ng and an XDP_DROP program, same traffic, one run.
 
     .venv/bin/python bench/capture_vs_peers.py [--rates 50000,100000,200000,top] [--seconds 3]
-                                               [--receivers none,xdp-drop,tcpdump,netsniff-ng,tpacket,xdp]
+                                               [--receivers none,xdp-drop,tcpdump,netsniff-ng,tpacket,tpacket2,xdp]
 
 Needs root (it makes a network namespace) and takes about 2 minutes (longer the first time: the feed is
 generated, and numba may compile the capture kernels).  Do not run it beside another heavy job: the machine has
@@ -25,9 +25,10 @@ Receivers, started before the traffic and stopped (SIGINT) after it, in this ord
   "packets captured", drops = "packets dropped by kernel";
 * netsniff-ng -i lab0 -o /dev/null -s -A -Q -S 64MiB (see Netsniff for why these flags): received = "packets
   incoming", drops = "packets failed filter (out of space)";
-* ours tpacket / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end`` on both lines, its CSV
-  files written to a temporary directory: received = summary.json capture.counters.ring_frames, drops =
-  capture.drops, receive-to-book latency = capture.latency.  Ours decodes every frame, builds every book and
+* ours tpacket / ours tpacket2 / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end`` on both
+  lines (tpacket: TPACKET_V3, the default; tpacket2: ``--tpacket-version 2``), its CSV files written to a
+  temporary directory: received = summary.json capture.counters.ring_frames, drops = capture.drops,
+  receive-to-book latency = capture.latency.  Ours decodes every frame, builds every book and
   writes bbo/trades/vwap rows; tcpdump and netsniff-ng copy frames to /dev/null.
 
 Every row also gives "veth drops": lab1 tx_dropped + lab0 rx_dropped, frames the veth pair counted as lost
@@ -86,8 +87,8 @@ READY_SECONDS = 15.0           # a peer tool must be listening within this
 OURS_READY_SECONDS = 900.0     # a first run compiles the ring and decode kernels (minutes on this machine)
 USER_HZ = os.sysconf("SC_CLK_TCK")
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our two capture rows (e.g. --idle nap)
-ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "xdp")
+CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our capture rows (e.g. --idle nap)
+ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "tpacket2", "xdp")
 XDP_DROP_C = """\
 struct xdp_md;
 #define XDP_DROP 1
@@ -381,18 +382,18 @@ class Ours(Tool):
     marker = "capturing on"
     stop_seconds = 120.0           # it writes the rest of its CSV files and summary.json after SIGINT
 
-    def __init__(self, engine: str, lines: list[str]):
-        self.engine, self.name, self.lines = engine, f"ours {engine}", lines
+    def __init__(self, engine: str, lines: list[str], name: str | None = None, options: tuple[str, ...] = ()):
+        self.engine, self.name, self.lines, self.options = engine, f"ours {name or engine}", lines, options
 
     def ready_seconds(self):
         return OURS_READY_SECONDS
 
     def start(self, lab, workdir):
-        self.out_dir = workdir / f"out-{self.engine}"
+        self.out_dir = workdir / f"out-{self.name.split()[-1]}"
         shutil.rmtree(self.out_dir, ignore_errors=True)
         feeds = [arg for line in self.lines for arg in ("--feed", line)]
         self.argv = [sys.executable, "-m", "appliance", "capture", "--iface", "lab0", *feeds, "--engine",
-                     self.engine, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
+                     self.engine, *self.options, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
         super().start(lab, workdir)
 
     def parse(self, text):
@@ -410,7 +411,9 @@ class Ours(Tool):
 
 def receivers(names: list[str], lines: list[str]) -> list[Receiver]:
     made = {"none": Nobody, "xdp-drop": XdpDrop, "tcpdump": Tcpdump, "netsniff-ng": Netsniff,
-            "tpacket": lambda: Ours("tpacket", lines), "xdp": lambda: Ours("xdp", lines)}
+            "tpacket": lambda: Ours("tpacket", lines),
+            "tpacket2": lambda: Ours("tpacket", lines, "tpacket2", ("--tpacket-version", "2")),
+            "xdp": lambda: Ours("xdp", lines)}
     return [made[n]() for n in names]
 
 
@@ -552,7 +555,7 @@ def print_ratios(rows: list[Row]) -> None:
         print("  no tcpdump row to compare with")
     for rate in dict.fromkeys(r.rate for r in rows):
         base = by.get((rate, "tcpdump"))
-        for engine in ("ours tpacket", "ours xdp"):
+        for engine in ("ours tpacket", "ours tpacket2", "ours xdp"):
             ours = by.get((rate, engine))
             if base is None or ours is None:
                 continue
