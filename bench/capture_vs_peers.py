@@ -513,13 +513,13 @@ def above_none(rows: list[Row]) -> dict[int, float]:
 
 def print_table(rows: list[Row]) -> None:
     extra = above_none(rows)
-    print(f"\n{'rate':>4s} {'receiver':12s} {'sent':>9s} {'pps sent':>9s} {'received':>9s} {'veth':>5s} "
+    print(f"\n{'rate':>4s} {'receiver':13s} {'sent':>9s} {'pps sent':>9s} {'received':>9s} {'veth':>5s} "
           f"{'proc':>6s} {'cpu1':>6s} {'cpu0':>6s} {'+cost':>6s} {'other %':>7s} {'NET_RX':>7s}  drops as the receiver "
           "reports them")
-    print(f"{'':4s} {'':12s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'-- us of CPU per received frame -':>27s} "
+    print(f"{'':4s} {'':13s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'-- us of CPU per received frame -':>27s} "
           f"{'cpu0/1':>7s} {'on 0/1':>7s}")
     for r in rows:
-        head = f"{r.rate:>4s} {r.receiver:12s}"
+        head = f"{r.rate:>4s} {r.receiver:13s}"
         if r.note:
             print(f"{head} {r.note}")
             continue
@@ -536,13 +536,13 @@ def print_latency(rows: list[Row]) -> None:
     if not ours:
         return
     print("\nours, receive to book in us (upper edges of the histogram buckets; max exact):")
-    print(f"{'rate':>4s} {'engine':12s} {'samples':>9s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'max':>9s} "
+    print(f"{'rate':>4s} {'engine':13s} {'samples':>9s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'max':>9s} "
           f"{'packets':>9s} {'messages':>10s} {'gaps':>5s}")
     for r in ours:
         lat, feed = r.got.latency, r.got.feed
         cells = [f"{lat.get(k, 0) / 1e3:>{w},.1f}" for k, w in (("p50_ns", 8), ("p99_ns", 8), ("p99_9_ns", 8),
                                                                  ("max_ns", 9))]
-        print(f"{r.rate:>4s} {r.receiver:12s} {lat.get('samples', 0):>9,} {' '.join(cells)} "
+        print(f"{r.rate:>4s} {r.receiver:13s} {lat.get('samples', 0):>9,} {' '.join(cells)} "
               f"{feed['packets']:>9,} {feed['messages']:>10,} {feed['gaps']:>5,}")
 
 
@@ -570,7 +570,7 @@ def print_ratios(rows: list[Row]) -> None:
                     parts.append(f"{label} - (tcpdump's {b:.2f} us is within noise)")
                 else:
                     parts.append(f"{label} {a / b:.1f}x")
-            print(f"  {rate:>4s} {engine:12s} " + ", ".join(parts))
+            print(f"  {rate:>4s} {engine:13s} " + ", ".join(parts))
 
 
 def background(seconds: float = 1.0) -> str:
@@ -639,7 +639,7 @@ def main() -> int:
                 for receiver in receivers(names, lines):
                     row = measure(lab, receiver, pcap, frames, rate, args.seconds, Path(tmp))
                     rows.append(row)
-                    print(f"  {row.rate:>4s} {row.receiver:12s} "
+                    print(f"  {row.rate:>4s} {row.receiver:13s} "
                           + (row.note or f"sent {row.sent:,} at {row.pps:,.0f} pps, received {row.got.frames:,}"),
                           flush=True)
             after = background()           # before deleting the namespace: its teardown keeps a core busy
