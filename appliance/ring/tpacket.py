@@ -62,7 +62,7 @@ TAGS_BYTES = 4 * MAX_TAGS                        # VLAN tags left in the data (t
 
 def v2_frame_size(ifname: str) -> int:
     """A TPACKET_V2 slot that holds the largest frame ``ifname`` can deliver: the kernel truncates a frame longer
-    than its slot.  2048 bytes up to an MTU of about 1900, else the next power of two (slots tile the blocks)."""
+    than its slot.  2048 bytes up to an MTU of 1952, else the next power of two (slots tile the blocks)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         ifreq = fcntl.ioctl(sock, SIOCGIFMTU, struct.pack("16si12x", ifname.encode(), 0))
