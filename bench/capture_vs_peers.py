@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Live capture: our two engines against tcpdump, netsniff-ng and an XDP_DROP program, same traffic, one run.
+"""Live capture: our engines against tcpdump, netsniff-ng and an XDP_DROP program, same traffic, one run.
 
     .venv/bin/python bench/capture_vs_peers.py [--rates 50000,100000,200000,top] [--seconds 3]
-                                               [--receivers none,xdp-drop,tcpdump,netsniff-ng,tpacket,xdp]
+                                               [--receivers none,xdp-drop,tcpdump,netsniff-ng,tpacket,tpacket2,xdp]
 
 Needs root (it makes a network namespace) and takes about 2 minutes (longer the first time: the feed is
 generated, and numba may compile the capture kernels).  Do not run it beside another heavy job: the machine has
@@ -25,9 +25,10 @@ Receivers, started before the traffic and stopped (SIGINT) after it, in this ord
   "packets captured", drops = "packets dropped by kernel";
 * netsniff-ng -i lab0 -o /dev/null -s -A -Q -S 64MiB (see Netsniff for why these flags): received = "packets
   incoming", drops = "packets failed filter (out of space)";
-* ours tpacket / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end`` on both lines, its CSV
-  files written to a temporary directory: received = summary.json capture.counters.ring_frames, drops =
-  capture.drops, receive-to-book latency = capture.latency.  Ours decodes every frame, builds every book and
+* ours tpacket / ours tpacket2 / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end`` on both
+  lines (tpacket: TPACKET_V3, the default; tpacket2: ``--tpacket-version 2``), its CSV files written to a
+  temporary directory: received = summary.json capture.counters.ring_frames, drops = capture.drops,
+  receive-to-book latency = capture.latency.  Ours decodes every frame, builds every book and
   writes bbo/trades/vwap rows; tcpdump and netsniff-ng copy frames to /dev/null.
 
 Every row also gives "veth drops": lab1 tx_dropped + lab0 rx_dropped, frames the veth pair counted as lost
@@ -86,8 +87,8 @@ READY_SECONDS = 15.0           # a peer tool must be listening within this
 OURS_READY_SECONDS = 900.0     # a first run compiles the ring and decode kernels (minutes on this machine)
 USER_HZ = os.sysconf("SC_CLK_TCK")
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our two capture rows (e.g. --idle nap)
-ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "xdp")
+CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our capture rows (e.g. --idle nap)
+ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "tpacket2", "xdp")
 XDP_DROP_C = """\
 struct xdp_md;
 #define XDP_DROP 1
@@ -381,18 +382,18 @@ class Ours(Tool):
     marker = "capturing on"
     stop_seconds = 120.0           # it writes the rest of its CSV files and summary.json after SIGINT
 
-    def __init__(self, engine: str, lines: list[str]):
-        self.engine, self.name, self.lines = engine, f"ours {engine}", lines
+    def __init__(self, engine: str, lines: list[str], name: str | None = None, options: tuple[str, ...] = ()):
+        self.engine, self.name, self.lines, self.options = engine, f"ours {name or engine}", lines, options
 
     def ready_seconds(self):
         return OURS_READY_SECONDS
 
     def start(self, lab, workdir):
-        self.out_dir = workdir / f"out-{self.engine}"
+        self.out_dir = workdir / f"out-{self.name.split()[-1]}"
         shutil.rmtree(self.out_dir, ignore_errors=True)
         feeds = [arg for line in self.lines for arg in ("--feed", line)]
         self.argv = [sys.executable, "-m", "appliance", "capture", "--iface", "lab0", *feeds, "--engine",
-                     self.engine, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
+                     self.engine, *self.options, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
         super().start(lab, workdir)
 
     def parse(self, text):
@@ -410,7 +411,9 @@ class Ours(Tool):
 
 def receivers(names: list[str], lines: list[str]) -> list[Receiver]:
     made = {"none": Nobody, "xdp-drop": XdpDrop, "tcpdump": Tcpdump, "netsniff-ng": Netsniff,
-            "tpacket": lambda: Ours("tpacket", lines), "xdp": lambda: Ours("xdp", lines)}
+            "tpacket": lambda: Ours("tpacket", lines),
+            "tpacket2": lambda: Ours("tpacket", lines, "tpacket2", ("--tpacket-version", "2")),
+            "xdp": lambda: Ours("xdp", lines)}
     return [made[n]() for n in names]
 
 
@@ -510,13 +513,13 @@ def above_none(rows: list[Row]) -> dict[int, float]:
 
 def print_table(rows: list[Row]) -> None:
     extra = above_none(rows)
-    print(f"\n{'rate':>4s} {'receiver':12s} {'sent':>9s} {'pps sent':>9s} {'received':>9s} {'veth':>5s} "
+    print(f"\n{'rate':>4s} {'receiver':13s} {'sent':>9s} {'pps sent':>9s} {'received':>9s} {'veth':>5s} "
           f"{'proc':>6s} {'cpu1':>6s} {'cpu0':>6s} {'+cost':>6s} {'other %':>7s} {'NET_RX':>7s}  drops as the receiver "
           "reports them")
-    print(f"{'':4s} {'':12s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'-- us of CPU per received frame -':>27s} "
+    print(f"{'':4s} {'':13s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'-- us of CPU per received frame -':>27s} "
           f"{'cpu0/1':>7s} {'on 0/1':>7s}")
     for r in rows:
-        head = f"{r.rate:>4s} {r.receiver:12s}"
+        head = f"{r.rate:>4s} {r.receiver:13s}"
         if r.note:
             print(f"{head} {r.note}")
             continue
@@ -533,13 +536,13 @@ def print_latency(rows: list[Row]) -> None:
     if not ours:
         return
     print("\nours, receive to book in us (upper edges of the histogram buckets; max exact):")
-    print(f"{'rate':>4s} {'engine':12s} {'samples':>9s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'max':>9s} "
+    print(f"{'rate':>4s} {'engine':13s} {'samples':>9s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'max':>9s} "
           f"{'packets':>9s} {'messages':>10s} {'gaps':>5s}")
     for r in ours:
         lat, feed = r.got.latency, r.got.feed
         cells = [f"{lat.get(k, 0) / 1e3:>{w},.1f}" for k, w in (("p50_ns", 8), ("p99_ns", 8), ("p99_9_ns", 8),
                                                                  ("max_ns", 9))]
-        print(f"{r.rate:>4s} {r.receiver:12s} {lat.get('samples', 0):>9,} {' '.join(cells)} "
+        print(f"{r.rate:>4s} {r.receiver:13s} {lat.get('samples', 0):>9,} {' '.join(cells)} "
               f"{feed['packets']:>9,} {feed['messages']:>10,} {feed['gaps']:>5,}")
 
 
@@ -552,7 +555,7 @@ def print_ratios(rows: list[Row]) -> None:
         print("  no tcpdump row to compare with")
     for rate in dict.fromkeys(r.rate for r in rows):
         base = by.get((rate, "tcpdump"))
-        for engine in ("ours tpacket", "ours xdp"):
+        for engine in ("ours tpacket", "ours tpacket2", "ours xdp"):
             ours = by.get((rate, engine))
             if base is None or ours is None:
                 continue
@@ -567,7 +570,7 @@ def print_ratios(rows: list[Row]) -> None:
                     parts.append(f"{label} - (tcpdump's {b:.2f} us is within noise)")
                 else:
                     parts.append(f"{label} {a / b:.1f}x")
-            print(f"  {rate:>4s} {engine:12s} " + ", ".join(parts))
+            print(f"  {rate:>4s} {engine:13s} " + ", ".join(parts))
 
 
 def background(seconds: float = 1.0) -> str:
@@ -636,7 +639,7 @@ def main() -> int:
                 for receiver in receivers(names, lines):
                     row = measure(lab, receiver, pcap, frames, rate, args.seconds, Path(tmp))
                     rows.append(row)
-                    print(f"  {row.rate:>4s} {row.receiver:12s} "
+                    print(f"  {row.rate:>4s} {row.receiver:13s} "
                           + (row.note or f"sent {row.sent:,} at {row.pps:,.0f} pps, received {row.got.frames:,}"),
                           flush=True)
             after = background()           # before deleting the namespace: its teardown keeps a core busy

@@ -63,7 +63,8 @@ class CaptureOptions:
     queues: list[int] | None = None          # None: every rx queue of the interface
     frames: int | None = None                # UMEM chunks per queue; None: umem_frames(queue count)
     hugepages: bool = True
-    # TPACKET_V3
+    # TPACKET_V3 / V2
+    tpacket_version: int = 3                 # 3: blocks (throughput); 2: a slot per frame (latency)
     block_size: int = 1 << 20
     blocks: int = 64
     retire_ms: int = 2
@@ -115,9 +116,13 @@ class Capture:
             from appliance.ring.tpacket import TpacketRing
 
             ring = stack.enter_context(TpacketRing(o.iface, o.feeds, o.block_size, o.blocks, o.retire_ms,
-                                                   o.fanout, hold=o.fanout_start is not None))
-            self.ring_info = {"engine": "tpacket", "block_size": o.block_size, "blocks": o.blocks,
-                              "retire_ms": o.retire_ms, "fanout": list(o.fanout) if o.fanout else None}
+                                                   o.fanout, hold=o.fanout_start is not None,
+                                                   version=o.tpacket_version))
+            self.ring_info = {"engine": "tpacket", "tpacket_version": o.tpacket_version,
+                              "block_size": o.block_size, "blocks": o.blocks,
+                              "fanout": list(o.fanout) if o.fanout else None}
+            self.ring_info.update({"retire_ms": o.retire_ms} if o.tpacket_version == 3 else
+                                  {"frame_size": ring.frame_size})
             return [ring]
         from appliance.ring import steer
         from appliance.ring.tpacket import join_groups
@@ -178,7 +183,7 @@ class Capture:
         o = self.options
         stopping = stopping if stopping is not None else {"flag": None}
         old = catch_stop_signals(stopping)
-        warm(o.engine, o.iface, o.queues)     # compile (or load) the ring kernel before any frame waits for it
+        warm(o.engine, o.iface, o.queues, o.tpacket_version)   # compile or load the ring kernel before any frame
         if o.prefault and stopping["flag"] is None:
             prefault(self.decoder)
         started = time.perf_counter()
@@ -344,17 +349,27 @@ def describe(info: dict) -> str:
     if info.get("engine") == "xdp":
         return (f"AF_XDP, {info['attach_mode']} XDP, {'zero-copy' if info['zerocopy'] else 'copy mode'}, "
                 f"queues {','.join(map(str, info['queues']))}")
+    if info.get("tpacket_version") == 2:
+        return (f"TPACKET_V2, {info['blocks'] * (info['block_size'] // info['frame_size'])} slots of "
+                f"{info['frame_size']} bytes")
     return f"TPACKET_V3, {info['blocks']} x {info['block_size'] >> 10} KiB blocks"
 
 
-def warm(engine: str, iface: str = "", queues: list[int] | None = None) -> None:
+def warm(engine: str, iface: str = "", queues: list[int] | None = None, tpacket_version: int = 3) -> None:
     """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
     from the cache happens before the socket exists and no frame waits for it."""
     dec = Decoder(Options(order_capacity=64, level_pool=64), sink=None)
     cap, hist, ts = new_capture_state()
     rec_meta, rec = np.zeros(4, np.int64), np.zeros(1, np.uint8)
     state = (dec.mold, dec.book, dec.out, dec.cnt, dec.by_type, cap, hist, rec, rec_meta, ts)
-    if engine == "tpacket":
+    if engine == "tpacket" and tpacket_version == 2:
+        from appliance.ring import tpacket2_rx as v2
+
+        geom = np.zeros(v2.G2_SIZE, np.int64)
+        geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = 4096, 2, 2048, 2
+        ring = np.zeros(4096, np.uint8)
+        v2.tpacket2_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), *state)
+    elif engine == "tpacket":
         from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
 
         geom = np.zeros(G_SIZE, np.int64)

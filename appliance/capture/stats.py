@@ -6,7 +6,7 @@ Drops are attributed to the place that counted them:
   rx_fifo_errors) -- the NIC or the stack lost the frame before any socket saw it;
 * ``xdp``: frames our XDP program matched but could not redirect (no socket on that queue, redirect failed);
 * ``socket``: AF_XDP ``XDP_STATISTICS`` rx_dropped (no fill-ring chunk for the frame) and rx_ring_full;
-* ``ring``: TPACKET_V3 ``PACKET_STATISTICS`` tp_drops (no free block);
+* ``ring``: TPACKET ``PACKET_STATISTICS`` tp_drops (no free block, V3, or frame slot, V2);
 * ``recording``: frames decoded but not recorded (the decode is unaffected): no recording buffer was free
   because the disk writer was behind, or a write failed (ENOSPC, EFBIG, EIO) and its buffer was dropped.
 """
@@ -90,7 +90,8 @@ def collect(capture, rings, iface_before: dict[str, int]) -> dict:
     out["latency"]["clock"] = ("XDP program bpf_ktime_get_ns (CLOCK_MONOTONIC) to book updated"
                                if capture.options.engine == "xdp"
                                else "kernel socket timestamp (CLOCK_REALTIME, includes block retire wait) "
-                                    "to book updated")
+                                    "to book updated" if capture.options.tpacket_version == 3
+                               else "kernel socket timestamp (CLOCK_REALTIME) to book updated")
     return out
 
 

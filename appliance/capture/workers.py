@@ -122,7 +122,7 @@ def _supervise(procs: list, gate: Path, base: Path, args, what: str) -> list[int
                 if args.ready_file:                      # first: a reader of the line may look for the file
                     write_ready(args.ready_file, {"pid": os.getpid(), "interface": args.iface, "engine": "tpacket",
                                                   "workers": [p.pid for p in procs]})
-                say(f"capturing on {args.iface} (TPACKET_V3, {what}); stop with Ctrl-C")
+                say(f"capturing on {args.iface} (TPACKET_V{args.tpacket_version}, {what}); stop with Ctrl-C")
                 announced = True
             time.sleep(POLL)
     finally:

@@ -1,4 +1,4 @@
-"""appliance capture: receive a live feed through AF_XDP or TPACKET_V3 and decode it as replay does."""
+"""appliance capture: receive a live feed through AF_XDP or TPACKET_V3/V2 and decode it as replay does."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feed", action="append", type=parse_feed, required=True, metavar="GROUP:PORT",
                         help="a feed line to receive (repeat for A/B lines); the groups are joined on --iface")
     parser.add_argument("--engine", choices=("xdp", "tpacket"), default="xdp",
-                        help="AF_XDP with the steering XDP program (default) or an AF_PACKET TPACKET_V3 ring")
+                        help="AF_XDP with the steering XDP program (default) or an AF_PACKET TPACKET ring "
+                             "(--tpacket-version)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (as for replay)")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     parser.add_argument("--no-stop-at-end", action="store_true",
@@ -71,11 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="UMEM frames (4 KiB each) and ring slots per queue, a power of two (default 16384 for "
                           "up to 4 queues, fewer beyond so all queues stay within 256 MiB)")
     xdp.add_argument("--no-hugepages", action="store_true", help="UMEM on normal pages even if hugepages are free")
-    tp = parser.add_argument_group("TPACKET_V3 (--engine tpacket)")
+    tp = parser.add_argument_group("TPACKET (--engine tpacket)")
+    tp.add_argument("--tpacket-version", type=int, choices=(2, 3), default=3,
+                    help="3 (default): frames handed over a block at a time -- least CPU per frame, but a frame "
+                         "waits up to --retire-ms at low rates; 2: each frame handed over as it lands -- lowest "
+                         "latency, a wakeup and a fixed slot per frame")
     tp.add_argument("--block-size", type=parse_size, default=1 << 20, help="ring block size (default 1M)")
     tp.add_argument("--blocks", type=_positive, default=64, help="ring blocks (default 64)")
-    tp.add_argument("--retire-ms", type=_positive, default=2,
-                    help="hand a partly filled block over after this many ms (default 2)")
+    tp.add_argument("--retire-ms", type=_positive, default=None,
+                    help="TPACKET_V3: hand a partly filled block over after this many ms (default 2)")
     tp.add_argument("--workers", type=_positive, default=1, metavar="N",
                     help="N capture processes sharing the traffic through PACKET_FANOUT (default 1); each writes "
                          "OUT/worker-K/ and OUT/workers.json sums them")
@@ -114,6 +119,11 @@ def options_from(args):
         raise UserError("--fanout-start is set by --workers for its workers, with --fanout")
     if args.fanout and not args.fanout_group:
         raise UserError("--fanout needs --fanout-group ID (or --workers N, which picks one)")
+    if args.engine != "tpacket" and args.tpacket_version != 3:
+        raise UserError("--tpacket-version is for --engine tpacket")
+    if args.retire_ms is not None and (args.engine != "tpacket" or args.tpacket_version != 3):
+        raise UserError("--retire-ms is for --engine tpacket with TPACKET_V3 (a V2 ring hands each frame over "
+                        "as it lands)")
     if args.frames and args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
     decode = Options(feeds=feeds, messages=args.messages, packets=args.packets,
@@ -125,7 +135,8 @@ def options_from(args):
         prefault=not args.no_prefault,
         xdp_mode=args.xdp_mode,
         xdp_copy=args.xdp_copy, queues=args.queues, frames=args.frames, hugepages=not args.no_hugepages,
-        block_size=args.block_size, blocks=args.blocks, retire_ms=args.retire_ms,
+        tpacket_version=args.tpacket_version, block_size=args.block_size, blocks=args.blocks,
+        retire_ms=args.retire_ms or 2,
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
         snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start)

@@ -19,6 +19,8 @@ from appliance.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT", help="a pcap or pcapng capture of the feed")
     parser.add_argument("--engine", choices=("xdp", "tpacket"), default="xdp")
+    parser.add_argument("--tpacket-version", type=int, choices=(2, 3), default=3,
+                        help="with --engine tpacket: the ring's TPACKET version (as for capture)")
     parser.add_argument("--pps", type=_positive, default=20_000, help="send rate (default 20,000 frames/s)")
     parser.add_argument("--out", metavar="DIR", help="keep both results here (replay/ and live/); default: a "
                                                      "temporary directory, removed afterwards")
@@ -80,6 +82,8 @@ def _capture_live(args, lab, feeds: list[str], open_sessions: list[str], out: Pa
     ready = out.with_name(f".{out.name}.ready")
     argv = _appliance("capture", "--iface", CAPTURE_IF, "--engine", args.engine, "--out", str(out),
                       "--ready-file", str(ready))
+    if args.engine == "tpacket":
+        argv += ["--tpacket-version", str(args.tpacket_version)]
     for feed in feeds:
         argv += ["--feed", feed]
     if open_sessions:

@@ -1,4 +1,4 @@
-"""AF_PACKET TPACKET_V3: the kernel writes frames into blocks of a ring we map; we read them in place.
+"""AF_PACKET TPACKET_V3 (or V2): the kernel writes frames into blocks of a ring we map; we read them in place.
 
 Layout (linux/if_packet.h).  The ring is ``tp_block_nr`` blocks of ``tp_block_size`` bytes.  Each block starts
 with ``struct tpacket_block_desc``::
@@ -17,12 +17,18 @@ the retire timer (``tp_retire_blk_tov`` ms) fires; we give it back by writing ``
 block is free the kernel drops the frame and counts it in ``PACKET_STATISTICS`` (``tp_drops``): a full ring is
 never silent.  Frames are read where they lie and handed to ``deliver`` (the replay path).
 
+``TpacketRing(version=2)`` sets up a TPACKET_V2 ring instead: the same blocks cut into fixed frame slots, each
+handed over on its own as soon as the kernel has written it (layout and kernel in ``ring.tpacket2_rx``): no
+retire wait, at the price of a status word, a slot and a wakeup per frame.
+
 Setup and teardown (socket, filter, ring, mmap, bind, fan-out, multicast joins) are in ``TpacketRing``, a
-context manager that always unmaps and closes; the kernel ``tpacket_rx`` (``ring.tpacket_rx``) holds none.
+context manager that always unmaps and closes; the kernels ``tpacket_rx`` (``ring.tpacket_rx``) and
+``tpacket2_rx`` (``ring.tpacket2_rx``) hold none.
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 import socket
@@ -33,6 +39,7 @@ import numpy as np
 from appliance.decode.frames import ETH_P_IP, IPPROTO_UDP, MAX_TAGS, VLAN_TPIDS
 from appliance.errors import UserError
 from appliance.ring.atomics import no_wait
+from appliance.ring import tpacket2_rx as v2
 from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
 
 SOL_PACKET = 263
@@ -41,13 +48,28 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_FANOUT = 18
-TPACKET_V3 = 2
+TPACKET_V2, TPACKET_V3 = 1, 2
 PACKET_MR_PROMISC = 1
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "qm": 5}     # PACKET_FANOUT_HASH, _LB, _CPU, _QM
+SIOCGIFMTU = 0x8921
+# Where a TPACKET_V2 slot's frame starts: tpacket_rcv puts the network header at TPACKET_ALIGN(TPACKET2_HDRLEN
+# (52: the 32-byte header, aligned, plus a 20-byte sockaddr_ll) + 16) = 80, the 14-byte MAC header before it.
+V2_MAC_OFFSET = 66
+TAGS_BYTES = 4 * MAX_TAGS                        # VLAN tags left in the data (the MTU does not count them)
 
 
+def v2_frame_size(ifname: str) -> int:
+    """A TPACKET_V2 slot that holds the largest frame ``ifname`` can deliver: the kernel truncates a frame longer
+    than its slot.  2048 bytes up to an MTU of 1952, else the next power of two (slots tile the blocks)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifreq = fcntl.ioctl(sock, SIOCGIFMTU, struct.pack("16si12x", ifname.encode(), 0))
+    finally:
+        sock.close()
+    need = V2_MAC_OFFSET + 14 + TAGS_BYTES + struct.unpack_from("16xi", ifreq)[0]
+    return max(2048, 1 << (need - 1).bit_length())
 
 
 # -- setup ----------------------------------------------------------------------------------------------
@@ -181,23 +203,26 @@ def join_groups(ifname: str, groups: list[int]) -> socket.socket:
 
 
 class TpacketRing:
-    """One TPACKET_V3 receive ring on ``ifname``; ``with TpacketRing(...) as ring`` maps it, exit unmaps it."""
+    """One TPACKET_V3 (``version=3``) or TPACKET_V2 (``version=2``) receive ring on ``ifname``; ``with
+    TpacketRing(...) as ring`` maps it, exit unmaps it.  ``frame_size`` is V2's slot size (None: from the MTU)."""
 
     def __init__(self, ifname: str, feeds: list[tuple[int, int]], block_size: int = 1 << 20, blocks: int = 64,
-                 retire_ms: int = 2, fanout: tuple[int, str] | None = None, frame_size: int = 2048,
-                 hold: bool = False):
+                 retire_ms: int = 2, fanout: tuple[int, str] | None = None, frame_size: int | None = None,
+                 hold: bool = False, version: int = 3):
         if block_size % mmap.PAGESIZE or block_size & (block_size - 1):
             raise UserError(f"--block-size {block_size} must be a power of two and a multiple of the page size")
         if not 0 < retire_ms < 60_000:
             raise UserError("--retire-ms must be between 1 and 59999")
-        self.ifname, self.feeds = ifname, feeds
+        if version not in (2, 3):
+            raise UserError(f"TPACKET version {version}: 2 or 3")
+        self.ifname, self.feeds, self.version = ifname, feeds, version
         self.block_size, self.blocks, self.retire_ms = block_size, blocks, retire_ms
         self.frame_size, self.fanout, self.holding = frame_size, fanout, hold
         self.sock: socket.socket | None = None
         self.igmp: socket.socket | None = None
         self.map: mmap.mmap | None = None
         self.ring = self.words = None
-        self.geom = np.zeros(G_SIZE, np.int64)
+        self.geom = np.zeros(max(G_SIZE, v2.G2_SIZE), np.int64)
         self.drops = self.packets = self.freezes = 0
 
     def __enter__(self) -> "TpacketRing":
@@ -205,6 +230,10 @@ class TpacketRing:
             self.ifindex = socket.if_nametoindex(self.ifname)
         except OSError:
             raise UserError(f"interface {self.ifname!r} does not exist") from None
+        if self.frame_size is None:
+            self.frame_size = v2_frame_size(self.ifname) if self.version == 2 else 2048
+        if self.frame_size > self.block_size:
+            raise UserError(f"--block-size {self.block_size} cannot hold a {self.frame_size}-byte frame slot")
         try:
             self._open()
         except BaseException:
@@ -214,25 +243,31 @@ class TpacketRing:
 
     def _open(self) -> None:
         self.sock = sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)   # receives nothing until bind
-        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3 if self.version == 3 else TPACKET_V2)
         if self.holding:
             _attach_filter(sock, DROP_ALL)
         elif self.feeds:
             _attach_filter(sock, feed_filter(self.feeds))
-        req = struct.pack("=7I", self.block_size, self.blocks, self.frame_size,
-                          self.block_size * self.blocks // self.frame_size, self.retire_ms, 0, 0)
+        per_block = self.block_size // self.frame_size
+        req = struct.pack("=4I", self.block_size, self.blocks, self.frame_size, per_block * self.blocks)
+        if self.version == 3:                              # struct tpacket_req3: tpacket_req and three more
+            req += struct.pack("=3I", self.retire_ms, 0, 0)
         try:
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
         except OSError as err:
-            raise UserError(f"the kernel refused a TPACKET_V3 ring of {self.blocks} x {self.block_size} bytes: "
-                            f"{os.strerror(err.errno)}") from None
+            raise UserError(f"the kernel refused a TPACKET_V{self.version} ring of {self.blocks} x {self.block_size} "
+                            f"bytes: {os.strerror(err.errno)}") from None
         size = self.block_size * self.blocks
         self.map = mmap.mmap(sock.fileno(), size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.ring = np.frombuffer(self.map, np.uint8)
         self.words = np.frombuffer(self.map, np.uint32)
         self.geom[:] = 0
-        self.geom[G_BLOCK_SIZE], self.geom[G_BLOCKS], self.geom[G_LEFT] = self.block_size, self.blocks, -1
+        if self.version == 3:
+            self.geom[G_BLOCK_SIZE], self.geom[G_BLOCKS], self.geom[G_LEFT] = self.block_size, self.blocks, -1
+        else:
+            self.geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = \
+                self.block_size, per_block, self.frame_size, per_block * self.blocks
         sock.bind((self.ifname, ETH_P_ALL))
         if self.fanout is not None:
             group_id, mode = self.fanout
@@ -261,7 +296,8 @@ class TpacketRing:
         """Run the ring kernel once; returns (status, frames).  Without ``wait`` it does not wait."""
         if wait is None:
             wait, pollfds = no_wait([self.fileno()])
-        return tpacket_rx(self.ring, self.words, self.geom, budget, wait, pollfds, decoder.mold, decoder.book,
+        rx = tpacket_rx if self.version == 3 else v2.tpacket2_rx
+        return rx(self.ring, self.words, self.geom, budget, wait, pollfds, decoder.mold, decoder.book,
                           decoder.out, decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
 
     def fileno(self) -> int:
@@ -277,7 +313,11 @@ class TpacketRing:
     def stats(self) -> dict[str, int]:
         """Totals since open: the kernel's counters reset each time they are read, so they are summed here."""
         if self.sock is not None:
-            packets, drops, freezes = struct.unpack("=3I", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
+            # struct tpacket_stats_v3 {tp_packets, tp_drops, tp_freeze_q_cnt}; V2's struct tpacket_stats lacks
+            # the third (no block to freeze)
+            size = 12 if self.version == 3 else 8
+            packets, drops, freezes = struct.unpack("=3I", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                                                                 size).ljust(12, b"\0"))
             self.packets += packets
             self.drops += drops
             self.freezes += freezes
