@@ -13,7 +13,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.walk import frame, room_for_record
-from appliance.gen.put import le32 as put_le32
+from appliance.decode.put import le32 as put_le32
 from appliance.ring.atomics import clock_ns
 
 # cap[] slots
