@@ -192,13 +192,52 @@ def test_default_umem_stays_within_budget():
 
 
 def test_constants_the_ring_kernels_restate_match_their_sources():
-    """Ring kernels keep their own copies (the kernel cache is keyed on kernel sources only): check them."""
+    """Ring kernels keep their own copies of the XDP program's layout (the kernel cache is keyed on kernel
+    sources only): check them.  The pcap record header the kernel writes is the recorder's (both from
+    appliance.pcap)."""
+    from appliance import pcap
     from appliance.capture import record
     from appliance.ring import deliver, steer, xsk_rx
 
-    assert deliver.REC_HEADER == record.RECORD_HEADER
+    assert deliver.REC_HEADER == record.RECORD_HEADER == pcap.PCAP_RECORD_HEADER == 16
+    assert record.FILE_HEADER_STRUCT.size == pcap.PCAP_FILE_HEADER == 24
+    assert record.INCL_LEN == pcap.PCAP_INCL_LEN_AT == 8 and pcap.PCAP_ORIG_LEN_AT == 12
     assert xsk_rx.META_SIZE == steer.META_SIZE == steer.STEER_META.itemsize
     assert xsk_rx.META_MAGIC_AT == steer.STEER_META.fields["magic"][1]
+
+
+def test_every_constant_a_kernel_imports_is_in_the_kernel_cache_key():
+    """A kernel freezes the integers it imports into its machine code, and the cache directory is named by a
+    hash of ``KERNEL_SOURCES`` only: a module a kernel source takes integers from must be one of them, or an
+    edit there would leave stale code in the cache."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from appliance import _jit
+
+    root = Path(_jit.__file__).parent
+    covered = set()
+    for entry in _jit.KERNEL_SOURCES:
+        path = root / entry
+        covered |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    def module_file(parts):
+        base = root.joinpath(*parts)
+        return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+    for path in covered:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "appliance"):
+                continue
+            parts = node.module.split(".")[1:]
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if module_file(parts + [alias.name]).exists():       # a whole module: its integers are used
+                    source, takes_ints = module_file(parts + [alias.name]), True
+                else:
+                    source, takes_ints = module_file(parts), isinstance(getattr(module, alias.name), int)
+                assert not takes_ints or source in covered, \
+                    f"{path.relative_to(root)} takes {alias.name} from {node.module}, not in KERNEL_SOURCES"
 
 
 def _udp_frame(group: int, port: int, tags: tuple[int, ...] = (), ihl: int = 5) -> bytes:

@@ -14,6 +14,7 @@ import numpy as np
 from appliance._jit import kernel
 from appliance.decode.walk import frame, room_for_record
 from appliance.decode.put import le32 as put_le32
+from appliance.pcap import PCAP_INCL_LEN_AT, PCAP_ORIG_LEN_AT, PCAP_RECORD_HEADER, PCAP_TS_FRAC_AT, PCAP_TS_SEC_AT
 from appliance.ring.atomics import clock_ns
 
 # cap[] slots
@@ -36,7 +37,7 @@ CAP_NAMES = {CAP_FRAMES: "ring_frames", CAP_WAKEUPS: "empty_polls", CAP_RING_MAL
 # rec_meta[] slots: the recording buffer the driver lent us
 REC_USED, REC_CAP, REC_ON, REC_SNAPLEN = range(4)
 REC_OFF, REC_RECORDING, REC_STARVED = 0, 1, 2     # REC_ON values; starved: recording, but no buffer to write to
-REC_HEADER = 16           # classic pcap record header: ts_sec, ts_nsec, incl_len, orig_len (little-endian u32)
+REC_HEADER = PCAP_RECORD_HEADER     # classic pcap record header: ts_sec, ts_nsec, incl_len, orig_len (little-endian)
 
 HIST_SIZE = 4096
 SUB_BITS = 6              # 64 sub-buckets per power of two
@@ -91,10 +92,10 @@ def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
         extra = 0
     incl = min(caplen + extra, snap)
     p = rec_meta[REC_USED]
-    put_le32(rec, p, real_ns // 1_000_000_000)
-    put_le32(rec, p + 4, real_ns % 1_000_000_000)
-    put_le32(rec, p + 8, incl)
-    put_le32(rec, p + 12, wirelen + extra)
+    put_le32(rec, p + PCAP_TS_SEC_AT, real_ns // 1_000_000_000)
+    put_le32(rec, p + PCAP_TS_FRAC_AT, real_ns % 1_000_000_000)
+    put_le32(rec, p + PCAP_INCL_LEN_AT, incl)
+    put_le32(rec, p + PCAP_ORIG_LEN_AT, wirelen + extra)
     q = p + REC_HEADER
     if extra == 0:
         for i in range(incl):
