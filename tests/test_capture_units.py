@@ -148,12 +148,13 @@ def test_prefault_keeps_every_value():
     dec = Replay(Options(order_capacity=1 << 16, level_pool=1 << 16), None)
     dec.book.sym[7] = np.frombuffer(b"ABCDEFGH", np.uint8)
     dec.book.lv[12345] = (777, 888)
-    before = {(t, f): getattr(getattr(dec, t), f).copy() for t in ("book", "mold", "out", "vwap")
-              for f in getattr(dec, t)._fields}
+    tables = dec.tables()
+    assert {type(t).__name__ for t in tables} == {"Book", "Mold", "Out", "Vwap"}
+    before = {(i, f): getattr(t, f).copy() for i, t in enumerate(tables) for f in t._fields}
     touched = prefault(dec)
     assert touched >= dec.book.lv.nbytes + dec.book.ot.nbytes
-    for (t, f), old in before.items():
-        assert np.array_equal(getattr(getattr(dec, t), f), old), (t, f)
+    for (i, f), old in before.items():
+        assert np.array_equal(getattr(tables[i], f), old), (type(tables[i]).__name__, f)
 
 
 def test_validate_compare_reports_differences_and_drops(tmp_path):
@@ -204,6 +205,38 @@ def test_constants_the_ring_kernels_restate_match_their_sources():
     assert record.INCL_LEN == pcap.PCAP_INCL_LEN_AT == 8 and pcap.PCAP_ORIG_LEN_AT == 12
     assert xsk_rx.META_SIZE == steer.META_SIZE == steer.STEER_META.itemsize
     assert xsk_rx.META_MAGIC_AT == steer.STEER_META.fields["magic"][1]
+
+
+def test_tpacket_offsets_match_the_kernel_structs_laid_out_by_c_rules():
+    """The offsets tpacket_rx reads at are those of if_packet.h's structs, laid out here by ctypes."""
+    import ctypes as c
+
+    from appliance.ring import tpacket_rx as T
+
+    class HdrV1(c.Structure):            # struct tpacket_hdr_v1 (ts_first_pkt / ts_last_pkt left out: not read)
+        _fields_ = [("block_status", c.c_uint32), ("num_pkts", c.c_uint32), ("offset_to_first_pkt", c.c_uint32),
+                    ("blk_len", c.c_uint32), ("seq_num", c.c_uint64)]
+
+    class BlockDesc(c.Structure):        # struct tpacket_block_desc
+        _fields_ = [("version", c.c_uint32), ("offset_to_priv", c.c_uint32), ("hdr", HdrV1)]
+
+    class Variant1(c.Structure):         # struct tpacket_hdr_variant1
+        _fields_ = [("tp_rxhash", c.c_uint32), ("tp_vlan_tci", c.c_uint32), ("tp_vlan_tpid", c.c_uint16),
+                    ("tp_padding", c.c_uint16)]
+
+    class Hdr3(c.Structure):             # struct tpacket3_hdr
+        _fields_ = [("tp_next_offset", c.c_uint32), ("tp_sec", c.c_uint32), ("tp_nsec", c.c_uint32),
+                    ("tp_snaplen", c.c_uint32), ("tp_len", c.c_uint32), ("tp_status", c.c_uint32),
+                    ("tp_mac", c.c_uint16), ("tp_net", c.c_uint16), ("hv1", Variant1), ("tp_padding", c.c_uint8 * 8)]
+
+    hdr = BlockDesc.hdr.offset
+    assert (T.OFF_BLOCK_STATUS, T.OFF_NUM_PKTS, T.OFF_FIRST_PKT) == \
+        (hdr + HdrV1.block_status.offset, hdr + HdrV1.num_pkts.offset, hdr + HdrV1.offset_to_first_pkt.offset)
+    for name in ("tp_next_offset", "tp_sec", "tp_nsec", "tp_snaplen", "tp_len", "tp_status", "tp_mac"):
+        assert getattr(T, "OFF_" + name.upper()) == getattr(Hdr3, name).offset, name
+    assert T.OFF_TP_VLAN_TCI == Hdr3.hv1.offset + Variant1.tp_vlan_tci.offset
+    assert T.OFF_TP_VLAN_TPID == Hdr3.hv1.offset + Variant1.tp_vlan_tpid.offset
+    assert T.HDR3 >= c.sizeof(Hdr3)
 
 
 def test_every_constant_a_kernel_imports_is_in_the_kernel_cache_key():
