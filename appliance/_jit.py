@@ -11,8 +11,9 @@ compile error -- which is the house rule anyway: buffers are allocated by the ca
 
 Cache location: numba keys a cached kernel on its own source file only, so after an edit to a function it
 calls (another module) it would load stale machine code.  The cache therefore lives in a directory named by a
-hash of every source file that kernels are made of (``KERNEL_SOURCES``: kernels live nowhere else); any change
-there compiles afresh.  ``NUMBA_CACHE_DIR``, when set, wins.
+hash of every source file that kernels are made of (``KERNEL_SOURCES``: kernels, and the modules whose
+constants they freeze into machine code, live nowhere else); any change there compiles afresh.
+``NUMBA_CACHE_DIR``, when set, wins.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ import numba
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=None, _nrt=False)
 _PACKAGE = Path(__file__).resolve().parent
 _KEEP = 3                    # cache directories of other source versions kept (e.g. switching branches)
-KERNEL_SOURCES = ("_jit.py", "decode", "itch", "gen", "replay/csvfmt.py", "ring/atomics.py", "ring/deliver.py",
-                  "ring/tpacket_rx.py", "ring/tpacket2_rx.py", "ring/xsk_rx.py")
+KERNEL_SOURCES = ("_jit.py", "decode", "itch", "gen", "pcap.py", "replay/csvfmt.py", "ring/atomics.py",
+                  "ring/deliver.py", "ring/tpacket_rx.py", "ring/tpacket2_rx.py", "ring/xsk_rx.py")
 
 
 def _source_hash() -> str:

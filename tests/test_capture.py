@@ -114,7 +114,7 @@ def test_full_tpacket_ring_drops_are_counted(lab):
             time.sleep(0.3)
             got = 0
             for _ in range(50):
-                status, n = ring.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                status, n = ring.receive(1 << 20, cap.rx)
                 got += n
                 time.sleep(0.01)
             stats = ring.stats()
@@ -132,6 +132,7 @@ def test_full_xsk_ring_drops_are_counted(lab):
         from appliance.ring import steer
         from appliance.ring.xsk import XskReceiver, XskSocket
         from appliance.capture.engine import Capture, CaptureOptions
+        from appliance.ring.deliver import CAP_LAT_COUNT, CAP_NO_RX_TS
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="xdp")
         cap = Capture(opts, sink=None)
         socks = [XskSocket("lab0", q, frames=64, ring=64, magic=steer.STEER_META_MAGIC).__enter__() for q in (0, 1)]
@@ -143,7 +144,7 @@ def test_full_xsk_ring_drops_are_counted(lab):
             got = 0
             both = XskReceiver(socks)
             for _ in range(20):
-                status, n = both.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                status, n = both.receive(1 << 20, cap.rx)
                 got += n
             both.close()
             counters = prog.counters()
@@ -152,7 +153,7 @@ def test_full_xsk_ring_drops_are_counted(lab):
             s.close()
         dropped = sum(st["rx_dropped"] + st["rx_ring_full"] for st in stats)
         print(json.dumps(dict(got=got, dropped=dropped, redirect=counters["redirect"],
-                              no_rx_ts=int(cap.cap[6]), latency=int(cap.cap[8]))))
+                              no_rx_ts=int(cap.cap[CAP_NO_RX_TS]), latency=int(cap.cap[CAP_LAT_COUNT]))))
     """)
     assert res["redirect"] == 2000
     assert res["dropped"] > 0
@@ -262,7 +263,8 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         import numpy as np
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.tpacket import TpacketRing
-        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES
+        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES, REC_CAP, REC_ON, REC_RECORDING, REC_SNAPLEN, \\
+            REC_USED
         from appliance.decode import counters as C
 
         def frame(group, port, frag=0, vlan=None):
@@ -276,7 +278,8 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket")
         cap = Capture(opts, sink=None)
         cap.rec_buf = np.zeros(1 << 20, np.uint8)
-        cap.rec_meta[:] = (0, len(cap.rec_buf), 1, 65535)
+        cap.rec_meta[REC_USED], cap.rec_meta[REC_CAP] = 0, len(cap.rec_buf)
+        cap.rec_meta[REC_ON], cap.rec_meta[REC_SNAPLEN] = REC_RECORDING, 65535
         with TpacketRing("lab0", opts.feeds, block_size=1 << 16, blocks=4, retire_ms=1) as ring:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             s.bind(("lab1", 0))
@@ -285,9 +288,9 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
                 s.send(f)
             time.sleep(0.3)
             for _ in range(10):
-                ring.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                ring.receive(1 << 20, cap.rx)
                 time.sleep(0.01)
-        rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[0]), 0, 0
+        rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[REC_USED]), 0, 0
         while p < used:
             incl = int.from_bytes(rec[p + 8:p + 12].tobytes(), "little")
             body = rec[p + 16:p + 16 + incl].tobytes()

@@ -149,12 +149,12 @@ def test_prefault_keeps_every_value():
     dec.book.sym[7] = np.frombuffer(b"ABCDEFGH", np.uint8)
     dec.book.lv[12345] = (777, 888)
     tables = dec.tables()
-    assert len(tables) == 4                     # book, session layer, output rows, VWAP windows
+    assert {type(t).__name__ for t in tables} == {"Book", "Mold", "Out", "Vwap"}
     before = {(i, f): getattr(t, f).copy() for i, t in enumerate(tables) for f in t._fields}
     touched = prefault(dec)
     assert touched >= dec.book.lv.nbytes + dec.book.ot.nbytes
     for (i, f), old in before.items():
-        assert np.array_equal(getattr(tables[i], f), old), (i, f)
+        assert np.array_equal(getattr(tables[i], f), old), (type(tables[i]).__name__, f)
 
 
 def test_validate_compare_reports_differences_and_drops(tmp_path):
@@ -193,13 +193,84 @@ def test_default_umem_stays_within_budget():
 
 
 def test_constants_the_ring_kernels_restate_match_their_sources():
-    """Ring kernels keep their own copies (the kernel cache is keyed on kernel sources only): check them."""
+    """Ring kernels keep their own copies of the XDP program's layout (the kernel cache is keyed on kernel
+    sources only): check them.  The pcap record header the kernel writes is the recorder's (both from
+    appliance.pcap)."""
+    from appliance import pcap
     from appliance.capture import record
     from appliance.ring import deliver, steer, xsk_rx
 
-    assert deliver.REC_HEADER == record.RECORD_HEADER
+    assert deliver.REC_HEADER == record.RECORD_HEADER == pcap.PCAP_RECORD_HEADER == 16
+    assert record.FILE_HEADER_STRUCT.size == pcap.PCAP_FILE_HEADER == 24
+    assert record.INCL_LEN == pcap.PCAP_INCL_LEN_AT == 8 and pcap.PCAP_ORIG_LEN_AT == 12
     assert xsk_rx.META_SIZE == steer.META_SIZE == steer.STEER_META.itemsize
     assert xsk_rx.META_MAGIC_AT == steer.STEER_META.fields["magic"][1]
+
+
+def test_tpacket_offsets_match_the_kernel_structs_laid_out_by_c_rules():
+    """The offsets tpacket_rx reads at are those of if_packet.h's structs, laid out here by ctypes."""
+    import ctypes as c
+
+    from appliance.ring import tpacket_rx as T
+
+    class HdrV1(c.Structure):            # struct tpacket_hdr_v1 (ts_first_pkt / ts_last_pkt left out: not read)
+        _fields_ = [("block_status", c.c_uint32), ("num_pkts", c.c_uint32), ("offset_to_first_pkt", c.c_uint32),
+                    ("blk_len", c.c_uint32), ("seq_num", c.c_uint64)]
+
+    class BlockDesc(c.Structure):        # struct tpacket_block_desc
+        _fields_ = [("version", c.c_uint32), ("offset_to_priv", c.c_uint32), ("hdr", HdrV1)]
+
+    class Variant1(c.Structure):         # struct tpacket_hdr_variant1
+        _fields_ = [("tp_rxhash", c.c_uint32), ("tp_vlan_tci", c.c_uint32), ("tp_vlan_tpid", c.c_uint16),
+                    ("tp_padding", c.c_uint16)]
+
+    class Hdr3(c.Structure):             # struct tpacket3_hdr
+        _fields_ = [("tp_next_offset", c.c_uint32), ("tp_sec", c.c_uint32), ("tp_nsec", c.c_uint32),
+                    ("tp_snaplen", c.c_uint32), ("tp_len", c.c_uint32), ("tp_status", c.c_uint32),
+                    ("tp_mac", c.c_uint16), ("tp_net", c.c_uint16), ("hv1", Variant1), ("tp_padding", c.c_uint8 * 8)]
+
+    hdr = BlockDesc.hdr.offset
+    assert (T.OFF_BLOCK_STATUS, T.OFF_NUM_PKTS, T.OFF_FIRST_PKT) == \
+        (hdr + HdrV1.block_status.offset, hdr + HdrV1.num_pkts.offset, hdr + HdrV1.offset_to_first_pkt.offset)
+    for name in ("tp_next_offset", "tp_sec", "tp_nsec", "tp_snaplen", "tp_len", "tp_status", "tp_mac"):
+        assert getattr(T, "OFF_" + name.upper()) == getattr(Hdr3, name).offset, name
+    assert T.OFF_TP_VLAN_TCI == Hdr3.hv1.offset + Variant1.tp_vlan_tci.offset
+    assert T.OFF_TP_VLAN_TPID == Hdr3.hv1.offset + Variant1.tp_vlan_tpid.offset
+    assert T.HDR3 >= c.sizeof(Hdr3)
+
+
+def test_every_constant_a_kernel_imports_is_in_the_kernel_cache_key():
+    """A kernel freezes the integers it imports into its machine code, and the cache directory is named by a
+    hash of ``KERNEL_SOURCES`` only: a module a kernel source takes integers from must be one of them, or an
+    edit there would leave stale code in the cache."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from appliance import _jit
+
+    root = Path(_jit.__file__).parent
+    covered = set()
+    for entry in _jit.KERNEL_SOURCES:
+        path = root / entry
+        covered |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    def module_file(parts):
+        base = root.joinpath(*parts)
+        return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+    for path in covered:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "appliance"):
+                continue
+            parts = node.module.split(".")[1:]
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if module_file(parts + [alias.name]).exists():       # a whole module: its integers are used
+                    source, takes_ints = module_file(parts + [alias.name]), True
+                else:
+                    source, takes_ints = module_file(parts), isinstance(getattr(module, alias.name), int)
+                assert not takes_ints or source in covered, \
+                    f"{path.relative_to(root)} takes {alias.name} from {node.module}, not in KERNEL_SOURCES"
 
 
 def _udp_frame(group: int, port: int, tags: tuple[int, ...] = (), ihl: int = 5) -> bytes:

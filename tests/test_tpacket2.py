@@ -60,22 +60,21 @@ class Ring:
     def __init__(self):
         from appliance.replay.decoder import Decoder, Options
         from appliance.ring.atomics import no_wait
-        from appliance.ring.deliver import REC_RECORDING, new_capture_state
+        from appliance.ring.deliver import REC_RECORDING, new_rx_state
 
         self.ring = np.zeros(2 * BLOCK, np.uint8)
         self.geom = np.zeros(v2.G2_SIZE, np.int64)
         self.geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = BLOCK, 2, FRAME, 4
         self.dec = Decoder(Options(feeds=[(GROUP, PORT)], order_capacity=64, level_pool=64), sink=None)
-        self.cap, self.hist, self.ts = new_capture_state()
         self.rec = np.zeros(1 << 16, np.uint8)
         self.rec_meta = np.array([0, len(self.rec), REC_RECORDING, 65535], np.int64)
+        self.state = new_rx_state(self.dec.state)._replace(rec=self.rec, rec_meta=self.rec_meta)
+        self.cap, self.hist, self.ts = self.state.cap, self.state.hist, self.state.ts
         self.wait, self.pollfds = no_wait([0])
 
     def receive(self, budget: int = 1 << 20) -> tuple[int, int]:
-        d = self.dec
         status, n = v2.tpacket2_rx(self.ring, self.ring.view(np.uint32), self.geom, budget, self.wait, self.pollfds,
-                                   d.mold, d.book, d.out, d.cnt, d.by_type, self.cap, self.hist, self.rec,
-                                   self.rec_meta, self.ts)
+                                   self.state)
         return int(status), int(n)
 
     def records(self) -> list[tuple[int, int, bytes]]:
@@ -207,7 +206,7 @@ def test_full_v2_ring_drops_are_counted(lab):
             time.sleep(0.3)
             got = 0
             for _ in range(20):
-                status, n = ring.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                status, n = ring.receive(1 << 20, cap.rx)
                 got += n
                 time.sleep(0.01)
             stats = ring.stats()
@@ -251,7 +250,7 @@ def test_v2_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
                 s.send(f)
             time.sleep(0.3)
             for _ in range(10):
-                ring.receive(1 << 20, cap.decoder, cap.cap, cap.hist, cap.rec_buf, cap.rec_meta, cap.ts)
+                ring.receive(1 << 20, cap.rx)
                 time.sleep(0.01)
         rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[0]), 0, 0
         while p < used:

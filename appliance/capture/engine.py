@@ -33,11 +33,12 @@ from appliance.capture.signals import catch_stop_signals, restore
 from appliance.capture.watch import MulticastWatch
 from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
+from appliance.decode.state import SS_COUNT, SS_RESOLVE
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
     W_ERROR, W_SIZE, no_wait, poll_set
-from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_FULL, REC_ON, REC_RECORDING, REC_STARVED, \
-    REC_USED, new_capture_state
+from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_CAP, REC_FULL, REC_ON, REC_RECORDING, REC_SNAPLEN, \
+    REC_STARVED, REC_USED, new_rx_state
 
 BUDGET_FRAMES = 1 << 16      # frames per ring kernel call at most (the deadline usually comes first)
 TICK_NS = 100_000_000         # ns between housekeeping passes (recording hand-off, status, stop checks)
@@ -97,9 +98,8 @@ class Capture:
         fold = (d.window_ns, d.step_ns) if d.vwap else None     # VWAP windows are folded on the writer thread
         self.writer = BackgroundSink(sink, fold=fold) if sink is not None else None
         self.decoder = Decoder(replace(d, vwap=False) if self.writer is not None else d, self.writer)
-        self.cap, self.hist, self.ts = new_capture_state()
-        self.rec_meta = np.zeros(4, np.int64)
-        self.rec_buf = np.zeros(1, np.uint8)
+        self.rx = new_rx_state(self.decoder.state)       # what the ring kernel updates
+        self.cap, self.hist, self.rec_meta = self.rx.cap, self.rx.hist, self.rx.rec_meta
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
         self.announce = announce or self.log     # the readiness line (-q does not hide it)
@@ -108,6 +108,14 @@ class Capture:
         self.ring_info: dict = {}
         self.stats: dict = {}
         self.seconds = 0.0
+
+    @property
+    def rec_buf(self) -> np.ndarray:
+        return self.rx.rec
+
+    @rec_buf.setter
+    def rec_buf(self, buf: np.ndarray) -> None:
+        self.rx = self.rx._replace(rec=buf)
 
     # -- setup ----------------------------------------------------------------------------------------------
     def _open_rings(self, stack: ExitStack) -> list:
@@ -166,7 +174,8 @@ class Capture:
             self.rec_meta[REC_ON] = REC_STARVED
             return
         self.rec_buf = buf
-        self.rec_meta[:] = (0, len(buf), REC_RECORDING, self.options.snaplen)
+        self.rec_meta[REC_USED], self.rec_meta[REC_CAP] = 0, len(buf)
+        self.rec_meta[REC_ON], self.rec_meta[REC_SNAPLEN] = REC_RECORDING, self.options.snaplen
 
     def _hand_off(self, rec) -> None:
         if self.rec_meta[REC_ON] == REC_RECORDING and self.rec_meta[REC_USED]:
@@ -269,8 +278,7 @@ class Capture:
             # The ring kernel waits inside (poll, nap or spin) until this deadline, so Python runs about once a
             # tick when frames trickle in, and once per BUDGET_FRAMES frames or full buffer when they pour in.
             wait[W_DEADLINE] = time.monotonic_ns() + TICK_NS
-            status, _ = ring.receive(BUDGET_FRAMES, dec, self.cap, self.hist, self.rec_buf, self.rec_meta, self.ts,
-                                     wait, pollfds)
+            status, _ = ring.receive(BUDGET_FRAMES, self.rx, wait, pollfds)
             if wait[W_ERROR]:
                 wait[W_ERROR] = 0
                 stopping["flag"] = stopping["flag"] or self._socket_trouble(ring)
@@ -314,8 +322,8 @@ class Capture:
         if not os.path.exists(f"/sys/class/net/{o.iface}"):
             return "interface_gone"               # --idle spin never sees poll() flag it
         mold = self.decoder.mold
-        n = int(mold.ss_meta[0])
-        if (o.stop_at_end_of_session and n and all(mold.ss_ended[:n]) and mold.ss_meta[1] == 0
+        n = int(mold.ss_meta[SS_COUNT])
+        if (o.stop_at_end_of_session and n and all(mold.ss_ended[:n]) and mold.ss_meta[SS_RESOLVE] == 0
                 and now - last_frame_at >= o.linger):
             return "end_of_session"
         if o.stop_at_end_of_session and stopping.get("peer_ended") and now - last_frame_at >= o.linger:
@@ -358,24 +366,21 @@ def describe(info: dict) -> str:
 def warm(engine: str, iface: str = "", queues: list[int] | None = None, tpacket_version: int = 3) -> None:
     """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
     from the cache happens before the socket exists and no frame waits for it."""
-    dec = Decoder(Options(order_capacity=64, level_pool=64), sink=None)
-    cap, hist, ts = new_capture_state()
-    rec_meta, rec = np.zeros(4, np.int64), np.zeros(1, np.uint8)
-    state = (dec.mold, dec.book, dec.out, dec.cnt, dec.by_type, cap, hist, rec, rec_meta, ts)
+    state = new_rx_state(Decoder(Options(order_capacity=64, level_pool=64), sink=None).state)
     if engine == "tpacket" and tpacket_version == 2:
         from appliance.ring import tpacket2_rx as v2
 
         geom = np.zeros(v2.G2_SIZE, np.int64)
         geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = 4096, 2, 2048, 2
         ring = np.zeros(4096, np.uint8)
-        v2.tpacket2_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), *state)
+        v2.tpacket2_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), state)
     elif engine == "tpacket":
         from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
 
         geom = np.zeros(G_SIZE, np.int64)
         geom[G_BLOCK_SIZE], geom[G_BLOCKS], geom[G_LEFT] = 4096, 1, -1
         ring = np.zeros(4096, np.uint8)
-        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), *state)
+        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), state)
     else:
         from appliance.ring.xsk import rx_queue_count
         from appliance.ring.xsk_rx import X_SIZE, xsk_rx
@@ -383,7 +388,7 @@ def warm(engine: str, iface: str = "", queues: list[int] | None = None, tpacket_
         n = max(1, len(queues) if queues is not None else rx_queue_count(iface))   # compiled per queue count
         words, addrs = np.zeros(64, np.uint32), np.zeros(32, np.uint64)
         xsk_rx((np.zeros(4096, np.uint8),) * n, (words,) * n, (addrs,) * n, (words,) * n, (addrs,) * n,
-               np.zeros((n, X_SIZE), np.int64), 1, *no_wait([0] * n), *state)
+               np.zeros((n, X_SIZE), np.int64), 1, *no_wait([0] * n), state)
 
 
 def status_line(stream=sys.stderr):

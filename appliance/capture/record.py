@@ -1,7 +1,7 @@
 """Recording the feed to pcap files, written off the decode loop by a writer thread.
 
 The capture loop copies each feed frame as a classic pcap record -- the 16-byte record header (little-endian
-``ts_sec, ts_nsec, incl_len, orig_len``, the table ``RECORD_HEADER_FIELDS``) then the frame -- back to back
+``ts_sec, ts_nsec, incl_len, orig_len``, the table ``pcap.PCAP_RECORD_HEADER_FIELDS``) then the frame -- back to back
 into a buffer it took from the recorder, and submits the buffer when it is full (or every ~100 ms, partial).
 The writer thread appends each buffer to the current file with ``os.write`` and gives the buffer back.  The
 loop never waits: when every buffer is queued (the disk is behind), ``take()`` returns None and the loop
@@ -53,20 +53,15 @@ import numpy as np
 
 from appliance.display import printable
 from appliance.errors import UserError
+from appliance.pcap import LINKTYPE_ETHERNET, NSEC_TCPDUMP_MAGIC, PCAP_FILE_HEADER, PCAP_FILE_HEADER_FIELDS, \
+    PCAP_INCL_LEN_AT, PCAP_RECORD_HEADER, PCAP_VERSION_MAJOR, PCAP_VERSION_MINOR
 
-# -- layouts (plain ints and structs: the capture loop imports these without numpy objects) ---------------
-PCAP_NS_MAGIC = 0xA1B23C4D
-PCAP_VERSION_MAJOR = 2
-PCAP_VERSION_MINOR = 4
-LINKTYPE_ETHERNET = 1
-FILE_HEADER_FIELDS = (("magic", "I"), ("version_major", "H"), ("version_minor", "H"), ("thiszone", "i"),
-                      ("sigfigs", "I"), ("snaplen", "I"), ("linktype", "I"))
-RECORD_HEADER_FIELDS = (("ts_sec", "I"), ("ts_nsec", "I"), ("incl_len", "I"), ("orig_len", "I"))
-FILE_HEADER_STRUCT = struct.Struct("<" + "".join(fmt for _, fmt in FILE_HEADER_FIELDS))
-RECORD_HEADER_STRUCT = struct.Struct("<" + "".join(fmt for _, fmt in RECORD_HEADER_FIELDS))
-FILE_HEADER = FILE_HEADER_STRUCT.size         # 24
-RECORD_HEADER = RECORD_HEADER_STRUCT.size     # 16
-INCL_LEN = 8                                  # offset of incl_len in a record header
+# -- layouts (appliance.pcap: plain ints and field tables, so the capture loop imports no numpy objects) --------
+PCAP_NS_MAGIC = NSEC_TCPDUMP_MAGIC
+FILE_HEADER_STRUCT = struct.Struct("<" + "".join(fmt for _, fmt in PCAP_FILE_HEADER_FIELDS))
+FILE_HEADER = PCAP_FILE_HEADER                # 24
+RECORD_HEADER = PCAP_RECORD_HEADER            # 16
+INCL_LEN = PCAP_INCL_LEN_AT                   # offset of incl_len in a record header
 
 _log = logging.getLogger(__name__)
 _os_write = os.write                          # the one call that puts bytes in a file (tests substitute it)

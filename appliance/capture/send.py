@@ -26,10 +26,10 @@ from pathlib import Path
 
 from appliance.display import printable
 from appliance.errors import InputError, RunFailed, UserError
+from appliance.pcap import LINKTYPE_ETHERNET
 
 DEFAULT_PPS = 10_000
 SYS_CLASS_NET = Path("/sys/class/net")
-LINKTYPE_ETHERNET = 1
 # Options of the decode path: with --send they would silently do nothing, so they are refused.
 DECODE_ONLY = {"out": "--out", "feed": "--feed", "messages": "--messages", "packets": "--packets",
                "order_capacity": "--order-capacity", "level_pool": "--level-pool"}

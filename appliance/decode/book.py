@@ -16,9 +16,10 @@ from appliance.decode import counters as C
 from appliance.decode import levels, orders
 from appliance.decode import offsets as O
 from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_LOCATE, BBO_TS, \
-    CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_BROKEN, KIND_CLOCK, MSG_SLOT, N_BBO, N_BROKEN, N_MSGS, \
-    N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, \
-    STAT_VOLUME, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
+    CLOCK_FLOOR, CLOCK_NEXT, CLOCK_STEP, CLOCK_WINDOW, KIND_BROKEN, KIND_CLOCK, MSG_SEQUENCE, MSG_SESSION, MSG_SLOT, \
+    N_BBO, N_BROKEN, N_MSGS, N_TRADES, SIDE_LAST_PRICE, SIDE_LAST_SIZE, SIDE_LEN, SIDE_START, STAT_CROSS, \
+    STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, \
+    TAPE_TS
 from appliance.decode.prefetch import prefetch
 from appliance.decode.wire import be16, be32, be48, be64u
 
@@ -38,8 +39,8 @@ def copy_out(out, buf, p, mlen, sess, seq):
     r = out.n[N_MSGS]
     for k in range(min(mlen, MSG_SLOT)):
         out.msgs[r, k] = buf[p + k]
-    out.msg_meta[r, 0] = sess
-    out.msg_meta[r, 1] = seq
+    out.msg_meta[r, MSG_SESSION] = sess
+    out.msg_meta[r, MSG_SEQUENCE] = seq
     out.n[N_MSGS] = r + 1
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.state import MAX_LINES
+from appliance.decode.state import LN_COUNT, LN_DISCOVER, MAX_LINES
 from appliance.decode.wire import be16, be32
 
 ETH_P_IP = 0x0800
@@ -45,20 +45,20 @@ IPPROTO_UDP = 17
 def _line_of(mold, group, port, cnt):
     """Index of the line for (group, port), discovering multicast lines in auto mode; -1 if not a feed."""
     meta = mold.ln_meta
-    for i in range(meta[0]):
+    for i in range(meta[LN_COUNT]):
         if mold.ln_group[i] == group and mold.ln_port[i] == port:
             return i
     # Auto mode takes every multicast destination outside 224.0.0.0/24 (link-local control traffic).
-    if meta[1] == 0 or (group >> 28) != 14 or (group >> 8) == 0xE00000:
+    if meta[LN_DISCOVER] == 0 or (group >> 28) != 14 or (group >> 8) == 0xE00000:
         cnt[C.NOT_FEED] += 1
         return -1
-    if meta[0] == MAX_LINES:
+    if meta[LN_COUNT] == MAX_LINES:
         cnt[C.LINES_OVERFLOW] += 1
         return -1
-    i = meta[0]
+    i = meta[LN_COUNT]
     mold.ln_group[i] = group
     mold.ln_port[i] = port
-    meta[0] = i + 1
+    meta[LN_COUNT] = i + 1
     return i
 
 

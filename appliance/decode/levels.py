@@ -13,7 +13,7 @@ a book touches about two cache lines of level data.
 
 from appliance._jit import kernel
 from appliance.decode import counters as C
-from appliance.decode.state import SIDE_CAP, SIDE_LEN, SIDE_START
+from appliance.decode.state import LV_KEY, LV_NEXT, LV_SHARES, LV_SIZE, SIDE_CAP, SIDE_LEN, SIDE_START
 
 ASK_FLIP = 0xFFFFFFFF
 FIRST_SEGMENT = 8
@@ -40,7 +40,7 @@ def _lower_bound(lv, start, n, key):
     i = n - 1
     stop = n - TOP_SCAN if n > TOP_SCAN else 0
     while i >= stop:
-        k = lv[start + i, 0]
+        k = lv[start + i, LV_KEY]
         if k <= key:
             return i if k == key else i + 1
         i -= 1
@@ -48,7 +48,7 @@ def _lower_bound(lv, start, n, key):
     hi = stop
     while lo < hi:
         mid = (lo + hi) >> 1
-        if lv[start + mid, 0] < key:
+        if lv[start + mid, LV_KEY] < key:
             lo = mid + 1
         else:
             hi = mid
@@ -60,17 +60,17 @@ def _grow(bk, s, cnt):
     row = bk.side[s]
     old_cap = row[SIDE_CAP]
     new_cap = FIRST_SEGMENT if old_cap == 0 else old_cap * 2
-    base = bk.lv_meta[0]
-    if base + new_cap > bk.lv_meta[1]:
+    base = bk.lv_meta[LV_NEXT]
+    if base + new_cap > bk.lv_meta[LV_SIZE]:
         cnt[C.LEVEL_POOL_FULL] += 1
         return False
     old = row[SIDE_START]
     for i in range(row[SIDE_LEN]):
-        bk.lv[base + i, 0] = bk.lv[old + i, 0]
-        bk.lv[base + i, 1] = bk.lv[old + i, 1]
+        bk.lv[base + i, LV_KEY] = bk.lv[old + i, LV_KEY]
+        bk.lv[base + i, LV_SHARES] = bk.lv[old + i, LV_SHARES]
     row[SIDE_START] = base
     row[SIDE_CAP] = new_cap
-    bk.lv_meta[0] = base + new_cap
+    bk.lv_meta[LV_NEXT] = base + new_cap
     return True
 
 
@@ -82,18 +82,18 @@ def add_shares(bk, s, key, shares, cnt):
     start = row[SIDE_START]
     n = row[SIDE_LEN]
     pos = _lower_bound(lv, start, n, key)
-    if pos < n and lv[start + pos, 0] == key:
-        lv[start + pos, 1] += shares
+    if pos < n and lv[start + pos, LV_KEY] == key:
+        lv[start + pos, LV_SHARES] += shares
         return
     if n == row[SIDE_CAP]:
         if not _grow(bk, s, cnt):
             return
         start = row[SIDE_START]
     for i in range(start + n, start + pos, -1):
-        lv[i, 0] = lv[i - 1, 0]
-        lv[i, 1] = lv[i - 1, 1]
-    lv[start + pos, 0] = key
-    lv[start + pos, 1] = shares
+        lv[i, LV_KEY] = lv[i - 1, LV_KEY]
+        lv[i, LV_SHARES] = lv[i - 1, LV_SHARES]
+    lv[start + pos, LV_KEY] = key
+    lv[start + pos, LV_SHARES] = shares
     row[SIDE_LEN] = n + 1
 
 
@@ -105,16 +105,16 @@ def remove_shares(bk, s, key, shares, cnt):
     start = row[SIDE_START]
     n = row[SIDE_LEN]
     pos = _lower_bound(lv, start, n, key)
-    if pos == n or lv[start + pos, 0] != key:
+    if pos == n or lv[start + pos, LV_KEY] != key:
         cnt[C.LEVEL_MISSING] += 1
         return
-    left = lv[start + pos, 1] - shares
+    left = lv[start + pos, LV_SHARES] - shares
     if left > 0:
-        lv[start + pos, 1] = left
+        lv[start + pos, LV_SHARES] = left
         return
     for i in range(start + pos, start + n - 1):
-        lv[i, 0] = lv[i + 1, 0]
-        lv[i, 1] = lv[i + 1, 1]
+        lv[i, LV_KEY] = lv[i + 1, LV_KEY]
+        lv[i, LV_SHARES] = lv[i + 1, LV_SHARES]
     row[SIDE_LEN] = n - 1
 
 
@@ -126,4 +126,4 @@ def best(bk, s, side):
     if n == 0:
         return 0, 0
     top = row[SIDE_START] + n - 1
-    return key_price(side, bk.lv[top, 0]), bk.lv[top, 1]
+    return key_price(side, bk.lv[top, LV_KEY]), bk.lv[top, LV_SHARES]

@@ -17,11 +17,13 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode.book import apply_message, copy_out, warm_far, warm_near
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, MAX_PENDING, MAX_SESSIONS, N_BBO, N_BROKEN, \
-    N_GAPS, N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, GAP_FIRST, GAP_LAST, GAP_SESSION, LN_COUNT, \
+    MAX_PENDING, MAX_SESSIONS, N_BBO, N_BROKEN, N_GAPS, N_MSGS, N_PACKETS, N_TRADES, PENDING_SLOT, ROW_MARGIN, \
+    SS_COUNT, SS_RESOLVE
 from appliance.decode.wire import be16, be64u
 
 HEADER = 20                  # session 10, sequence 8, count 2
+SESSION_AT, SEQUENCE_AT, COUNT_AT = 0, 10, 18
 HEARTBEAT = 0
 END_OF_SESSION = 0xFFFF
 MAX_SEQUENCE = 1 << 62
@@ -34,7 +36,7 @@ PACKET_STATUS = ("applied", "duplicate", "held", "bad", "heartbeat", "end_of_ses
 
 @kernel(inline="always")
 def _session_of(mold, buf, p, cnt):
-    n = mold.ss_meta[0]
+    n = mold.ss_meta[SS_COUNT]
     names = mold.ss_name
     for s in range(n):
         same = True
@@ -49,7 +51,7 @@ def _session_of(mold, buf, p, cnt):
         return -1
     for i in range(10):
         names[n, i] = buf[p + i]
-    mold.ss_meta[0] = n + 1
+    mold.ss_meta[SS_COUNT] = n + 1
     return n
 
 
@@ -110,9 +112,9 @@ def apply_blocks(buf, p, count, skip, sess, seq, bk, out, cnt, by_type):
 @kernel(inline="always")
 def _gap(mold, out, s, first, last):
     r = out.n[N_GAPS]
-    out.gaps[r, 0] = s
-    out.gaps[r, 1] = first
-    out.gaps[r, 2] = last
+    out.gaps[r, GAP_SESSION] = s
+    out.gaps[r, GAP_FIRST] = first
+    out.gaps[r, GAP_LAST] = last
     out.n[N_GAPS] = r + 1
     mold.ss_next[s] = last + 1
 
@@ -121,7 +123,7 @@ def _gap(mold, out, s, first, last):
 def _horizon(mold, s):
     """Smallest next-sequence over the lines that have carried session ``s`` (0 if none)."""
     h = 0
-    for m in range(mold.ln_meta[0]):
+    for m in range(mold.ln_meta[LN_COUNT]):
         v = mold.ss_line_next[s, m]
         if v > 0 and (h == 0 or v < h):
             h = v
@@ -170,7 +172,7 @@ def resolve_step(mold, s, force, bk, out, cnt, by_type):
     if force:
         # End of input with nothing held: whatever any line announced beyond ``next`` never arrived.
         sent = 0
-        for m in range(mold.ln_meta[0]):
+        for m in range(mold.ln_meta[LN_COUNT]):
             sent = max(sent, mold.ss_line_next[s, m])
         if sent > nxt:
             _gap(mold, out, s, nxt, sent - 1)
@@ -208,8 +210,8 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
         cnt[C.BAD_PACKETS] += 1
         cnt[C.BAD_SHORT] += 1
         return PACKET_BAD, -1
-    seq_u = be64u(buf, p + 10)
-    count = be16(buf, p + 18)
+    seq_u = be64u(buf, p + SEQUENCE_AT)
+    count = be16(buf, p + COUNT_AT)
     if seq_u >= np.uint64(MAX_SEQUENCE):
         cnt[C.BAD_PACKETS] += 1
         cnt[C.BAD_SEQUENCE] += 1
@@ -235,7 +237,7 @@ def handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type):
         # Too large to hold while the other line may fill the hole: treat it as not received.
         cnt[C.PENDING_FORCED] += 1
         return PACKET_DROPPED, s
-    mold.ss_meta[1] = 1
+    mold.ss_meta[SS_RESOLVE] = 1
     if control:
         _line_sent(mold, s, line, seq)
         if count == HEARTBEAT:
@@ -314,11 +316,11 @@ def settle(mold, force, bk, out, cnt, by_type):
 
     ``force`` (end of input) also gives up on holes that another line might still have filled.
     """
-    for s in range(mold.ss_meta[0]):
+    for s in range(mold.ss_meta[SS_COUNT]):
         while True:
             if not has_room(out, ROW_MARGIN):
                 return False
             if not resolve_step(mold, s, force, bk, out, cnt, by_type):
                 break
-    mold.ss_meta[1] = 0
+    mold.ss_meta[SS_RESOLVE] = 0
     return True

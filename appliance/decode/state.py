@@ -46,30 +46,38 @@ Book = namedtuple("Book", [
     "side",         # int64[LOCATES * SIDES, 8]: one cache line per book side (index locate * 2 + side), see SIDE_*
     "lv",           # int64[pool, 2]: level key (price for bids, 0xFFFFFFFF - price for asks: best is last),
                     #   aggregate shares; a side's levels are a sorted segment of this pool
-    "lv_meta",      # int64[2]: pool bump index, pool size
+    "lv_meta",      # int64[2]: LV_NEXT pool bump index, LV_SIZE pool size
     "stats",        # int64[LOCATES, 4]: volume, notional, trades, cross_volume
     "sym",          # uint8[LOCATES, 8]: stock name from the directory (R)
     "sym_set",      # int8[LOCATES]: 1 once an R named the locate
 ])
 STAT_VOLUME, STAT_NOTIONAL, STAT_TRADES, STAT_CROSS = range(4)
+LV_KEY, LV_SHARES = range(2)           # lv columns
+LV_NEXT, LV_SIZE = range(2)            # lv_meta slots
 # Book side row: its level segment (pool start, capacity, levels in use) and the top of book last emitted for it
 SIDE_START, SIDE_CAP, SIDE_LEN, SIDE_LAST_PRICE, SIDE_LAST_SIZE = range(5)
 
 Mold = namedtuple("Mold", [
     "ln_group",     # int64[MAX_LINES]: IPv4 destination group of each line
     "ln_port",      # int64[MAX_LINES]
-    "ln_meta",      # int64[2]: lines in use, auto-discover flag
+    "ln_meta",      # int64[2]: LN_COUNT lines in use, LN_DISCOVER auto-discover flag
     "ln_packets",   # int64[MAX_LINES]: datagrams received per line
     "ss_name",      # uint8[MAX_SESSIONS, 10]
     "ss_next",      # int64[MAX_SESSIONS]: next expected sequence number
     "ss_first",     # int64[MAX_SESSIONS]: first sequence number seen (-1: session not started)
     "ss_line_next",  # int64[MAX_SESSIONS, MAX_LINES]: per line, next sequence it will send (0 = not seen)
     "ss_ended",     # int64[MAX_SESSIONS]: 1 after an end-of-session packet
-    "ss_meta",      # int64[2]: sessions in use, resolve-needed flag
+    "ss_meta",      # int64[2]: SS_COUNT sessions in use, SS_RESOLVE resolve-needed flag
     "pd_used",      # int64[MAX_PENDING]: 1 while the slot holds a packet
     "pd_sess", "pd_seq", "pd_count",
     "stash",        # uint8[MAX_PENDING * PENDING_SLOT]: copies of held packets (live rings recycle frames)
 ])
+LN_COUNT, LN_DISCOVER = range(2)       # ln_meta slots
+SS_COUNT, SS_RESOLVE = range(2)        # ss_meta slots
+
+# The decode kernels' state as one argument (walk.frame, the walkers, the ring kernels): adding a table to the
+# decoder is a change here and in ``Decoder``, not in every kernel signature.
+Decode = namedtuple("Decode", ["mold", "book", "out", "cnt", "by_type"])
 
 Out = namedtuple("Out", [
     "n",            # int64[8]: rows used per buffer (indices below), then flags
@@ -88,6 +96,9 @@ KIND_BROKEN = ord("B")       # a tape row of this kind is a B message: the trade
 # columns of out.trades (the tape) and out.bbo
 TAPE_TS, TAPE_LOCATE, TAPE_KIND, TAPE_SIDE, TAPE_SHARES, TAPE_PRICE, TAPE_MATCH = range(7)
 BBO_TS, BBO_LOCATE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_ASK_PRICE, BBO_ASK_SIZE = range(6)
+MSG_SESSION, MSG_SEQUENCE = range(2)                                    # columns of out.msg_meta
+GAP_SESSION, GAP_FIRST, GAP_LAST = range(3)                             # columns of out.gaps
+PKT_FRAME, PKT_LINE, PKT_SESSION, PKT_SEQUENCE, PKT_COUNT, PKT_STATUS = range(6)   # columns of out.packets
 N_BBO, N_TRADES, N_MSGS, N_BROKEN, N_GAPS, N_PACKETS = range(6)
 FLAG_PACKETS = 6             # out.n[6] = 1 when every MoldUDP64 packet is listed
 FLAG_MESSAGES = 7            # out.n[7] = 1 when applied messages are copied out

@@ -42,6 +42,7 @@ Vwap = namedtuple("Vwap", [
     "n",                           # int64[1]: rows used
 ])
 M_ACTIVE, M_NEXT_WINDOW, M_EMIT_POS, M_STEP, M_BUCKETS, M_LATEST = range(6)
+VW_END, VW_LOCATE, VW_VOLUME, VW_NOTIONAL, VW_TRADES = range(5)       # columns of rows
 
 
 def new_vwap(window_ns: int, step_ns: int) -> Vwap:
@@ -90,11 +91,11 @@ def _emit_until(vw, last):
                 vw.is_active[loc] = 0
                 continue
             r = vw.n[0]
-            vw.rows[r, 0] = e * meta[M_STEP]
-            vw.rows[r, 1] = loc
-            vw.rows[r, 2] = vol
-            vw.rows[r, 3] = notional
-            vw.rows[r, 4] = trades
+            vw.rows[r, VW_END] = e * meta[M_STEP]
+            vw.rows[r, VW_LOCATE] = loc
+            vw.rows[r, VW_VOLUME] = vol
+            vw.rows[r, VW_NOTIONAL] = notional
+            vw.rows[r, VW_TRADES] = trades
             vw.n[0] = r + 1
             i += 1
         meta[M_EMIT_POS] = 0

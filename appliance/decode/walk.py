@@ -12,7 +12,8 @@ Each walker takes the buffer and a start offset and returns ``(offset, status)``
 * ``LOST`` -- (day files) the length prefix at ``offset`` is damaged; the driver finds the next record boundary
   with ``resync_dayfile`` and calls again from there (see ``walk_dayfile``).
 
-Live rings (TPACKET_V3 blocks, AF_XDP descriptors) hand their frames to the same ``frame`` function.
+Live rings (TPACKET_V3 blocks, AF_XDP descriptors) hand their frames to the same ``frame`` function.  Every
+walker takes the decoder's tables as one ``state.Decode`` (``dec``).
 """
 import numpy as np
 
@@ -20,15 +21,22 @@ from appliance._jit import kernel
 from appliance.decode import counters as C
 from appliance.decode.book import apply_message, copy_out, warm_far, warm_near
 from appliance.decode.frames import feed_payload
-from appliance.decode.mold import free_rows, handle_packet, has_room, settle
+from appliance.decode.mold import COUNT_AT, HEADER, SEQUENCE_AT, free_rows, handle_packet, has_room, \
+    settle
 from appliance.decode.offsets import MSG_LENGTH
-from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, N_PACKETS, ROW_MARGIN
+from appliance.decode.state import FLAG_MESSAGES, FLAG_PACKETS, N_PACKETS, PKT_COUNT, PKT_FRAME, PKT_LINE, \
+    PKT_SEQUENCE, PKT_SESSION, PKT_STATUS, ROW_MARGIN, SS_RESOLVE
 from appliance.decode.wire import be16, be64u, rd16, rd32
+from appliance.pcap import EPB_CAPTURED_LEN_AT, EPB_INTERFACE_ID_AT, EPB_ORIGINAL_LEN_AT, EPB_TS_HIGH_AT, \
+    EPB_TS_LOW_AT, IDB_LINKTYPE_AT, IDB_SNAPLEN_AT, IF_TSRESOL, LINKTYPE_ETHERNET, MAX_SNAPLEN, OPT_ENDOFOPT, \
+    PCAP_INCL_LEN_AT, PCAP_ORIG_LEN_AT, PCAP_RECORD_HEADER, PCAP_TS_FRAC_AT, PCAP_TS_SEC_AT, PCAPNG_BLOCK_MIN, \
+    PCAPNG_BLOCK_TAIL, PCAPNG_BYTE_ORDER_MAGIC, PCAPNG_BYTE_ORDER_MAGIC_SWAPPED, PCAPNG_EPB, PCAPNG_EPB_HEAD, \
+    PCAPNG_IDB, PCAPNG_IDB_HEAD, PCAPNG_SHB, PCAPNG_SPB, PCAPNG_SPB_HEAD, PCAPNG_TOTAL_LENGTH_AT, \
+    SHB_BYTE_ORDER_MAGIC_AT, SPB_ORIGINAL_LEN_AT
 
 NEED_MORE, OUT_FULL, CORRUPT, LOST = 0, 1, 2, 3
 WARM_FAR, WARM_NEAR = 16, 6      # look-ahead distances, in records, of the two prefetch stages
-LINKTYPE_ETHERNET = 1
-MAX_RECORD = 1 << 18          # larger than any snap length a capture tool writes
+MAX_RECORD = MAX_SNAPLEN      # no capture tool writes a larger record
 # Day-file messages that must frame (length == the ITCH length of their type) before a record boundary is
 # trusted: after a bad record, and where resynchronisation resumes (``_frames_from``).  A random offset frames
 # as a message with odds of roughly 1 in 10,000 in ITCH data (a zero high byte, then the one length of the next
@@ -37,12 +45,6 @@ SYNC_RECORDS = 4
 FRAMES_NO, FRAMES_YES, FRAMES_MORE = 0, 1, 2
 WAIT, SKIP, BROKEN = 0, 1, 2      # _judge's verdicts on a record that is not a whole, sound message
 
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_IDB = 1
-PCAPNG_SPB = 3
-PCAPNG_EPB = 6
-PCAPNG_BOM = 0x1A2B3C4D
-OPT_IF_TSRESOL = 9
 MAX_IFACES = 64
 NG_BIG, NG_NIFACES, NG_IFACES = 0, 1, 2   # ng[] slots: byte order, interface count, then per interface:
 NG_IFACE_SLOTS = 3                        # link type, if_tsresol, snap length
@@ -50,9 +52,10 @@ NG_SIZE = NG_IFACES + NG_IFACE_SLOTS * MAX_IFACES
 
 
 @kernel
-def frame(buf, off, caplen, wirelen, ts_ns, mold, bk, out, cnt, by_type):
+def frame(buf, off, caplen, wirelen, ts_ns, dec):
     """One captured Ethernet frame (``wirelen`` bytes on the wire, ``caplen`` of them captured): find the feed
     datagram, run the session layer and the books."""
+    mold, bk, out, cnt, by_type = dec
     cnt[C.FRAMES] += 1
     p, n, line = feed_payload(buf, off, caplen, wirelen, mold, cnt)
     if line < 0:
@@ -65,46 +68,49 @@ def frame(buf, off, caplen, wirelen, ts_ns, mold, bk, out, cnt, by_type):
     status, sess = handle_packet(buf, p, n, line, mold, bk, out, cnt, by_type)
     if out.n[FLAG_PACKETS] != 0:
         r = out.n[N_PACKETS]
-        out.packets[r, 0] = cnt[C.FRAMES]
-        out.packets[r, 1] = line
-        out.packets[r, 2] = sess
-        out.packets[r, 3] = np.int64(be64u(buf, p + 10)) if n >= 20 else -1
-        out.packets[r, 4] = be16(buf, p + 18) if n >= 20 else -1
-        out.packets[r, 5] = status
+        out.packets[r, PKT_FRAME] = cnt[C.FRAMES]
+        out.packets[r, PKT_LINE] = line
+        out.packets[r, PKT_SESSION] = sess
+        out.packets[r, PKT_SEQUENCE] = np.int64(be64u(buf, p + SEQUENCE_AT)) if n >= HEADER else -1
+        out.packets[r, PKT_COUNT] = be16(buf, p + COUNT_AT) if n >= HEADER else -1
+        out.packets[r, PKT_STATUS] = status
         out.n[N_PACKETS] = r + 1
-    if mold.ss_meta[1] != 0:
+    if mold.ss_meta[SS_RESOLVE] != 0:
         settle(mold, False, bk, out, cnt, by_type)
 
 
 @kernel(inline="always")
-def room_for_record(mold, bk, out, cnt, by_type):
+def room_for_record(dec):
     """Room for one more worst-case record, after releasing whatever held packets can now go."""
-    if mold.ss_meta[1] != 0 and not settle(mold, False, bk, out, cnt, by_type):
+    mold, bk, out, cnt, by_type = dec
+    if mold.ss_meta[SS_RESOLVE] != 0 and not settle(mold, False, bk, out, cnt, by_type):
         return False
     return has_room(out, ROW_MARGIN)
 
 
 @kernel
-def walk_pcap(buf, pos, end, big, nano, linktype, final, mold, bk, out, cnt, by_type):
+def walk_pcap(buf, pos, end, big, nano, linktype, final, dec):
     """Classic pcap records from ``pos`` (past the 24-byte file header)."""
+    cnt = dec.cnt
     frac_scale = 1 if nano else 1000
     while pos < end:
-        if not room_for_record(mold, bk, out, cnt, by_type):
+        if not room_for_record(dec):
             return pos, OUT_FULL
-        if pos + 16 > end:
+        if pos + PCAP_RECORD_HEADER > end:
             break
-        incl = rd32(buf, pos + 8, big)
+        incl = rd32(buf, pos + PCAP_INCL_LEN_AT, big)
         if incl > MAX_RECORD:
             return pos, CORRUPT
-        if pos + 16 + incl > end:
+        if pos + PCAP_RECORD_HEADER + incl > end:
             break
         if linktype != LINKTYPE_ETHERNET:
             cnt[C.FRAMES] += 1
             cnt[C.UNSUPPORTED_LINKTYPE] += 1
         else:
-            ts = rd32(buf, pos, big) * 1_000_000_000 + rd32(buf, pos + 4, big) * frac_scale
-            frame(buf, pos + 16, incl, rd32(buf, pos + 12, big), ts, mold, bk, out, cnt, by_type)
-        pos += 16 + incl
+            ts = (rd32(buf, pos + PCAP_TS_SEC_AT, big) * 1_000_000_000
+                  + rd32(buf, pos + PCAP_TS_FRAC_AT, big) * frac_scale)
+            frame(buf, pos + PCAP_RECORD_HEADER, incl, rd32(buf, pos + PCAP_ORIG_LEN_AT, big), ts, dec)
+        pos += PCAP_RECORD_HEADER + incl
     if pos < end and final:
         cnt[C.TRUNCATED_RECORDS] += 1
         return end, NEED_MORE
@@ -139,53 +145,54 @@ def _idb(buf, pos, total, big, ng):
     if n >= MAX_IFACES:
         return
     resol = 6
-    q = pos + 16
-    stop = pos + total - 4
+    q = pos + PCAPNG_IDB_HEAD
+    stop = pos + total - PCAPNG_BLOCK_TAIL
     while q + 4 <= stop:
         code = rd16(buf, q, big)
         olen = rd16(buf, q + 2, big)
-        if code == 0 or q + 4 + olen > stop:
+        if code == OPT_ENDOFOPT or q + 4 + olen > stop:
             break
-        if code == OPT_IF_TSRESOL and olen >= 1:
+        if code == IF_TSRESOL and olen >= 1:
             resol = np.int64(buf[q + 4])
         q += 4 + ((olen + 3) & ~3)
     base = NG_IFACES + NG_IFACE_SLOTS * n
-    ng[base] = rd16(buf, pos + 8, big)
+    ng[base] = rd16(buf, pos + IDB_LINKTYPE_AT, big)
     ng[base + 1] = resol
-    ng[base + 2] = rd32(buf, pos + 12, big)
+    ng[base + 2] = rd32(buf, pos + IDB_SNAPLEN_AT, big)
     ng[NG_NIFACES] = n + 1
 
 
 @kernel
-def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
+def walk_pcapng(buf, pos, end, ng, final, dec):
     """pcapng blocks from ``pos``; ``ng`` carries byte order and interfaces across calls and sections."""
+    cnt = dec.cnt
     while pos < end:
-        if not room_for_record(mold, bk, out, cnt, by_type):
+        if not room_for_record(dec):
             return pos, OUT_FULL
-        if pos + 12 > end:
+        if pos + PCAPNG_BLOCK_MIN > end:
             break
         if rd32(buf, pos, False) == PCAPNG_SHB:
-            bom = rd32(buf, pos + 8, False)
-            if bom == PCAPNG_BOM:
+            bom = rd32(buf, pos + SHB_BYTE_ORDER_MAGIC_AT, False)
+            if bom == PCAPNG_BYTE_ORDER_MAGIC:
                 ng[NG_BIG] = 0
-            elif bom == 0x4D3C2B1A:
+            elif bom == PCAPNG_BYTE_ORDER_MAGIC_SWAPPED:
                 ng[NG_BIG] = 1
             else:
                 return pos, CORRUPT
             ng[NG_NIFACES] = 0
         big = ng[NG_BIG] != 0
         btype = rd32(buf, pos, big)
-        total = rd32(buf, pos + 4, big)
-        if total < 12 or total % 4 != 0 or total > MAX_RECORD + 64:
+        total = rd32(buf, pos + PCAPNG_TOTAL_LENGTH_AT, big)
+        if total < PCAPNG_BLOCK_MIN or total % 4 != 0 or total > MAX_RECORD + 64:
             return pos, CORRUPT
         if pos + total > end:
             break
-        if btype == PCAPNG_IDB and total >= 20:
+        if btype == PCAPNG_IDB and total >= PCAPNG_IDB_HEAD + PCAPNG_BLOCK_TAIL:
             _idb(buf, pos, total, big, ng)
-        elif btype == PCAPNG_EPB and total >= 32:
-            iface = rd32(buf, pos + 8, big)
-            caplen = rd32(buf, pos + 20, big)
-            cnt_frame = iface < ng[NG_NIFACES] and 28 + caplen <= total - 4
+        elif btype == PCAPNG_EPB and total >= PCAPNG_EPB_HEAD + PCAPNG_BLOCK_TAIL:
+            iface = rd32(buf, pos + EPB_INTERFACE_ID_AT, big)
+            caplen = rd32(buf, pos + EPB_CAPTURED_LEN_AT, big)
+            cnt_frame = iface < ng[NG_NIFACES] and PCAPNG_EPB_HEAD + caplen <= total - PCAPNG_BLOCK_TAIL
             if not cnt_frame:
                 cnt[C.FRAMES] += 1
                 cnt[C.TRUNCATED_FRAMES] += 1
@@ -193,21 +200,21 @@ def walk_pcapng(buf, pos, end, ng, final, mold, bk, out, cnt, by_type):
                 cnt[C.FRAMES] += 1
                 cnt[C.UNSUPPORTED_LINKTYPE] += 1
             else:
-                ts = (rd32(buf, pos + 12, big) << 32) | rd32(buf, pos + 16, big)
-                frame(buf, pos + 28, caplen, rd32(buf, pos + 24, big), _to_ns(ts, ng[NG_IFACES + NG_IFACE_SLOTS * iface + 1]),
-                      mold, bk, out, cnt, by_type)
-        elif btype == PCAPNG_SPB and total >= 16:
+                ts = (rd32(buf, pos + EPB_TS_HIGH_AT, big) << 32) | rd32(buf, pos + EPB_TS_LOW_AT, big)
+                frame(buf, pos + PCAPNG_EPB_HEAD, caplen, rd32(buf, pos + EPB_ORIGINAL_LEN_AT, big),
+                      _to_ns(ts, ng[NG_IFACES + NG_IFACE_SLOTS * iface + 1]), dec)
+        elif btype == PCAPNG_SPB and total >= PCAPNG_SPB_HEAD + PCAPNG_BLOCK_TAIL:
             if ng[NG_NIFACES] == 0 or ng[NG_IFACES] != LINKTYPE_ETHERNET:
                 cnt[C.FRAMES] += 1
                 cnt[C.UNSUPPORTED_LINKTYPE] += 1
             else:
                 # An SPB holds min(original length, snap length) bytes, padded to 4 (pcapng 4.4).
-                origlen = rd32(buf, pos + 8, big)
-                caplen = min(origlen, total - 16)
+                origlen = rd32(buf, pos + SPB_ORIGINAL_LEN_AT, big)
+                caplen = min(origlen, total - PCAPNG_SPB_HEAD - PCAPNG_BLOCK_TAIL)
                 snap = ng[NG_IFACES + 2]
                 if snap > 0 and snap < caplen:
                     caplen = snap
-                frame(buf, pos + 12, caplen, origlen, 0, mold, bk, out, cnt, by_type)
+                frame(buf, pos + PCAPNG_SPB_HEAD, caplen, origlen, 0, dec)
         pos += total
     if pos < end and final:
         cnt[C.TRUNCATED_RECORDS] += 1
@@ -225,7 +232,7 @@ def _next_record(buf, q, end):
 
 
 @kernel
-def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
+def walk_dayfile(buf, pos, end, final, dec):
     """NASDAQ binary day file: ``[u16 big-endian length][message]`` repeated, applied in order.
 
     A record whose length is not its type's (zero-length ones included) is skipped and counted when the
@@ -237,6 +244,7 @@ def walk_dayfile(buf, pos, end, final, bk, out, cnt, by_type):
     Two look-ahead cursors run ``WARM_FAR`` and ``WARM_NEAR`` records ahead of the one being applied and
     prefetch what it will touch (book.warm_far / warm_near): replay is bound by memory latency, not work.
     """
+    bk, out, cnt, by_type = dec.book, dec.out, dec.cnt, dec.by_type
     copy = out.n[FLAG_MESSAGES] != 0
     budget = 0
     far = pos
@@ -378,6 +386,6 @@ def _record_ok(buf, q):
 
 
 @kernel
-def finish(mold, bk, out, cnt, by_type):
+def finish(dec):
     """End of all input: give up on every hole still waiting; False if stopped for output room."""
-    return settle(mold, True, bk, out, cnt, by_type)
+    return settle(dec.mold, True, dec.book, dec.out, dec.cnt, dec.by_type)

@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 
 from appliance._jit import kernel
+from appliance.decode import put
 from appliance.errors import RunFailed, UserError
 from appliance.files import written_whole
-from appliance.gen import put
 
 from appliance.pcap import IF_NAME, IF_TSRESOL, LINKTYPE_ETHERNET, NSEC_TCPDUMP_MAGIC as PCAP_MAGIC_NS, \
     OPT_ENDOFOPT, PCAP_RECORD_HEADER as PCAP_RECORD, PCAPNG_BLOCK_TAIL as BLOCK_TAIL, \

@@ -12,8 +12,8 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.wire import be16 as read_be16
+from appliance.decode import put
 from appliance.errors import UserError
-from appliance.gen import put
 from appliance.gen.book import LADDER, LIVE, TARGET_LIVE, new_book
 from appliance.gen.executions import break_trade, execute, next_match, recent_execution, reference_price, trade
 from appliance.gen.fields import (

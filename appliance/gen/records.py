@@ -6,7 +6,7 @@ The tracking number is always 0: it is NASDAQ-internal and no consumer may depen
 import numpy as np
 
 from appliance._jit import kernel
-from appliance.gen import put
+from appliance.decode import put
 from appliance.gen.fields import (
     ADD_ATTRIBUTION, ADD_PRICE, ADD_REF, ADD_SHARES, ADD_SIDE, ADD_STOCK, BROKEN_MATCH, CANCEL_REF, CANCEL_SHARES,
     DELETE_REF, EXEC_MATCH, EXEC_PRICE, EXEC_PRINTABLE, EXEC_REF, EXEC_SHARES, LEN_A, LEN_B, LEN_C, LEN_D, LEN_E,

@@ -16,8 +16,8 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.frames import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP
+from appliance.decode import put
 from appliance.decode.mold import END_OF_SESSION, HEADER, HEARTBEAT
-from appliance.gen import put
 from appliance.gen.mold import BLOCK_PREFIX
 from appliance.gen.spec import FeedSpec, parse_line
 

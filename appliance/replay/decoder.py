@@ -91,6 +91,7 @@ class Decoder:
         self.mold = S.new_mold(options.feeds)
         self.out = S.new_out(options.messages, options.packets, options.step_ns, options.window_ns)
         self.cnt, self.by_type = S.new_counters()
+        self.state = S.Decode(self.mold, self.book, self.out, self.cnt, self.by_type)     # what the kernels take
         self.fold = VwapFold(options.window_ns, options.step_ns, self.cnt) if options.vwap else None
         self.result = Result()
 
@@ -116,7 +117,7 @@ class Decoder:
 
     def finish_stream(self) -> None:
         """End of all input (or of a live capture): give up on held holes, write every remaining row and window."""
-        while not finish(self.mold, self.book, self.out, self.cnt, self.by_type):
+        while not finish(self.state):
             self.flush()
         self.flush()
         if self.fold is not None:

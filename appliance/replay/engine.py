@@ -68,7 +68,6 @@ class Replay(Decoder):
               damage: Damage) -> int:
         """Walk one buffer (``base``: its first byte's offset in the input); the offset to resume from."""
         size = len(buf)
-        args = (self.mold, self.book, self.out, self.cnt, self.by_type)
         while True:
             if damage.lost_at is not None:
                 pos, found = resync_dayfile(buf, pos, size, final, self.cnt)
@@ -80,11 +79,11 @@ class Replay(Decoder):
             end = min(pos + SLICE, size)
             last = final and end == size
             if src.kind == "pcap":
-                pos, status = walk_pcap(buf, pos, end, src.big, src.nano, src.linktype, last, *args)
+                pos, status = walk_pcap(buf, pos, end, src.big, src.nano, src.linktype, last, self.state)
             elif src.kind == "pcapng":
-                pos, status = walk_pcapng(buf, pos, end, ng, last, *args)
+                pos, status = walk_pcapng(buf, pos, end, ng, last, self.state)
             else:
-                pos, status = walk_dayfile(buf, pos, end, last, self.book, self.out, self.cnt, self.by_type)
+                pos, status = walk_dayfile(buf, pos, end, last, self.state)
             if self.progress is not None:
                 self.progress(self._done_bytes + (min(base + pos, src.size) if not src.compressed else 0), total,
                               int(self.cnt[C.MESSAGES]))

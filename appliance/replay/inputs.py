@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 
 from appliance.errors import InputError
 from appliance.itch.layout import MESSAGE_LENGTH
+from appliance.pcap import LINKTYPE_ETHERNET, PCAP_FILE_HEADER, PCAP_LINKTYPE_OFFSET, PCAP_MAGIC_BYTES, \
+    PCAPNG_MAGIC_BYTES
 from appliance.replay.streams import Gunzip, RawInput, chunks, fill
 
 __all__ = ["Damage", "Source", "chunks", "detect"]
 
-PCAP_MAGICS = {                      # first four bytes -> (big-endian, nanosecond)
-    b"\xd4\xc3\xb2\xa1": (False, False), b"\xa1\xb2\xc3\xd4": (True, False),
-    b"\x4d\x3c\xb2\xa1": (False, True), b"\xa1\xb2\x3c\x4d": (True, True),
-}
-PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 HEAD = 4096                          # bytes detection looks at
 DAYFILE_PROBE = 8                    # records that must frame in a row to call a file a day file
@@ -34,7 +31,7 @@ class Source:
     size: int                        # bytes on disk (0: a pipe or FIFO, length unknown)
     big: bool = False                # pcap byte order
     nano: bool = False               # pcap timestamp resolution
-    linktype: int = 1
+    linktype: int = LINKTYPE_ETHERNET
     start: int = 0                   # first record offset (past the pcap file header)
     raw: RawInput | None = field(default=None, repr=False, compare=False)
 
@@ -85,13 +82,13 @@ def _looks_like_dayfile(head: bytes, whole: bool) -> bool:
 
 
 def _classify(path: str, head: bytes, whole: bool, compressed: bool, size: int) -> Source:
-    if head[:4] in PCAP_MAGICS:
-        if len(head) < 24:
+    if head[:4] in PCAP_MAGIC_BYTES:
+        if len(head) < PCAP_FILE_HEADER:
             raise InputError(f"{path}: pcap file header is cut short ({len(head)} bytes)")
-        big, nano = PCAP_MAGICS[head[:4]]
-        linktype = struct.unpack(">I" if big else "<I", head[20:24])[0] & 0xFFFF
-        return Source(path, "pcap", compressed, size, big, nano, linktype, start=24)
-    if head[:4] == PCAPNG_MAGIC:
+        big, nano = PCAP_MAGIC_BYTES[head[:4]]
+        linktype = struct.unpack_from(">I" if big else "<I", head, PCAP_LINKTYPE_OFFSET)[0] & 0xFFFF
+        return Source(path, "pcap", compressed, size, big, nano, linktype, start=PCAP_FILE_HEADER)
+    if head[:4] == PCAPNG_MAGIC_BYTES:
         return Source(path, "pcapng", compressed, size)
     if _looks_like_dayfile(head, whole):
         return Source(path, "dayfile", compressed, size)

@@ -10,7 +10,8 @@ import numpy as np
 
 from appliance.decode import counters as C
 from appliance.decode.levels import ASK_FLIP
-from appliance.decode.state import SIDE_LEN, SIDE_START, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, STAT_VOLUME
+from appliance.decode.state import LN_COUNT, SIDE_LEN, SIDE_START, SS_COUNT, STAT_CROSS, STAT_NOTIONAL, STAT_TRADES, \
+    STAT_VOLUME
 from appliance.display import printable
 from appliance.itch.layout import TYPES
 
@@ -48,13 +49,13 @@ def symbols(book) -> dict:
 
 def lines(mold) -> list[dict]:
     return [{"group": str(ipaddress.IPv4Address(int(mold.ln_group[i]))), "port": int(mold.ln_port[i]),
-             "packets": int(mold.ln_packets[i])} for i in range(int(mold.ln_meta[0]))]
+             "packets": int(mold.ln_packets[i])} for i in range(int(mold.ln_meta[LN_COUNT]))]
 
 
 def sessions(mold) -> list[dict]:
     return [{"session": _name(mold.ss_name[s]), "first_sequence": int(mold.ss_first[s]),
              "next_sequence": int(mold.ss_next[s]), "ended": bool(mold.ss_ended[s])}
-            for s in range(int(mold.ss_meta[0]))]
+            for s in range(int(mold.ss_meta[SS_COUNT]))]
 
 
 _DAYFILE_NAME = re.compile(r"(\d{2})(\d{2})(\d{4})\.")         # NASDAQ's MMDDYYYY.NASDAQ_ITCH50

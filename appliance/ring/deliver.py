@@ -8,12 +8,18 @@ buffer, and the frame is taken on the next call -- so a full output buffer never
 
 Capture counters (``cap``) are separate from the decoder's (``cnt``): they describe the rings, not the feed.
 The latency histogram is log-linear: exact below 128 ns, then 64 buckets per power of two (<= 1.6% error).
+
+A ring kernel updates the decoder's tables and the capture's own arrays: both travel as one ``RxState``, so a
+new piece of capture state is a field here (and in ``new_rx_state``), not a new argument of every kernel.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.walk import frame, room_for_record
-from appliance.gen.put import le32 as put_le32
+from appliance.decode.put import le32 as put_le32
+from appliance.pcap import PCAP_INCL_LEN_AT, PCAP_ORIG_LEN_AT, PCAP_RECORD_HEADER, PCAP_TS_FRAC_AT, PCAP_TS_SEC_AT
 from appliance.ring.atomics import clock_ns
 
 # cap[] slots
@@ -35,8 +41,9 @@ CAP_NAMES = {CAP_FRAMES: "ring_frames", CAP_WAKEUPS: "empty_polls", CAP_RING_MAL
 
 # rec_meta[] slots: the recording buffer the driver lent us
 REC_USED, REC_CAP, REC_ON, REC_SNAPLEN = range(4)
+REC_META_SIZE = 4
 REC_OFF, REC_RECORDING, REC_STARVED = 0, 1, 2     # REC_ON values; starved: recording, but no buffer to write to
-REC_HEADER = 16           # classic pcap record header: ts_sec, ts_nsec, incl_len, orig_len (little-endian u32)
+REC_HEADER = PCAP_RECORD_HEADER     # classic pcap record header: ts_sec, ts_nsec, incl_len, orig_len (little-endian)
 
 HIST_SIZE = 4096
 SUB_BITS = 6              # 64 sub-buckets per power of two
@@ -45,9 +52,20 @@ SUB_BITS = 6              # 64 sub-buckets per power of two
 IDLE, BUDGET, OUT_FULL, REC_FULL = 0, 1, 2, 3
 
 
-def new_capture_state():
-    """(cap counters, latency histogram, timespec scratch)."""
-    return np.zeros(CAP_SIZE, np.int64), np.zeros(HIST_SIZE, np.int64), np.zeros(2, np.int64)
+RxState = namedtuple("RxState", [
+    "dec",          # decode.state.Decode: the decoder's tables
+    "cap",          # int64[CAP_SIZE]: capture counters, CAP_* slots
+    "hist",         # int64[HIST_SIZE]: receive-to-book latency histogram (``_bucket``)
+    "rec",          # uint8[]: the recording buffer the driver lent (a 1-byte placeholder when not recording)
+    "rec_meta",     # int64[REC_META_SIZE]: REC_* slots describing ``rec``
+    "ts",           # int64[2]: timespec scratch for clock_ns
+])
+
+
+def new_rx_state(dec) -> RxState:
+    """Fresh capture state around the decoder's tables ``dec``; recording off."""
+    return RxState(dec, np.zeros(CAP_SIZE, np.int64), np.zeros(HIST_SIZE, np.int64), np.zeros(1, np.uint8),
+                   np.zeros(REC_META_SIZE, np.int64), np.zeros(2, np.int64))
 
 
 @kernel(inline="always")
@@ -72,29 +90,31 @@ def bucket_floor(i: int) -> int:
 
 
 @kernel(inline="always")
-def room_for_frame(caplen, mold, bk, out, cnt, by_type, rec_meta):
+def room_for_frame(caplen, state):
     """0 when the outputs and (if recording) the recording buffer can take this frame, else which is full."""
+    rec_meta = state.rec_meta
     if rec_meta[REC_ON] == REC_RECORDING:
         incl = min(caplen + 4, rec_meta[REC_SNAPLEN])
         if rec_meta[REC_USED] + REC_HEADER + incl > rec_meta[REC_CAP]:
             return REC_FULL
-    return 0 if room_for_record(mold, bk, out, cnt, by_type) else OUT_FULL
+    return 0 if room_for_record(state.dec) else OUT_FULL
 
 
 @kernel(inline="always")
-def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
+def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, state):
     """Append the frame as a pcap record; ``vlan_tag`` >= 0 is a tag the kernel took out of the frame
     (tpid << 16 | tci), put back after the MAC addresses as tcpdump does."""
+    rec, rec_meta, cap = state.rec, state.rec_meta, state.cap
     snap = rec_meta[REC_SNAPLEN]
     extra = 4 if vlan_tag >= 0 else 0
     if caplen < 12:
         extra = 0
     incl = min(caplen + extra, snap)
     p = rec_meta[REC_USED]
-    put_le32(rec, p, real_ns // 1_000_000_000)
-    put_le32(rec, p + 4, real_ns % 1_000_000_000)
-    put_le32(rec, p + 8, incl)
-    put_le32(rec, p + 12, wirelen + extra)
+    put_le32(rec, p + PCAP_TS_SEC_AT, real_ns // 1_000_000_000)
+    put_le32(rec, p + PCAP_TS_FRAC_AT, real_ns % 1_000_000_000)
+    put_le32(rec, p + PCAP_INCL_LEN_AT, incl)
+    put_le32(rec, p + PCAP_ORIG_LEN_AT, wirelen + extra)
     q = p + REC_HEADER
     if extra == 0:
         for i in range(incl):
@@ -114,23 +134,23 @@ def _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap):
 
 
 @kernel(inline="always")
-def deliver(buf, off, caplen, wirelen, rx_ns, clock_id, real_ns, vlan_tag,
-            mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+def deliver(buf, off, caplen, wirelen, rx_ns, clock_id, real_ns, vlan_tag, state):
     """Record, decode and time one frame.  ``rx_ns`` is the receive stamp on ``clock_id`` (0: none),
     ``real_ns`` the wall-clock stamp written with the recording and used as the frame's capture time."""
+    cap, rec_meta = state.cap, state.rec_meta
     cap[CAP_FRAMES] += 1
     if rec_meta[REC_ON] == REC_RECORDING:
-        _record(buf, off, caplen, wirelen, real_ns, vlan_tag, rec, rec_meta, cap)
+        _record(buf, off, caplen, wirelen, real_ns, vlan_tag, state)
     elif rec_meta[REC_ON] == REC_STARVED:
         cap[CAP_REC_DROPPED] += 1
-    frame(buf, off, caplen, wirelen, real_ns, mold, bk, out, cnt, by_type)
+    frame(buf, off, caplen, wirelen, real_ns, state.dec)
     if rx_ns == 0:
         cap[CAP_NO_RX_TS] += 1
         return
-    lat = clock_ns(clock_id, ts) - rx_ns
+    lat = clock_ns(clock_id, state.ts) - rx_ns
     if lat < 0:
         lat = 0
-    hist[_bucket(lat)] += 1
+    state.hist[_bucket(lat)] += 1
     cap[CAP_LAT_COUNT] += 1
     if lat > cap[CAP_LAT_MAX]:
         cap[CAP_LAT_MAX] = lat

@@ -292,13 +292,13 @@ class TpacketRing:
         _attach_filter(self.sock, DROP_ALL)
         self.holding = True
 
-    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
-        """Run the ring kernel once; returns (status, frames).  Without ``wait`` it does not wait."""
+    def receive(self, budget, state, wait=None, pollfds=None):
+        """Run the ring kernel once on ``state`` (a ``deliver.RxState``); returns (status, frames).  Without
+        ``wait`` it does not wait."""
         if wait is None:
             wait, pollfds = no_wait([self.fileno()])
         rx = tpacket_rx if self.version == 3 else v2.tpacket2_rx
-        return rx(self.ring, self.words, self.geom, budget, wait, pollfds, decoder.mold, decoder.book,
-                          decoder.out, decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
+        return rx(self.ring, self.words, self.geom, budget, wait, pollfds, state)
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -65,13 +65,13 @@ def _slot(geom, i):
 
 
 @kernel
-def tpacket2_rx(ring, words, geom, budget, wait, pollfds, mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta,
-                ts):
+def tpacket2_rx(ring, words, geom, budget, wait, pollfds, state):
     """Take up to ``budget`` frames, slot by slot, waiting (``idle_wait``) while the next slot is not ours, until
     the deadline in ``wait``; returns (status, frames).  A frame that does not fit the outputs stays on its
     slot (not released) and is taken on the next call.  A slot whose header points outside it is counted as
     malformed and given back."""
     fsize = geom[G2_FRAME_SIZE]
+    cap, ts = state.cap, state.ts
     done = 0
     while True:
         base = _slot(geom, geom[G2_NEXT])
@@ -91,7 +91,7 @@ def tpacket2_rx(ring, words, geom, budget, wait, pollfds, mold, bk, out, cnt, by
         if mac < base + HDR2 or mac + snap > base + fsize:
             cap[CAP_RING_MALFORMED] += 1
         else:
-            full = room_for_frame(snap, mold, bk, out, cnt, by_type, rec_meta)
+            full = room_for_frame(snap, state)
             if full != 0:
                 return full, done
             real_ns = np.int64(le32(ring, base + OFF_SEC)) * 1_000_000_000 + le32(ring, base + OFF_NSEC)
@@ -99,8 +99,7 @@ def tpacket2_rx(ring, words, geom, budget, wait, pollfds, mold, bk, out, cnt, by
             if status & TP_STATUS_VLAN_VALID:
                 tpid = le16(ring, base + OFF_VLAN_TPID) if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
                 vlan = (tpid << 16) | le16(ring, base + OFF_VLAN_TCI)
-            deliver(ring, mac, snap, le32(ring, base + OFF_LEN), real_ns, CLOCK_REALTIME, real_ns, vlan,
-                    mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts)
+            deliver(ring, mac, snap, le32(ring, base + OFF_LEN), real_ns, CLOCK_REALTIME, real_ns, vlan, state)
             done += 1
         release_frame(words, base)
         geom[G2_NEXT] = (geom[G2_NEXT] + 1) % geom[G2_FRAMES]

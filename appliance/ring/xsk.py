@@ -210,14 +210,13 @@ class XskReceiver:
                        tuple(s.rx_addr for s in sockets), tuple(s.fq_words for s in sockets),
                        tuple(s.fq_addr for s in sockets))
 
-    def receive(self, budget, decoder, cap, hist, rec, rec_meta, ts, wait=None, pollfds=None):
-        """Run the ring kernel once over every socket; returns (status, frames).  Without ``wait`` it does not
-        wait."""
+    def receive(self, budget, state, wait=None, pollfds=None):
+        """Run the ring kernel once over every socket on ``state`` (a ``deliver.RxState``); returns (status,
+        frames).  Without ``wait`` it does not wait."""
         if wait is None:
             wait, pollfds = no_wait(self.filenos())
         self.geoms[:, X_MONO_TO_REAL] = time.time_ns() - time.monotonic_ns()
-        return xsk_rx(*self._views, self.geoms, budget, wait, pollfds, decoder.mold, decoder.book, decoder.out,
-                      decoder.cnt, decoder.by_type, cap, hist, rec, rec_meta, ts)
+        return xsk_rx(*self._views, self.geoms, budget, wait, pollfds, state)
 
     def filenos(self) -> list[int]:
         return [s.fileno() for s in self.sockets]

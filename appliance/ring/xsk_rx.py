@@ -45,8 +45,7 @@ def xsk_rx_release(rx_words, fq_words, geom):
 
 
 @kernel(inline="always")
-def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfds,
-           mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfds, state):
     """Take up to ``budget`` frames from one socket's rx ring; returns (status, frames)."""
     avail = xsk_rx_peek(rx_words, geom)
     if avail == 0:
@@ -65,7 +64,7 @@ def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfd
         base = addr & ~chunk_mask
         good = 0 <= addr and addr + length <= size and (addr + length - 1) & ~chunk_mask == base and length > 0
         if good:
-            full = room_for_frame(length, mold, bk, out, cnt, by_type, rec_meta)
+            full = room_for_frame(length, state)
             if full != 0:
                 status = full
                 break
@@ -74,11 +73,10 @@ def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfd
             if m >= base and le32(umem, m + META_MAGIC_AT) == geom[X_MAGIC]:
                 rx_ns = np.int64(le32(umem, m)) | (np.int64(le32(umem, m + 4)) << 32)
                 umem[m + META_MAGIC_AT] = 0                  # the chunk's next frame may come without one
-            real = rx_ns + geom[X_MONO_TO_REAL] if rx_ns != 0 else clock_ns(CLOCK_REALTIME, ts)
-            deliver(umem, addr, length, length, rx_ns, CLOCK_MONOTONIC, real, -1,
-                    mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts)
+            real = rx_ns + geom[X_MONO_TO_REAL] if rx_ns != 0 else clock_ns(CLOCK_REALTIME, state.ts)
+            deliver(umem, addr, length, length, rx_ns, CLOCK_MONOTONIC, real, -1, state)
         else:
-            cap[CAP_RING_MALFORMED] += 1
+            state.cap[CAP_RING_MALFORMED] += 1
         if 0 <= base < size:
             fq_addr[geom[X_FQ_DESC] + (geom[X_FQ_NEXT] & geom[X_FQ_MASK])] = base
             geom[X_FQ_NEXT] = (geom[X_FQ_NEXT] + 1) & 0xFFFFFFFF
@@ -91,8 +89,7 @@ def _drain(umem, rx_words, rx_addr, fq_words, fq_addr, geom, budget, own, pollfd
 
 
 @kernel
-def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, pollfds,
-           mold, bk, out, cnt, by_type, cap, hist, rec, rec_meta, ts):
+def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, pollfds, state):
     """Take up to ``budget`` frames from every socket's rx ring in turn (tuples: one entry per socket, ``geoms``
     one row each), waiting (``idle_wait``) while all are empty, until the deadline in ``wait``; returns (status,
     frames).  One call serves every queue, so frames arriving on several queues cost no trips through Python."""
@@ -102,8 +99,7 @@ def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, p
         got = 0
         for i in range(n):
             status, taken = _drain(umems[i], rx_words[i], rx_addrs[i], fq_words[i], fq_addrs[i], geoms[i],
-                                   min(QUEUE_TURN, budget - done), i, pollfds, mold, bk, out, cnt, by_type, cap,
-                                   hist, rec, rec_meta, ts)
+                                   min(QUEUE_TURN, budget - done), i, pollfds, state)
             got += taken
             done += taken
             if status != IDLE:
@@ -111,10 +107,10 @@ def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, p
             if done >= budget:
                 return BUDGET, done
         if got == 0:
-            if idle_wait(wait, pollfds, ts):
+            if idle_wait(wait, pollfds, state.ts):
                 continue
-            cap[CAP_WAKEUPS] += 1
+            state.cap[CAP_WAKEUPS] += 1
             return IDLE, done
         wait[W_NAPPED] = 0
-        if clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]:
+        if clock_ns(CLOCK_MONOTONIC, state.ts) >= wait[W_DEADLINE]:
             return BUDGET, done              # busy past the deadline: the driver's housekeeping is due
