@@ -10,21 +10,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from test_capture import FEEDS, REPO, SAMPLE, _appliance
+
 pytestmark = [pytest.mark.root, pytest.mark.netns]
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "pcaps" / "sample.pcap"
-FEEDS = ["233.54.12.1:26400", "233.54.12.2:26400"]
-
-
-def _appliance(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "appliance", *argv]
 
 
 def _pcap_records(path: Path) -> int:

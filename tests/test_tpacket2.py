@@ -12,11 +12,12 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_capture import _in_lab as run_in_lab
 
 from appliance.ring import tpacket2_rx as v2
 
@@ -163,11 +164,8 @@ def lab():
         lab.down()
 
 
-def _in_lab(lab, code: str, timeout: float = 300) -> dict:
-    done = subprocess.run(lab.netns_cmd([sys.executable, "-c", textwrap.dedent(code)]), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _in_lab(lab, code: str) -> dict:
+    return run_in_lab(lab, code, timeout=300)
 
 
 @pytest.mark.root
