@@ -22,8 +22,3 @@ def printable(text: str, backslashes: bool = True) -> str:
     """``text`` with every control character and backslash escaped (``\\x1b``, ``\\\\``).  ``backslashes=False``
     leaves backslashes alone, for text that may already hold escapes (the last line of defence in the CLI)."""
     return (_UNSAFE if backslashes else _CONTROLS).sub(_escape, text)
-
-
-def printable_bytes(raw: bytes) -> str:
-    """Bytes from the wire as inert text (latin-1, so every byte maps to one character)."""
-    return printable(raw.decode("latin-1"))
