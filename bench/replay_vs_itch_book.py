@@ -83,6 +83,9 @@ class _CountingSink:
     def trades(self, rows, n, sym):
         pass
 
+    def gaps(self, rows, n):
+        pass
+
     def vwap(self, rows, n, sym, last):
         pass
 

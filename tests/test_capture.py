@@ -108,7 +108,7 @@ def test_full_tpacket_ring_drops_are_counted(lab):
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.deliver import CAP_FRAMES, IDLE
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="tpacket")
-        cap = Capture(opts, sink=None)
+        cap = Capture(opts)
         with TpacketRing("lab0", opts.feeds, block_size=4096, blocks=2, retire_ms=1) as ring:
             {SENDER.format(n=3000).strip().replace(chr(10), chr(10) + " " * 12)}
             time.sleep(0.3)
@@ -134,7 +134,7 @@ def test_full_xsk_ring_drops_are_counted(lab):
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.deliver import CAP_LAT_COUNT, CAP_NO_RX_TS
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="xdp")
-        cap = Capture(opts, sink=None)
+        cap = Capture(opts)
         socks = [XskSocket("lab0", q, frames=64, ring=64, magic=steer.STEER_META_MAGIC).__enter__() for q in (0, 1)]
         with steer.SteerProgram("lab0", opts.feeds) as prog:
             for q, s in enumerate(socks):
@@ -276,7 +276,7 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
 
         feed = 0xE9360C01
         opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket")
-        cap = Capture(opts, sink=None)
+        cap = Capture(opts)
         cap.rec_buf = np.zeros(1 << 20, np.uint8)
         cap.rec_meta[REC_USED], cap.rec_meta[REC_CAP] = 0, len(cap.rec_buf)
         cap.rec_meta[REC_ON], cap.rec_meta[REC_SNAPLEN] = REC_RECORDING, 65535

@@ -193,7 +193,7 @@ def test_full_v2_ring_drops_are_counted(lab):
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.tpacket import TpacketRing
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="tpacket", tpacket_version=2)
-        cap = Capture(opts, sink=None)
+        cap = Capture(opts)
         frame = bytes.fromhex("01005e360c01" "020000000001" "0800" "4500003c00004000" "0111" "0000" "0afa0002"
                               "e9360c01" "1234" "6720" "0028" "0000") + bytes(32)
         with TpacketRing("lab0", opts.feeds, block_size=4096, blocks=2, version=2) as ring:
@@ -237,7 +237,7 @@ def test_v2_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
 
         feed = 0xE9360C01
         opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket", tpacket_version=2)
-        cap = Capture(opts, sink=None)
+        cap = Capture(opts)
         cap.rec_buf = np.zeros(1 << 20, np.uint8)
         cap.rec_meta[:] = (0, len(cap.rec_buf), 1, 65535)
         with TpacketRing("lab0", opts.feeds, block_size=1 << 16, blocks=4, version=2) as ring:

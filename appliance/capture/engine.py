@@ -1,17 +1,21 @@
-"""The live capture driver: rings in, the replay decoder's state and writers out.
+"""The live capture driver: rings in, the replay decoder's state, rows out to the cold side.
 
-Python runs here about once per 100 ms tick, or per ``BUDGET_FRAMES`` frames or full buffer, never per frame:
-the ring kernels (``appliance.ring``) take frames where the kernel put them and run them through
-``walk.frame``, the very function replay uses, so a live capture and a replay of its recording build the same
-books.
+Two threads and a process.  The **hot thread** runs the ring kernel (``appliance.ring``) and nothing else: the
+kernel takes frames where the kernel put them, runs them through ``walk.frame`` (the very function replay uses,
+so a live capture and a replay of its recording build the same books) and publishes every finished row into
+the shared row rings (``cold.rows``) -- it never formats, writes or waits for a consumer.  It returns to
+Python only when asked to stop (``wait[W_STOP]``, a shared word), every ``HOT_DEADLINE_NS`` (to hand the
+recording buffer to the recorder), when the recording buffer is full, or in the rare case a buffer the
+driver keeps (gaps, broken trades for the summary) fills.  The **control thread** (the main one: signals go
+there) looks at shared counters every ``TICK`` -- status line, multicast watch, end of session, duration, the
+interface, the output process -- and sets the stop word.  The **output process** (``cold.output``) reads
+the rings and writes the table files at its own pace; if it falls more than a ring behind, it loses rows
+(counted, reported, exit 1) and the receive path does not notice.
 
-Loop: call the ring kernel with a deadline (``TICK_NS`` ahead); it drains its ring(s) -- every AF_XDP queue in
-turn -- and, when they are empty, waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's
-descriptor; ``nap``: sleeps ``--nap-us`` first so frames arrive in batches; ``spin``: re-reads the rings, a
-whole core).  When an output buffer is full, its rows go to the writer thread (``writer.BackgroundSink``) and
-the kernel is called again -- the frame that did not fit is still on the ring; when the recording buffer is
-full, it goes to the recorder's thread and an empty one is lent (none free: frames are counted as not
-recorded, the decode goes on).  Each tick: recording hand-off, rows written, the status line, the stop checks.
+When the ring is empty the kernel waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's
+descriptor, in slices of at most 20 ms so a stop is seen; ``nap``: sleeps ``--nap-us`` first so frames arrive
+in batches; ``spin``: re-reads the rings, a whole core).  When the recording buffer is full it goes to the
+recorder's thread and an empty one is lent (none free: frames are counted as not recorded, the decode goes on).
 Stops on SIGINT/SIGTERM, after ``duration``, when the interface goes away, or once every session has sent its
 end-of-session packet and the lines have been quiet for ``linger`` seconds (so the other line's copies are
 counted too), or on SIGUSR1 (another fan-out worker saw the end of session) once the lines are that quiet.
@@ -20,7 +24,9 @@ While no feed frame has arrived, ``watch.MulticastWatch`` notes which multicast 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -31,19 +37,21 @@ from appliance.capture import stats as capstats
 from appliance.capture.ready import END_WAIT, FanoutLine, remove_ready, write_ready
 from appliance.capture.signals import catch_stop_signals, restore
 from appliance.capture.watch import MulticastWatch
-from appliance.capture.writer import BackgroundSink
 from appliance.decode import counters as C
+from appliance.cold import rows as R
+from appliance.cold.output import OutputProcess
 from appliance.decode.state import SS_COUNT, SS_RESOLVE
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
-    W_ERROR, W_SIZE, no_wait, poll_set
-from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_CAP, REC_FULL, REC_ON, REC_RECORDING, REC_SNAPLEN, \
+    W_ERROR, W_SIZE, W_STOP, no_wait, poll_set
+from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_CAP, REC_ON, REC_RECORDING, REC_SNAPLEN, \
     REC_STARVED, REC_USED, new_rx_state
 
-BUDGET_FRAMES = 1 << 16      # frames per ring kernel call at most (the deadline usually comes first)
-TICK_NS = 100_000_000         # ns between housekeeping passes (recording hand-off, status, stop checks)
+BUDGET_FRAMES = 1 << 24      # frames per ring kernel call at most (the deadline or a stop comes first)
+HOT_DEADLINE_NS = 250_000_000  # the hot thread's kernel returns this often (recording hand-off, the stop word)
+TICK = 0.1                    # seconds between the control thread's passes (status, stop checks)
 IDLE_MODES = {"poll": IDLE_POLL, "nap": IDLE_NAP, "spin": IDLE_SPIN}
-WRITE_EVERY = 1.0             # seconds between writing finished rows while frames arrive
+HOT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD}
 
 
 @dataclass
@@ -78,6 +86,9 @@ class CaptureOptions:
     rotate_seconds: int | None = None
     max_files: int | None = None
     snaplen: int = 65535
+    # the cold side
+    ring_rows: int = 1 << 20                 # rows per shared row ring (top of book, tape, messages)
+    slow_output_ms: float = 0.0              # test hook: the output process sleeps this long after each batch
 
 
 UMEM_BUDGET = 256 << 20      # default AF_XDP memory over all queues
@@ -92,19 +103,38 @@ def umem_frames(queues: int) -> int:
 
 
 class Capture:
-    def __init__(self, options: CaptureOptions, sink, status=None, log=None, announce=None):
+    def __init__(self, options: CaptureOptions, out_dir: str | None = None, tables: bool = True, status=None,
+                 log=None, announce=None):
+        """``out_dir``: where the tables go (with ``tables``, written by the output process); None: no shared
+        rings and no output (a test driving the ring kernels itself; rows stay in the decoder's buffers)."""
         self.options = options
         d = options.decode
-        fold = (d.window_ns, d.step_ns) if d.vwap else None     # VWAP windows are folded on the writer thread
-        self.writer = BackgroundSink(sink, fold=fold) if sink is not None else None
-        self.decoder = Decoder(replace(d, vwap=False) if self.writer is not None else d, self.writer)
-        self.rx = new_rx_state(self.decoder.state)       # what the ring kernel updates
+        self.region = self.output = None
+        if out_dir is None:
+            self.decoder = Decoder(d, None)
+            self.rx = new_rx_state(self.decoder.state)
+        else:
+            self.region = R.Region.create(ring_sizes(options))
+            self.decoder = Decoder(replace(d, vwap=False), None)      # the consumers fold VWAP from the tape
+            names = self.region
+            self.decoder.adopt(sym=names.sym, sym_set=names.sym_set, ln_group=names.ln_group,
+                               ln_port=names.ln_port, ln_meta=names.ln_meta, ss_meta=names.ss_meta,
+                               ss_name=names.ss_name)
+            view = self.region.hot_view()
+            self.decoder.sink = R.Publisher(view, self.decoder.out)
+            self.rx = new_rx_state(self.decoder.state, view)             # what the ring kernel updates
+            if tables:
+                self.output = OutputProcess(self.region, out_dir, d.messages, d.packets, d.window_ns, d.step_ns,
+                                            options.slow_output_ms)
         self.cap, self.hist, self.rec_meta = self.rx.cap, self.rx.hist, self.rx.rec_meta
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
         self.announce = announce or self.log     # the readiness line (-q does not hide it)
         self.watch = self.fanout_line = None
         self.stop_reason: str | None = None
+        self.output_code: int | None = None
+        self.hot_error: BaseException | None = None
+        self.trouble: str | None = None
         self.ring_info: dict = {}
         self.stats: dict = {}
         self.seconds = 0.0
@@ -192,36 +222,51 @@ class Capture:
         o = self.options
         stopping = stopping if stopping is not None else {"flag": None}
         old = catch_stop_signals(stopping)
-        warm(o.engine, o.iface, o.queues, o.tpacket_version)   # compile or load the ring kernel before any frame
-        if o.prefault and stopping["flag"] is None:
-            prefault(self.decoder)
-        started = time.perf_counter()
         try:
-            with ExitStack() as stack:
-                rings = self._open_rings(stack)
-                rec = self._open_recorder(stack)
-                self.watch = stack.enter_context(MulticastWatch(o.iface))
-                self._start_line(rings, stopping)
-                iface_before = capstats.iface_counters(o.iface)
-                ran = stopping["flag"] is None
-                self._loop(rings, rec, stopping, time.perf_counter())
-                self._end_line(rings)
-                if rec is not None:
-                    self._hand_off(rec)
-                self.watch.close()
-                self.stats = capstats.collect(self, rings, iface_before)
-                self.stats["multicast_seen"] = self.watch.result() if ran else None
-            if rec is not None:
-                capstats.add_recording(self.stats, rec.stats)
+            if self.output is not None:
+                self.output.start()           # it imports and loads its formatters while the kernels warm up
+            warm(o.engine, o.iface, o.queues, o.tpacket_version)   # compile or load the ring kernel before any frame
+            if o.prefault and stopping["flag"] is None:
+                prefault(self.decoder)
+            if self.output is not None:
+                self.output.wait_ready()
+            started = time.perf_counter()
+            self._capture(stopping)
+        except BaseException:
+            if self.output is not None:
+                self.output.kill()
+            raise
         finally:
             restore(old)
             remove_ready(o.ready_file)
         self.seconds = time.perf_counter() - started
-        self.decoder.finish_stream()
-        if self.writer is not None:
-            self.writer.drain(self.decoder.book.sym)
-            self.decoder.cnt[C.VWAP_LATE_TRADES] += self.writer.vw_cnt[C.VWAP_LATE_TRADES]
-            self.stats.update(self.writer.stats())
+        self.decoder.finish_stream()          # the last rows go into the rings
+        if self.region is not None:
+            self.region.set_state(R.STATE_FINISHED)
+        if self.output is not None:
+            self.output.check()
+            self.output_code = self.output.finish()
+            self.decoder.cnt[C.VWAP_LATE_TRADES] += self.output.vwap_late_trades()
+        self.stats["output"] = output_stats(self)
+
+    def _capture(self, stopping: dict) -> None:
+        o = self.options
+        with ExitStack() as stack:
+            rings = self._open_rings(stack)
+            rec = self._open_recorder(stack)
+            self.watch = stack.enter_context(MulticastWatch(o.iface))
+            self._start_line(rings, stopping)
+            iface_before = capstats.iface_counters(o.iface)
+            ran = stopping["flag"] is None
+            self._loop(rings, rec, stopping, time.perf_counter())
+            self._end_line(rings)
+            if rec is not None:
+                self._hand_off(rec)
+            self.watch.close()
+            self.stats = capstats.collect(self, rings, iface_before)
+            self.stats["multicast_seen"] = self.watch.result() if ran else None
+        if rec is not None:
+            capstats.add_recording(self.stats, rec.stats)
 
     def _start_line(self, rings, stopping: dict) -> None:
         """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the
@@ -265,44 +310,57 @@ class Capture:
                 self.watch.drain()
 
     def _loop(self, rings, rec, stopping, started) -> None:
-        dec = self.decoder
+        """The control thread: start the hot thread, look at the shared counters every TICK, set the stop word."""
         self.rings = rings
-        (ring,) = rings                       # one receiver: a TPACKET_V3 ring, or every AF_XDP queue's socket
+        (ring,) = rings                       # one receiver: a TPACKET ring, or every AF_XDP queue's socket
         fds = ring.filenos()
         wait = np.zeros(W_SIZE, np.int64)
         wait[W_MODE], wait[W_NAP_US], wait[W_NFDS] = IDLE_MODES[self.options.idle], self.options.nap_us, len(fds)
-        pollfds = poll_set(fds)
-        last_write = next_tick = time.monotonic()
-        last_frames, last_frame_at = 0, last_write
-        while stopping["flag"] is None:
-            # The ring kernel waits inside (poll, nap or spin) until this deadline, so Python runs about once a
-            # tick when frames trickle in, and once per BUDGET_FRAMES frames or full buffer when they pour in.
-            wait[W_DEADLINE] = time.monotonic_ns() + TICK_NS
-            status, _ = ring.receive(BUDGET_FRAMES, self.rx, wait, pollfds)
-            if wait[W_ERROR]:
-                wait[W_ERROR] = 0
-                stopping["flag"] = stopping["flag"] or self._socket_trouble(ring)
-            if status == OUT_FULL:
-                dec.flush()
-            elif status == REC_FULL:
-                self._hand_off(rec)
-            now = time.monotonic()
-            if now < next_tick:
-                continue
-            next_tick = now + TICK_NS / 1e9
-            frames = int(self.cap[CAP_FRAMES])
-            if frames != last_frames:
-                last_frames, last_frame_at = frames, now
-            self._tick_watch(frames, stopping)
-            if rec is not None:
-                self._hand_off(rec)
-            if now - last_write >= WRITE_EVERY:
-                dec.flush()
-                last_write = now
-            if self.status is not None:
-                self.status(self)
-            stopping["flag"] = stopping["flag"] or self._should_stop(now, started, last_frame_at, stopping)
-        self.stop_reason = stopping["flag"]
+        hot = threading.Thread(target=self._hot, args=(ring, rec, wait, poll_set(fds)), name="appliance-hot",
+                               daemon=True)
+        last_frames, last_frame_at = 0, time.monotonic()
+        hot.start()
+        try:
+            while stopping["flag"] is None and hot.is_alive():
+                time.sleep(TICK)
+                now = time.monotonic()
+                frames = int(self.cap[CAP_FRAMES])
+                if frames != last_frames:
+                    last_frames, last_frame_at = frames, now
+                self._tick_watch(frames, stopping)
+                if self.output is not None and self.output.check():
+                    self.log(self.output.ended)
+                if self.status is not None:
+                    self.status(self)
+                stopping["flag"] = (stopping["flag"] or self.trouble
+                                    or self._should_stop(now, started, last_frame_at, stopping))
+        finally:
+            wait[W_STOP] = 1                  # the kernel sees it within POLL_SLICE_MS, or at once when busy
+            hot.join()
+        if self.hot_error is not None:
+            raise self.hot_error
+        self.stop_reason = stopping["flag"] or self.trouble
+
+    def _hot(self, ring, rec, wait, pollfds) -> None:
+        """The hot thread: the ring kernel, called again whenever it returns, until the stop word is set.
+        Signals stay with the control thread (blocked here), so they never cut a kernel's poll() short."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HOT_SIGNALS)
+        dec = self.decoder
+        try:
+            while not wait[W_STOP]:
+                wait[W_DEADLINE] = time.monotonic_ns() + HOT_DEADLINE_NS
+                status, _ = ring.receive(BUDGET_FRAMES, self.rx, wait, pollfds)
+                if wait[W_ERROR]:
+                    wait[W_ERROR] = 0
+                    self.trouble = self._socket_trouble(ring)
+                    if self.trouble:
+                        return
+                if status == OUT_FULL:
+                    dec.flush()               # a buffer the driver keeps (gaps, broken trades) filled
+                if rec is not None:
+                    self._hand_off(rec)       # full, or what the last HOT_DEADLINE_NS recorded
+        except BaseException as err:          # raised again in the control thread
+            self.hot_error = err
 
     def _socket_trouble(self, ring) -> str | None:
         """poll() flagged a socket: stop if the interface is gone, else log the socket's error (reading it
@@ -334,7 +392,36 @@ class Capture:
     def counters(self) -> dict[str, int]:
         cnt = self.decoder.cnt
         return {"frames": int(self.cap[CAP_FRAMES]), "packets": int(cnt[C.PACKETS]),
-                "messages": int(cnt[C.MESSAGES]), "gaps": len(self.decoder.result.gaps)}
+                "messages": int(cnt[C.MESSAGES]),
+                "gaps": self.region.published(R.GAPS) if self.region is not None else len(self.decoder.result.gaps)}
+
+
+def ring_sizes(options: CaptureOptions) -> dict[int, int]:
+    """Rows per shared ring: top of book and the tape at ``ring_rows`` (48 and 56 MiB at the default 2**20, about a
+    second of a busy feed's rows for a consumer to be late by), messages (80 bytes a row) and packets only when
+    asked for, gaps 2**16."""
+    n, d = options.ring_rows, options.decode
+    return {R.BBO: n, R.TAPE: n, R.MESSAGES: n if d.messages else 0,
+            R.PACKETS: max(R.MIN_ROWS, n // 4) if d.packets else 0, R.GAPS: 1 << 16}
+
+
+def output_stats(capture: Capture) -> dict:
+    """summary.json's ``capture.output``: rows published per ring, and per consumer (the output process is slot
+    0) the rows it was handed and the rows it lost because it fell more than a ring behind."""
+    region = capture.region
+    if region is None:
+        return {}
+    out = {"ring_rows": {R.RING_NAMES[r]: region.rows[r] for r in range(R.N_RINGS) if region.rows[r]},
+           "published": {R.RING_NAMES[r]: region.published(r) for r in range(R.N_RINGS) if region.rows[r]},
+           "consumers": {}}
+    for slot, info in region.consumers().items():
+        name = "tables" if slot == R.FILES_SLOT and capture.output is not None else f"slot{slot}"
+        out["consumers"][name] = info
+    if capture.output is not None:
+        out["process"] = {"pid": capture.output.pid, "exit_status": capture.output_code,
+                          "ended_early": capture.output.ended}
+    out["rows_lost"] = sum(ring["lost"] for info in region.consumers().values() for ring in info["rings"].values())
+    return out
 
 
 def prefault(decoder) -> int:

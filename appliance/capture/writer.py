@@ -117,6 +117,9 @@ class BackgroundSink:
     def packets(self, rows, n, mold):
         self._put("packets", rows[:n].copy(), n, _names(mold))
 
+    def gaps(self, rows, n):
+        pass                              # the file sinks list no gaps (summary.json does)
+
     def drain(self, sym=None) -> None:
         """Wait until every queued row is written (and, when folding, the last windows); raise what the writer
         hit, if anything.  ``sym``: the final symbol names for the last windows."""

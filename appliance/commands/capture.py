@@ -34,6 +34,18 @@ def parse_queues(text: str) -> list[int]:
     return queues
 
 
+def parse_ring_rows(text: str) -> int:
+    from appliance.cold.rows import MIN_ROWS
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ring-rows {text!r} is not a number") from None
+    if value < MIN_ROWS or value & (value - 1) or value > 1 << 26:
+        raise argparse.ArgumentTypeError(f"--ring-rows must be a power of two from {MIN_ROWS} to {1 << 26}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iface", required=True, help="capture interface")
     parser.add_argument("--feed", action="append", type=parse_feed, required=True, metavar="GROUP:PORT",
@@ -94,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "still made and counted, then discarded)")
     dec.add_argument("--messages", action="store_true", help="also write messages.csv")
     dec.add_argument("--packets", action="store_true", help="also write packets.csv")
+    dec.add_argument("--ring-rows", type=parse_ring_rows, default=1 << 20, metavar="N",
+                     help="rows per shared output ring (top of book, trades, messages; a power of two, default "
+                          "1048576): how far the output process may fall behind before it loses rows")
+    dec.add_argument("--slow-output-ms", type=float, default=0.0, help=argparse.SUPPRESS)    # test hook
     dec.add_argument("--order-capacity", type=_positive, default=None, metavar="N")
     dec.add_argument("--level-pool", type=_positive, default=None, metavar="N")
     parser.add_argument("--ready-file", metavar="PATH",
@@ -139,7 +155,8 @@ def options_from(args):
         retire_ms=args.retire_ms or 2,
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
-        snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start)
+        snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start,
+        ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms)
 
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39
@@ -196,7 +213,7 @@ def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     from appliance._jit import cache_is_cold
     from appliance.capture.engine import Capture, status_line
     from appliance.replay import summary as report_mod
-    from appliance.replay.output import CsvSink, NullSink, write_json
+    from appliance.replay.output import NullSink, write_json
 
     options = options_from(args)
     say = lambda text: print(f"appliance: {printable(text)}", file=sys.stderr, flush=True)     # noqa: E731
@@ -205,13 +222,12 @@ def _run_one(args: argparse.Namespace, stopping: dict) -> int:
         log("first run of this version: compiling the decode kernels (about a minute, once)")
     if args.no_tables and (args.messages or args.packets):
         raise UserError("--no-tables writes no tables: it does not go with --messages or --packets")
-    sink = NullSink(args.out) if args.no_tables else CsvSink(args.out, args.messages, args.packets)
+    out_dir = NullSink(args.out).dir                  # created (or one sentence) before anything starts
     status = status_line() if sys.stderr.isatty() and not args.quiet else None
-    capture = Capture(options, sink, status=status, log=log, announce=say)
+    capture = Capture(options, str(out_dir), tables=not args.no_tables, status=status, log=log, announce=say)
     try:
         capture.run(stopping)
     finally:
-        sink.close()
         if status is not None:
             sys.stderr.write("\n")
     feeds = ", ".join(f"{ipaddress.IPv4Address(g)}:{p}" for g, p in options.feeds)
@@ -219,7 +235,7 @@ def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     summary["capture"] = capture.stats
     summary["elapsed_seconds"] = round(capture.seconds, 3)
     summary["messages_csv"] = args.messages
-    write_json(sink.dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary)
     if not args.quiet:
         print(report_mod.report(summary, args.out))
         print("\n".join(printable(line) for line in capture_report(capture.stats).splitlines()))
@@ -239,6 +255,9 @@ def _outcome(capture, options, out: str) -> int:
     lost = recording_lost(capture.stats)
     if lost:
         problems.append(f"{lost} (summary.json capture.drops.recording)")
+    tables = tables_incomplete(capture)
+    if tables:
+        problems.append(tables)
     no_feed = _no_feed(capture.stats, options)
     if no_feed:
         sentence, wrong = no_feed
@@ -249,6 +268,25 @@ def _outcome(capture, options, out: str) -> int:
     for sentence in problems:                          # paths and the interface name: escaped
         print(f"appliance: {printable(sentence)}", file=sys.stderr)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def tables_incomplete(capture) -> str | None:
+    """One sentence when the output process did not write every row the capture made, else None."""
+    output = capture.stats.get("output") or {}
+    if capture.output is None:
+        return None
+    if capture.output.ended:
+        return capture.output.ended
+    if capture.output_code:
+        return (f"the output process exited with status {capture.output_code}; the tables are incomplete "
+                f"(its sentence is above)")
+    lost = (output.get("consumers", {}).get("tables") or {}).get("rings", {})
+    lost = {name: ring["lost"] for name, ring in lost.items() if ring["lost"]}
+    if lost:
+        said = ", ".join(f"{n:,} {name}" for name, n in lost.items())
+        return (f"the output process fell more than a ring behind and lost rows ({said}; summary.json "
+                f"capture.output); the tables are incomplete, the books and the summary are not (--ring-rows)")
+    return None
 
 
 def _no_feed(stats: dict, options) -> tuple[str, bool] | None:

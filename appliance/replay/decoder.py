@@ -6,7 +6,8 @@ hands it to the ring kernels.  Both call ``flush()`` when a buffer fills (or a t
 ``finish_stream()`` at the end, so a live capture and a replay of its recording write the same rows.
 
 A sink takes finished rows: ``bbo(rows, n, sym)``, ``trades(tape, n, sym)``, ``vwap(rows, n, sym, last)``,
-``messages(msgs, meta, n, mold)``, ``packets(rows, n, mold)``, ``close()`` (``replay.output.CsvSink`` writes
+``messages(msgs, meta, n, mold)``, ``packets(rows, n, mold)``, ``gaps(rows, n)`` (session, first, last missing:
+the decoder also keeps them for the summary), ``close()`` (``replay.output.CsvSink`` writes
 files; ``capture.writer.BackgroundSink`` puts a thread in front of one, in replay and in capture).  The arrays
 are the decoder's buffers, valid only during the call: a sink that keeps rows copies them.  ``vwap(..., last=
 True)`` is the end of input, also when the decoder folds no windows itself (``Options.vwap`` False: the sink
@@ -95,6 +96,17 @@ class Decoder:
         self.fold = VwapFold(options.window_ns, options.step_ns, self.cnt) if options.vwap else None
         self.result = Result()
 
+    def adopt(self, **arrays) -> None:
+        """Keep the named tables (``sym``, ``ln_group``, ...) in the given arrays from now on -- the capture's
+        shared memory, where consumers read them -- with their current contents copied in."""
+        for table in ("book", "mold"):
+            t = getattr(self, table)
+            mine = {k: a for k, a in arrays.items() if k in t._fields}
+            for k, a in mine.items():
+                a[...] = getattr(t, k)
+            setattr(self, table, t._replace(**mine))
+        self.state = S.Decode(self.mold, self.book, self.out, self.cnt, self.by_type)
+
     def tables(self) -> list:
         """Every state table (named tuples of arrays), e.g. to make them resident before a capture starts."""
         return [self.book, self.mold, self.out] + ([self.fold.vw] if self.fold else [])
@@ -110,6 +122,8 @@ class Decoder:
             self.sink.messages(out.msgs, out.msg_meta, int(n[S.N_MSGS]), self.mold)
         if n[S.N_PACKETS]:
             self.sink.packets(out.packets, int(n[S.N_PACKETS]), self.mold)
+        if n[S.N_GAPS]:
+            self.sink.gaps(out.gaps, int(n[S.N_GAPS]))
         for i in range(int(n[S.N_GAPS])):
             self.result.gaps.append(tuple(int(v) for v in out.gaps[i]))
         self.result.broken.extend(int(v) for v in out.broken[:n[S.N_BROKEN]])

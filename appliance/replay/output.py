@@ -167,6 +167,9 @@ class CsvSink:
     def messages(self, msgs, meta, n, mold):
         self.messages_file.write(msgs, meta, n, mold)
 
+    def gaps(self, rows, n):
+        pass                              # the gaps are listed in summary.json
+
     def close(self) -> None:
         """Close every file, even after one fails; the first failure is raised."""
         closers = [self.bbo_file.close, self.trades_file.close, self.broken_file.close, self.vwap_file.close]
@@ -210,6 +213,9 @@ class NullSink:
         pass
 
     def packets(self, rows, n, mold):
+        pass
+
+    def gaps(self, rows, n):
         pass
 
     def close(self) -> None:

@@ -32,8 +32,9 @@ _usleep = types.ExternalFunction("usleep", types.int32(types.uint32))
 IDLE_POLL = 0     # block in poll() on every ring's descriptor: no CPU while idle; a wakeup per batch the kernel signals
 IDLE_NAP = 1      # sleep wait[W_NAP_US] first so frames pile up, then poll(): fewer wakeups, adds up to that latency
 IDLE_SPIN = 2     # re-read the ring until the deadline: a whole core, the lowest latency
-W_MODE, W_NAP_US, W_DEADLINE, W_NFDS, W_NAPPED, W_ERROR = range(6)
+W_MODE, W_NAP_US, W_DEADLINE, W_NFDS, W_NAPPED, W_ERROR, W_STOP = range(7)
 W_SIZE = 8
+POLL_SLICE_MS = 20  # longest single poll() while waiting, so a stop request (W_STOP) is seen within it
 POLLIN = 1
 POLL_FAILED = 0x8 | 0x10 | 0x20     # POLLERR | POLLHUP | POLLNVAL: the socket needs the driver's attention
 
@@ -73,6 +74,36 @@ def store_release_u32(typingctx, words, index, value):
 
 
 @intrinsic
+def load_acquire_i64(typingctx, words, index):
+    """``words[index]`` (an int64 array another thread or process writes) loaded with acquire ordering: a
+    sequence number published with ``store_release_i64``, or a control word (stop)."""
+    if not isinstance(words, types.Array) or words.dtype != types.int64 or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(words, index), codegen
+
+
+@intrinsic
+def store_release_i64(typingctx, words, index, value):
+    """``words[index] = value`` with release ordering (an int64 array another thread or process reads): every
+    write before it (the rows a sequence number covers) is visible before the new value is."""
+    if not isinstance(words, types.Array) or words.dtype != types.int64 or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(val, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(words, index, value), codegen
+
+
+@intrinsic
 def data_address(typingctx, array):
     """The address of ``array``'s first element as a ``void *``."""
     if not isinstance(array, types.Array):
@@ -93,15 +124,28 @@ def clock_ns(clock_id, timespec):
 
 
 @kernel(inline="always")
+def stop_requested(wait):
+    """Another thread asked the ring kernel to return (``wait[W_STOP]``, set by the capture's control thread)."""
+    return load_acquire_i64(wait, W_STOP) != 0
+
+
+@kernel(inline="always")
+def due(wait, ts):
+    """Time for a busy ring kernel to return: a stop was requested or its deadline passed."""
+    return stop_requested(wait) or clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]
+
+
+@kernel(inline="always")
 def idle_wait(wait, pollfds, ts):
     """Every ring was found empty: wait as ``wait[W_MODE]`` says.  True: look at the rings again.  False: return
-    to the driver -- the deadline (``W_DEADLINE``, CLOCK_MONOTONIC ns) passed or a signal arrived.  ``pollfds``
+    to the driver -- the deadline (``W_DEADLINE``, CLOCK_MONOTONIC ns) passed, a stop was requested
+    (``W_STOP``; seen within ``POLL_SLICE_MS``) or a signal arrived.  ``pollfds``
     holds the rings' ``struct pollfd {int fd; short events, revents;}`` as two int32 each.  poll() on an AF_XDP
     socket is also the wakeup the kernel asks for with need_wakeup.  A socket in error (POLLERR, POLLHUP,
     POLLNVAL) is reported in ``wait[W_ERROR]`` rather than waited on again: poll() would return at once, forever.
     """
     now = clock_ns(CLOCK_MONOTONIC, ts)
-    if now >= wait[W_DEADLINE]:
+    if now >= wait[W_DEADLINE] or stop_requested(wait):
         return False
     mode = wait[W_MODE]
     if mode == IDLE_SPIN:
@@ -110,12 +154,15 @@ def idle_wait(wait, pollfds, ts):
         wait[W_NAPPED] = 1
         _usleep(wait[W_NAP_US])
         return True
-    ms = (wait[W_DEADLINE] - now + 999_999) // 1_000_000
+    ms = min((wait[W_DEADLINE] - now + 999_999) // 1_000_000, POLL_SLICE_MS)
     n = wait[W_NFDS]
     for i in range(n):
         pollfds[2 * i + 1] = POLLIN
-    if _poll(data_address(pollfds), n, ms) <= 0:
-        return False                          # 0: the deadline; -1: a signal (EINTR)
+    got = _poll(data_address(pollfds), n, ms)
+    if got == 0:
+        return True                           # a slice passed: look again (the caller re-checks stop and deadline)
+    if got < 0:
+        return False                          # a signal (EINTR)
     for i in range(n):
         revents = (pollfds[2 * i + 1] >> 16) & 0xFFFF
         if revents & POLL_FAILED:

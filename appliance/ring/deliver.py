@@ -1,7 +1,9 @@
 """What happens to each frame a ring hands us, whichever ring it came from.
 
 ``deliver`` runs the frame through exactly the replay path (``walk.frame``: Ethernet ... MoldUDP64, the books),
-copies it into the recording buffer when recording is on, and files the receive-to-book latency.  Before
+publishes the rows it finished into the shared row rings (``cold.rows.publish``: the output process and any
+other consumer read them there; the hot side never waits for them), copies the frame into the recording buffer
+when recording is on, and files the receive-to-book latency.  Before
 taking a frame off its ring, a ring kernel asks ``room_for_frame``: when an output buffer or the recording
 buffer cannot take one more worst-case frame, the kernel stops *without* consuming it, the driver empties the
 buffer, and the frame is taken on the next call -- so a full output buffer never loses a frame.
@@ -17,6 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from appliance._jit import kernel
+from appliance.cold.rows import publish, rows_off
 from appliance.decode.walk import frame, room_for_record
 from appliance.decode.put import le32 as put_le32
 from appliance.pcap import PCAP_INCL_LEN_AT, PCAP_ORIG_LEN_AT, PCAP_RECORD_HEADER, PCAP_TS_FRAC_AT, PCAP_TS_SEC_AT
@@ -59,13 +62,15 @@ RxState = namedtuple("RxState", [
     "rec",          # uint8[]: the recording buffer the driver lent (a 1-byte placeholder when not recording)
     "rec_meta",     # int64[REC_META_SIZE]: REC_* slots describing ``rec``
     "ts",           # int64[2]: timespec scratch for clock_ns
+    "rows",         # cold.rows.Rows: the shared row rings each frame's finished rows are published into
 ])
 
 
-def new_rx_state(dec) -> RxState:
-    """Fresh capture state around the decoder's tables ``dec``; recording off."""
+def new_rx_state(dec, rows=None) -> RxState:
+    """Fresh capture state around the decoder's tables ``dec``; recording off; ``rows`` the shared rings
+    (``Region.hot_view()``), or None: rows stay in the decoder's buffers for the driver to flush."""
     return RxState(dec, np.zeros(CAP_SIZE, np.int64), np.zeros(HIST_SIZE, np.int64), np.zeros(1, np.uint8),
-                   np.zeros(REC_META_SIZE, np.int64), np.zeros(2, np.int64))
+                   np.zeros(REC_META_SIZE, np.int64), np.zeros(2, np.int64), rows if rows is not None else rows_off())
 
 
 @kernel(inline="always")
@@ -144,6 +149,7 @@ def deliver(buf, off, caplen, wirelen, rx_ns, clock_id, real_ns, vlan_tag, state
     elif rec_meta[REC_ON] == REC_STARVED:
         cap[CAP_REC_DROPPED] += 1
     frame(buf, off, caplen, wirelen, real_ns, state.dec)
+    publish(state.dec.out, state.rows)
     if rx_ns == 0:
         cap[CAP_NO_RX_TS] += 1
         return

@@ -24,7 +24,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.wire import le16, le32
-from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_DEADLINE, W_NAPPED, clock_ns, \
+from appliance.ring.atomics import CLOCK_REALTIME, W_NAPPED, due, \
     idle_wait, load_acquire_u32, store_release_u32
 from appliance.ring.deliver import BUDGET, CAP_RING_MALFORMED, CAP_WAKEUPS, IDLE, deliver, room_for_frame
 
@@ -84,8 +84,8 @@ def tpacket2_rx(ring, words, geom, budget, wait, pollfds, state):
         wait[W_NAPPED] = 0
         if done >= budget:
             return BUDGET, done
-        if done > 0 and done & (DEADLINE_EVERY - 1) == 0 and clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]:
-            return BUDGET, done                  # the ring never emptied: the driver's housekeeping is due
+        if done > 0 and done & (DEADLINE_EVERY - 1) == 0 and due(wait, ts):
+            return BUDGET, done                  # the ring never emptied (deadline), or asked to stop
         snap = le32(ring, base + OFF_SNAPLEN)
         mac = base + le16(ring, base + OFF_MAC)
         if mac < base + HDR2 or mac + snap > base + fsize:

@@ -9,7 +9,7 @@ import numpy as np
 from appliance._jit import kernel
 from appliance.decode.frames import ETH_P_8021Q
 from appliance.decode.wire import le16, le32
-from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_DEADLINE, W_NAPPED, clock_ns, \
+from appliance.ring.atomics import CLOCK_REALTIME, W_NAPPED, due, \
     idle_wait, load_acquire_u32, store_release_u32
 from appliance.ring.deliver import BUDGET, CAP_BLOCKS, CAP_RING_MALFORMED, CAP_WAKEUPS, IDLE, deliver, \
     room_for_frame
@@ -96,8 +96,8 @@ def tpacket_rx(ring, words, geom, budget, wait, pollfds, state):
                 cap[CAP_WAKEUPS] += 1
                 return IDLE, done
             wait[W_NAPPED] = 0
-            if done > 0 and clock_ns(CLOCK_MONOTONIC, ts) >= wait[W_DEADLINE]:
-                return BUDGET, done              # busy past the deadline: the driver's housekeeping is due
+            if done > 0 and due(wait, ts):
+                return BUDGET, done              # busy past the deadline, or asked to stop
             first = le32(ring, base + OFF_FIRST_PKT)
             geom[G_LEFT] = le32(ring, base + OFF_NUM_PKTS)
             geom[G_POS] = base + first

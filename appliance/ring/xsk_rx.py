@@ -6,7 +6,7 @@ import numpy as np
 
 from appliance._jit import kernel
 from appliance.decode.wire import le32
-from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_DEADLINE, W_NAPPED, clock_ns, idle_wait, \
+from appliance.ring.atomics import CLOCK_MONOTONIC, CLOCK_REALTIME, W_NAPPED, clock_ns, due, idle_wait, \
     kick, load_acquire_u32, store_release_u32
 from appliance.ring.deliver import BUDGET, CAP_RING_MALFORMED, CAP_WAKEUPS, IDLE, deliver, room_for_frame
 
@@ -112,5 +112,5 @@ def xsk_rx(umems, rx_words, rx_addrs, fq_words, fq_addrs, geoms, budget, wait, p
             state.cap[CAP_WAKEUPS] += 1
             return IDLE, done
         wait[W_NAPPED] = 0
-        if clock_ns(CLOCK_MONOTONIC, state.ts) >= wait[W_DEADLINE]:
-            return BUDGET, done              # busy past the deadline: the driver's housekeeping is due
+        if due(wait, state.ts):
+            return BUDGET, done              # busy past the deadline, or asked to stop
