@@ -25,8 +25,8 @@ Receivers, started before the traffic and stopped (SIGINT) after it, in this ord
   "packets captured", drops = "packets dropped by kernel";
 * netsniff-ng -i lab0 -o /dev/null -s -A -Q -S 64MiB (see Netsniff for why these flags): received = "packets
   incoming", drops = "packets failed filter (out of space)";
-* ours tpacket / ours tpacket2 / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end`` on both
-  lines (tpacket: TPACKET_V3, the default; tpacket2: ``--tpacket-version 2``), its CSV files written to a
+* ours tpacket / ours tpacket2 / ours xdp: ``appliance capture --engine tpacket|xdp --no-stop-at-end
+  --hot-cpu 1`` (started with CPUs 0 and 1 allowed) on both lines (tpacket: TPACKET_V3, the default; tpacket2: ``--tpacket-version 2``), its CSV files written to a
   temporary directory: received = summary.json capture.counters.ring_frames, drops = capture.drops,
   receive-to-book latency = capture.latency.  Ours decodes every frame, builds every book and
   writes bbo/trades/vwap rows; tcpdump and netsniff-ng copy frames to /dev/null.
@@ -38,7 +38,11 @@ CPU, in microseconds per received frame.  The window opens just before tcpreplay
 after it ends (longer than tcpdump's 1 s block timeout, so every receiver has emptied its ring).
 
 * proc: the receiver process (scheduler run time of all its threads, /proc/PID/task/*/schedstat; exact, where
-  /proc/PID/stat's utime+stime are 4 ms tick samples on this kernel);
+  /proc/PID/stat's utime+stime are 4 ms tick samples on this kernel).  Ours: the capture process -- the hot
+  thread (pinned to the receive core with --hot-cpu) and the control thread;
+* cold: the receiver's child processes, measured the same way.  Ours: the output process that formats and
+  writes the CSV tables from the shared row rings (the cold side), placed on the sending core (the only other
+  one here) -- so moving work off the hot core shows, instead of vanishing;
 * cpu1: the receive core busy (window minus the idle, iowait and steal time /proc/stat gives for cpu1; on this
   NO_HZ_IDLE kernel idle time is measured at idle entry and exit, whereas /proc/stat's user/system/softirq
   columns are tick samples that alias with the 2 ms block timer and the fixed send periods: they read 0.2 s
@@ -133,6 +137,7 @@ class Sample:
     idle: dict[int, float]                   # cpu -> idle + iowait + steal seconds (/proc/stat)
     net_rx: dict[int, int]                   # cpu -> NET_RX softirqs run (/proc/softirqs)
     receiver_ns: int
+    cold_ns: int                             # the receiver's child processes (ours: the output process)
 
 
 def idle_seconds() -> dict[int, float]:
@@ -171,8 +176,23 @@ def run_time_ns(pid: int | None) -> int:
     return total
 
 
+def children(pid: int | None) -> list[int]:
+    """Every descendant of ``pid`` (/proc/PID/task/*/children)."""
+    found, todo = [], [pid] if pid else []
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def sample(pid: int | None) -> Sample:
-    return Sample(time.monotonic(), idle_seconds(), net_rx_softirqs(), run_time_ns(pid))
+    return Sample(time.monotonic(), idle_seconds(), net_rx_softirqs(), run_time_ns(pid),
+                  sum(run_time_ns(kid) for kid in children(pid)))
 
 
 def busy_seconds(a: Sample, b: Sample, cpu: int) -> float:
@@ -201,11 +221,11 @@ def xdp_counters(lab) -> dict[str, int]:
 class Spawned:
     """A tool started in the namespace on the receive core, its output in files we can watch."""
 
-    def __init__(self, lab, argv: list[str], workdir: Path, tag: str):
+    def __init__(self, lab, argv: list[str], workdir: Path, tag: str, cpus: str = str(RX_CPU)):
         self.out, self.err = workdir / f"{tag}.out", workdir / f"{tag}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             # ip netns exec and taskset exec, so the pid is the tool's own.
-            self.proc = subprocess.Popen(lab.netns_cmd(["taskset", "-c", str(RX_CPU), *argv]), stdout=out,
+            self.proc = subprocess.Popen(lab.netns_cmd(["taskset", "-c", cpus, *argv]), stdout=out,
                                          stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
 
     @property
@@ -333,9 +353,10 @@ class Tool(Receiver):
     argv: list[str] = []
     marker = ""                    # what it prints once it is listening
     stop_seconds = 10.0
+    cpus = str(RX_CPU)
 
     def start(self, lab, workdir):
-        self.spawned = Spawned(lab, self.argv, workdir, self.name.replace(" ", "-"))
+        self.spawned = Spawned(lab, self.argv, workdir, self.name.replace(" ", "-"), self.cpus)
         self.spawned.wait_for(self.marker, self.ready_seconds())
 
     def ready_seconds(self) -> float:
@@ -381,6 +402,9 @@ class Ours(Tool):
     tools = ("taskset",)
     marker = "capturing on"
     stop_seconds = 120.0           # it writes the rest of its CSV files and summary.json after SIGINT
+    # The hot thread alone on the receive core; the output process (the cold side: CSV formatting and writing)
+    # and the control thread on the sending core -- a 2-core machine has no third.  Its CPU is the "cold" column.
+    cpus = f"{TX_CPU},{RX_CPU}"
 
     def __init__(self, engine: str, lines: list[str], name: str | None = None, options: tuple[str, ...] = ()):
         self.engine, self.name, self.lines, self.options = engine, f"ours {name or engine}", lines, options
@@ -393,7 +417,8 @@ class Ours(Tool):
         shutil.rmtree(self.out_dir, ignore_errors=True)
         feeds = [arg for line in self.lines for arg in ("--feed", line)]
         self.argv = [sys.executable, "-m", "appliance", "capture", "--iface", "lab0", *feeds, "--engine",
-                     self.engine, *self.options, "--out", str(self.out_dir), "--no-stop-at-end", *CAPTURE_ARGS]
+                     self.engine, *self.options, "--out", str(self.out_dir), "--no-stop-at-end", "--hot-cpu", str(RX_CPU),
+                     *CAPTURE_ARGS]
         super().start(lab, workdir)
 
     def parse(self, text):
@@ -427,6 +452,7 @@ class Row:
     got: Received | None = None
     link_drops: int = 0              # frames veth itself dropped (lab1 tx_dropped + lab0 rx_dropped)
     proc_s: float | None = None      # receiver process CPU
+    cold_s: float | None = None      # its child processes' CPU (ours: the output process)
     cpu0_s: float = 0.0              # sending core busy
     cpu1_s: float = 0.0              # receive core busy
     sender_s: float = 0.0            # tcpreplay's CPU (on cpu0)
@@ -490,6 +516,7 @@ def measure(lab, receiver: Receiver, pcap: Path, frames: int, rate: int | None, 
     row.link_drops = link_counters(lab)["veth_drops"] - drops_before
     row.window_s = after.at - before.at
     row.proc_s = (after.receiver_ns - before.receiver_ns) / 1e9 if receiver.pid else None
+    row.cold_s = (after.cold_ns - before.cold_ns) / 1e9 if receiver.pid else None
     row.cpu0_s, row.cpu1_s = busy_seconds(before, after, TX_CPU), busy_seconds(before, after, RX_CPU)
     row.net_rx = (after.net_rx[TX_CPU] - before.net_rx[TX_CPU], after.net_rx[RX_CPU] - before.net_rx[RX_CPU])
     return row
@@ -514,19 +541,19 @@ def above_none(rows: list[Row]) -> dict[int, float]:
 def print_table(rows: list[Row]) -> None:
     extra = above_none(rows)
     print(f"\n{'rate':>4s} {'receiver':13s} {'sent':>9s} {'pps sent':>9s} {'received':>9s} {'veth':>5s} "
-          f"{'proc':>6s} {'cpu1':>6s} {'cpu0':>6s} {'+cost':>6s} {'other %':>7s} {'NET_RX':>7s}  drops as the receiver "
-          "reports them")
-    print(f"{'':4s} {'':13s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'-- us of CPU per received frame -':>27s} "
+          f"{'proc':>6s} {'cold':>6s} {'cpu1':>6s} {'cpu0':>6s} {'+cost':>6s} {'other %':>7s} {'NET_RX':>7s}  drops as "
+          "the receiver reports them")
+    print(f"{'':4s} {'':13s} {'':>9s} {'':>9s} {'':>9s} {'drops':>5s} {'---- us of CPU per received frame ----':>34s} "
           f"{'cpu0/1':>7s} {'on 0/1':>7s}")
     for r in rows:
         head = f"{r.rate:>4s} {r.receiver:13s}"
         if r.note:
             print(f"{head} {r.note}")
             continue
-        other = (f"{max(0.0, r.cpu0_s - r.sender_s) / r.window_s * 100:.0f}/"
+        other = (f"{max(0.0, r.cpu0_s - r.sender_s - (r.cold_s or 0.0)) / r.window_s * 100:.0f}/"
                  f"{max(0.0, r.cpu1_s - (r.proc_s or 0.0)) / r.window_s * 100:.0f}")
         where = f"{r.net_rx[0] * 100 // max(1, sum(r.net_rx))}/{r.net_rx[1] * 100 // max(1, sum(r.net_rx))}%"
-        print(f"{head} {r.sent:>9,} {r.pps:>9,.0f} {r.got.frames:>9,} {r.link_drops:>5,} {_cell(r.us(r.proc_s))} "
+        print(f"{head} {r.sent:>9,} {r.pps:>9,.0f} {r.got.frames:>9,} {r.link_drops:>5,} {_cell(r.us(r.proc_s))} {_cell(r.us(r.cold_s))} "
               f"{_cell(r.us(r.cpu1_s))} {_cell(r.us(r.cpu0_s))} {_cell(extra.get(id(r)))} {other:>7s} "
               f"{where:>7s}  {r.got.drops}")
 

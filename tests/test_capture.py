@@ -131,10 +131,11 @@ def test_full_xsk_ring_drops_are_counted(lab):
         import json, time
         from appliance.ring import steer
         from appliance.ring.xsk import XskReceiver, XskSocket
-        from appliance.capture.engine import Capture, CaptureOptions
+        from appliance.capture.engine import Capture, CaptureOptions, warm
         from appliance.ring.deliver import CAP_LAT_COUNT, CAP_NO_RX_TS
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="xdp")
         cap = Capture(opts)
+        warm("xdp", queues=[0, 1])    # compiling with the UMEM's views would keep them past close (cold cache)
         socks = [XskSocket("lab0", q, frames=64, ring=64, magic=steer.STEER_META_MAGIC).__enter__() for q in (0, 1)]
         with steer.SteerProgram("lab0", opts.feeds) as prog:
             for q, s in enumerate(socks):

@@ -403,3 +403,35 @@ def run_cbpf(prog: list[tuple[int, int, int, int]], pkt: bytes, vlan_stripped: i
             return k
         elif cls == 0x07:                                        # BPF_MISC: TAX
             x = a
+
+
+def _placement(**given):
+    import argparse
+
+    args = dict(hot_cpu=None, output_cpus=None, hot_rt=None)
+    args.update(given)
+    return argparse.Namespace(**args)
+
+
+def test_placement_options_are_checked_in_one_sentence(tmp_path):
+    import os
+
+    from appliance.commands.capture import check_placement
+    from appliance.errors import UserError
+
+    allowed = sorted(os.sched_getaffinity(0))
+    with pytest.raises(UserError, match="--hot-cpu 4096 is not a CPU this process may run on"):
+        check_placement(_placement(hot_cpu=4096))
+    with pytest.raises(UserError, match="must not include --hot-cpu"):
+        check_placement(_placement(hot_cpu=allowed[0], output_cpus=[allowed[0]]))
+    with pytest.raises(UserError, match="not within the CPUs"):
+        check_placement(_placement(output_cpus=[4096]))
+    with pytest.raises(UserError, match="from 1 to 99"):
+        check_placement(_placement(hot_rt=0))
+    proc = tmp_path / "proc"
+    (proc / "sys" / "kernel").mkdir(parents=True)
+    (proc / "sys" / "kernel" / "sched_rt_runtime_us").write_text("-1\n")
+    with pytest.raises(UserError, match="RT throttling"):
+        check_placement(_placement(hot_rt=10), proc=str(proc))
+    (proc / "sys" / "kernel" / "sched_rt_runtime_us").write_text("950000\n")
+    check_placement(_placement(hot_cpu=allowed[-1], hot_rt=10), proc=str(proc))

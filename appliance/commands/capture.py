@@ -112,6 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dec.add_argument("--slow-output-ms", type=float, default=0.0, help=argparse.SUPPRESS)    # test hook
     dec.add_argument("--order-capacity", type=_positive, default=None, metavar="N")
     dec.add_argument("--level-pool", type=_positive, default=None, metavar="N")
+    place = parser.add_argument_group("placement (the hot thread receives and decodes; the output process formats "
+                                      "and writes)")
+    place.add_argument("--hot-cpu", type=int, metavar="CPU",
+                       help="pin the hot thread to CPU; the output process and the control thread then run on the "
+                            "other CPUs this process may use (or --output-cpus)")
+    place.add_argument("--output-cpus", type=parse_queues, metavar="LIST", help="CPUs for the output process")
+    place.add_argument("--hot-rt", type=int, metavar="PRIO",
+                       help="run the hot thread SCHED_FIFO at PRIO (1-99); needs the kernel's RT throttling "
+                            "(kernel.sched_rt_runtime_us not -1) so a busy loop cannot take its core forever")
     parser.add_argument("--ready-file", metavar="PATH",
                         help="write PATH (JSON: pid, interface, engine) once the rings are up and the capture takes "
                              "frames; removed when it ends -- for scripts that wait before sending")
@@ -140,6 +149,7 @@ def options_from(args):
     if args.retire_ms is not None and (args.engine != "tpacket" or args.tpacket_version != 3):
         raise UserError("--retire-ms is for --engine tpacket with TPACKET_V3 (a V2 ring hands each frame over "
                         "as it lands)")
+    check_placement(args)
     if args.frames and args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
     decode = Options(feeds=feeds, messages=args.messages, packets=args.packets,
@@ -156,7 +166,37 @@ def options_from(args):
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
         snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start,
-        ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms)
+        ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms, hot_cpu=args.hot_cpu,
+        output_cpus=args.output_cpus, hot_rt=args.hot_rt)
+
+
+def check_placement(args, proc: str = "/proc") -> None:
+    """--hot-cpu, --output-cpus and --hot-rt: one sentence each when they cannot be honoured."""
+    import os
+
+    allowed = os.sched_getaffinity(0)
+    if args.hot_cpu is not None and args.hot_cpu not in allowed:
+        raise UserError(f"--hot-cpu {args.hot_cpu} is not a CPU this process may run on ({_cpus(allowed)})")
+    if args.output_cpus is not None:
+        if not set(args.output_cpus) <= allowed:
+            raise UserError(f"--output-cpus {_cpus(args.output_cpus)} is not within the CPUs this process may run "
+                            f"on ({_cpus(allowed)})")
+        if args.hot_cpu in args.output_cpus:
+            raise UserError("--output-cpus must not include --hot-cpu: the output work would share the hot core")
+    if args.hot_rt is not None:
+        if not 1 <= args.hot_rt <= 99:
+            raise UserError("--hot-rt takes a SCHED_FIFO priority from 1 to 99")
+        try:
+            runtime = int(open(f"{proc}/sys/kernel/sched_rt_runtime_us").read())
+        except (OSError, ValueError):
+            runtime = -1
+        if runtime < 0:
+            raise UserError("--hot-rt needs the kernel's RT throttling (kernel.sched_rt_runtime_us is -1 or "
+                            "unreadable): without it a real-time loop could take its core forever")
+
+
+def _cpus(cpus) -> str:
+    return ",".join(map(str, sorted(cpus)))
 
 
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF = 12, 13, 21, 39

@@ -1,0 +1,101 @@
+"""The capture's output process under trouble, live in a lab namespace (veth lab0 <-> lab1):
+
+* a deliberately slow output process (the ``--slow-output-ms`` test hook, a small ``--ring-rows``) falls more
+  than a ring behind: its lost rows are counted and reported (exit 1, one sentence), the capture receives every
+  frame, and the books and summary are exact;
+* SIGKILL of the output process: the capture says so in one sentence, goes on to the end of session with exact
+  books and summary, and exits 1;
+* SIGKILL of the capture: the output process notices, writes what was published, says so and exits; the tables
+  it wrote read back and equal replay's.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from test_capture import REPO, SAMPLE, _appliance, _start_capture, lab  # noqa: F401  (lab: the fixture)
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+def _send(lab, pps=20000):
+    sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", str(pps))),
+                          capture_output=True, text=True, cwd=REPO)
+    assert sent.returncode == 0, sent.stderr
+
+
+def _output_process(proc) -> psutil.Process:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            if "appliance.cold.output" in " ".join(child.cmdline()):
+                return child
+        time.sleep(0.1)
+    raise AssertionError("no output process")
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replayed")
+    done = subprocess.run(_appliance("replay", str(SAMPLE), "--out", str(out / "r"), "-q"), capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return out / "r"
+
+
+def _exact(summary):
+    assert summary["messages"] == 19_999 and summary["end_of_session"] == ["TEST000001"]
+    assert summary["symbols"]["XCSR"]["volume"] == 26_968
+    assert not any(summary["capture"]["drops"].values()), summary["capture"]["drops"]
+
+
+@pytest.mark.parametrize("engine", ["xdp"])
+def test_slow_output_process_loses_counted_rows_and_the_capture_stays_exact(lab, tmp_path, engine):
+    proc = _start_capture(lab, tmp_path, "--engine", engine, "--ring-rows", "4096", "--slow-output-ms", "1000")
+    _send(lab)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "fell more than a ring behind and lost rows" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    _exact(summary)
+    output = summary["capture"]["output"]
+    bbo = output["consumers"]["tables"]["rings"]["bbo"]
+    assert bbo["lost"] > 0 and bbo["delivered"] + bbo["lost"] == output["published"]["bbo"] == 10_087
+    assert output["rows_lost"] >= bbo["lost"] and output["process"]["exit_status"] == 0
+    lines = (tmp_path / "bbo.csv").read_text().splitlines()
+    assert len(lines) - 1 == bbo["delivered"]
+
+
+def test_sigkill_of_the_output_process_is_said_and_the_capture_goes_on(lab, tmp_path):
+    proc = _start_capture(lab, tmp_path, "--engine", "xdp")
+    writer = _output_process(proc)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    time.sleep(0.3)                                    # the control thread looks every 0.1 s
+    _send(lab)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert f"the output process (pid {writer.pid}) was killed by signal 9" in err
+    assert err.count("was killed by signal 9") == 2          # said when seen, and again as the exit reason
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    _exact(summary)
+    assert summary["capture"]["output"]["process"]["ended_early"]
+
+
+def test_sigkill_of_the_capture_ends_the_output_process_with_its_tables_whole(lab, tmp_path, replayed):
+    proc = _start_capture(lab, tmp_path, "--engine", "xdp", "--no-stop-at-end")
+    writer = _output_process(proc)
+    _send(lab)
+    time.sleep(1.0)                                    # every frame decoded and its rows published
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)              # stderr closes once the output process has exited too
+    assert not writer.is_running() or writer.status() == psutil.STATUS_ZOMBIE
+    assert "the capture (pid" in err and "ended without finishing" in err
+    for name in ("bbo.csv", "trades.csv", "broken.csv"):
+        assert (tmp_path / name).read_bytes() == (replayed / name).read_bytes(), name
+    assert not (tmp_path / "summary.json").exists()
