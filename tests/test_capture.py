@@ -131,7 +131,8 @@ def test_full_xsk_ring_drops_are_counted(lab):
         import json, time
         from appliance.ring import steer
         from appliance.ring.xsk import XskReceiver, XskSocket
-        from appliance.capture.engine import Capture, CaptureOptions, warm
+        from appliance.capture.engine import Capture, CaptureOptions
+        from appliance.capture.warm import warm
         from appliance.ring.deliver import CAP_LAT_COUNT, CAP_NO_RX_TS
         opts = CaptureOptions(iface="lab0", feeds=[(0xE9360C01, 26400)], engine="xdp")
         cap = Capture(opts)

@@ -84,7 +84,7 @@ def test_status_line_shows_rates_drops_and_gaps():
     import time as _time
     from types import SimpleNamespace
 
-    from appliance.capture.engine import status_line
+    from appliance.capture.stats import status_line
 
     stream = io.StringIO()
     show = status_line(stream)
@@ -142,7 +142,7 @@ def test_background_sink_keeps_order_copies_rows_and_reports_errors(tmp_path):
 
 
 def test_prefault_keeps_every_value():
-    from appliance.capture.engine import prefault
+    from appliance.capture.warm import prefault
     from appliance.replay.decoder import Decoder, Options
 
     dec = Decoder(Options(order_capacity=1 << 16, level_pool=1 << 16), None)

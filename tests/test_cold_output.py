@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -18,9 +19,21 @@ import time
 import psutil
 import pytest
 
-from test_capture import REPO, SAMPLE, _appliance, _start_capture, lab  # noqa: F401  (lab: the fixture)
+from test_capture import REPO, SAMPLE, _appliance, _start_capture
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from appliance.capture.lab import Lab
+
+    lab = Lab(f"appl-cold-{os.getpid()}", queues=1)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
 
 
 def _send(lab, pps=20000):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -36,6 +35,7 @@ import numpy as np
 from appliance.capture import stats as capstats
 from appliance.capture.ready import END_WAIT, FanoutLine, remove_ready, write_ready
 from appliance.capture.signals import catch_stop_signals, restore
+from appliance.capture.warm import prefault, warm
 from appliance.capture.watch import MulticastWatch
 from appliance.decode import counters as C
 from appliance.cold import rows as R
@@ -43,7 +43,7 @@ from appliance.cold.output import OutputProcess
 from appliance.decode.state import SS_COUNT, SS_RESOLVE
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
-    W_ERROR, W_SIZE, W_STOP, no_wait, poll_set
+    W_ERROR, W_SIZE, W_STOP, poll_set
 from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_CAP, REC_ON, REC_RECORDING, REC_SNAPLEN, \
     REC_STARVED, REC_USED, new_rx_state
 
@@ -251,7 +251,7 @@ class Capture:
             self.output.check()
             self.output_code = self.output.finish()
             self.decoder.cnt[C.VWAP_LATE_TRADES] += self.output.vwap_late_trades()
-        self.stats["output"] = output_stats(self)
+        self.stats["output"] = capstats.output_stats(self)
 
     def _capture(self, stopping: dict) -> None:
         o = self.options
@@ -286,7 +286,7 @@ class Capture:
             write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine,
                                        **{k: v for k, v in self.ring_info.items() if k in ("queues", "fanout")}})
         if o.fanout_start is None:
-            self.announce(f"capturing on {o.iface} ({describe(self.ring_info)}); stop with Ctrl-C")
+            self.announce(f"capturing on {o.iface} ({capstats.describe(self.ring_info)}); stop with Ctrl-C")
 
     def _end_line(self, rings) -> None:
         """A --workers member leaves its fan-out group only once no member takes frames any more (ready.py)."""
@@ -433,97 +433,3 @@ def ring_sizes(options: CaptureOptions) -> dict[int, int]:
     n, d = options.ring_rows, options.decode
     return {R.BBO: n, R.TAPE: n, R.MESSAGES: n if d.messages else 0,
             R.PACKETS: max(R.MIN_ROWS, n // 4) if d.packets else 0, R.GAPS: 1 << 16}
-
-
-def output_stats(capture: Capture) -> dict:
-    """summary.json's ``capture.output``: rows published per ring, and per consumer (the output process is slot
-    0) the rows it was handed and the rows it lost because it fell more than a ring behind."""
-    region = capture.region
-    if region is None:
-        return {}
-    out = {"ring_rows": {R.RING_NAMES[r]: region.rows[r] for r in range(R.N_RINGS) if region.rows[r]},
-           "published": {R.RING_NAMES[r]: region.published(r) for r in range(R.N_RINGS) if region.rows[r]},
-           "consumers": {}}
-    for slot, info in region.consumers().items():
-        name = "tables" if slot == R.FILES_SLOT and capture.output is not None else f"slot{slot}"
-        out["consumers"][name] = info
-    if capture.output is not None:
-        out["process"] = {"pid": capture.output.pid, "exit_status": capture.output_code,
-                          "ended_early": capture.output.ended}
-    out["rows_lost"] = sum(ring["lost"] for info in region.consumers().values() for ring in info["rings"].values())
-    return out
-
-
-def prefault(decoder) -> int:
-    """Touch every page of the decoder's tables now (writing back what is there), so the kernel's first-touch
-    faults -- a microsecond or two each, tens of thousands when a day's tables fill -- happen before the first
-    frame instead of in the middle of the session (the benchmark saw 10-20 ms stalls in the first seconds).
-    Returns the bytes touched: the full table sizes (about 730 MiB at the defaults) become resident."""
-    page = 4096
-    total = 0
-    for table in decoder.tables():
-        for array in table:
-            if isinstance(array, np.ndarray) and array.nbytes >= page:
-                flat = array.reshape(-1).view(np.uint8)
-                np.bitwise_or(flat[::page], 0, out=flat[::page])     # a write: read faults map the zero page
-                total += array.nbytes
-    return total
-
-
-def describe(info: dict) -> str:
-    if info.get("engine") == "xdp":
-        return (f"AF_XDP, {info['attach_mode']} XDP, {'zero-copy' if info['zerocopy'] else 'copy mode'}, "
-                f"queues {','.join(map(str, info['queues']))}")
-    if info.get("tpacket_version") == 2:
-        return (f"TPACKET_V2, {info['blocks'] * (info['block_size'] // info['frame_size'])} slots of "
-                f"{info['frame_size']} bytes")
-    return f"TPACKET_V3, {info['blocks']} x {info['block_size'] >> 10} KiB blocks"
-
-
-def warm(engine: str, iface: str = "", queues: list[int] | None = None, tpacket_version: int = 3) -> None:
-    """Run the ring kernel once on an empty ring of the right types, so compiling it (first run) or loading it
-    from the cache happens before the socket exists and no frame waits for it."""
-    state = new_rx_state(Decoder(Options(order_capacity=64, level_pool=64), sink=None).state)
-    if engine == "tpacket" and tpacket_version == 2:
-        from appliance.ring import tpacket2_rx as v2
-
-        geom = np.zeros(v2.G2_SIZE, np.int64)
-        geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = 4096, 2, 2048, 2
-        ring = np.zeros(4096, np.uint8)
-        v2.tpacket2_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), state)
-    elif engine == "tpacket":
-        from appliance.ring.tpacket_rx import G_BLOCK_SIZE, G_BLOCKS, G_LEFT, G_SIZE, tpacket_rx
-
-        geom = np.zeros(G_SIZE, np.int64)
-        geom[G_BLOCK_SIZE], geom[G_BLOCKS], geom[G_LEFT] = 4096, 1, -1
-        ring = np.zeros(4096, np.uint8)
-        tpacket_rx(ring, ring.view(np.uint32), geom, 1, *no_wait([0]), state)
-    else:
-        from appliance.ring.xsk import rx_queue_count
-        from appliance.ring.xsk_rx import X_SIZE, xsk_rx
-
-        n = max(1, len(queues) if queues is not None else rx_queue_count(iface))   # compiled per queue count
-        words, addrs = np.zeros(64, np.uint32), np.zeros(32, np.uint64)
-        xsk_rx((np.zeros(4096, np.uint8),) * n, (words,) * n, (addrs,) * n, (words,) * n, (addrs,) * n,
-               np.zeros((n, X_SIZE), np.int64), 1, *no_wait([0] * n), state)
-
-
-def status_line(stream=sys.stderr):
-    """A live one-line status for a terminal: packets/s, messages/s, drops, gaps (redrawn every 0.5 s)."""
-    state = {"t": time.monotonic(), "frames": 0, "messages": 0}
-
-    def show(capture: Capture) -> None:
-        now = time.monotonic()
-        if now - state["t"] < 0.5:
-            return
-        c = capture.counters()
-        dt = now - state["t"]
-        pps = (c["frames"] - state["frames"]) / dt
-        mps = (c["messages"] - state["messages"]) / dt
-        state.update(t=now, frames=c["frames"], messages=c["messages"])
-        drops = capstats.live_drops(capture)
-        stream.write(f"\r{pps:>10,.0f} pkt/s {mps:>12,.0f} msg/s  frames {c['frames']:,}  "
-                     f"drops {drops:,}  gaps {c['gaps']:,}   ")
-        stream.flush()
-
-    return show

@@ -12,9 +12,13 @@ Drops are attributed to the place that counted them:
 """
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+
+from appliance.cold import rows as R
 
 from appliance.ring.deliver import CAP_LAT_MAX, CAP_NAMES, CAP_REC_DROPPED, HIST_SIZE, \
     bucket_floor
@@ -110,3 +114,56 @@ def recording_lost(stats: dict) -> str | None:
     rec = stats.get("recording") or {}
     why = f"last error: {rec['last_error']}" if rec.get("last_error") else "the disk writer fell behind"
     return f"{lost:,} frames were decoded but not recorded ({why}); the recording is incomplete"
+
+
+
+
+
+def describe(info: dict) -> str:
+    if info.get("engine") == "xdp":
+        return (f"AF_XDP, {info['attach_mode']} XDP, {'zero-copy' if info['zerocopy'] else 'copy mode'}, "
+                f"queues {','.join(map(str, info['queues']))}")
+    if info.get("tpacket_version") == 2:
+        return (f"TPACKET_V2, {info['blocks'] * (info['block_size'] // info['frame_size'])} slots of "
+                f"{info['frame_size']} bytes")
+    return f"TPACKET_V3, {info['blocks']} x {info['block_size'] >> 10} KiB blocks"
+
+
+def status_line(stream=sys.stderr):
+    """A live one-line status for a terminal: packets/s, messages/s, drops, gaps (redrawn every 0.5 s)."""
+    state = {"t": time.monotonic(), "frames": 0, "messages": 0}
+
+    def show(capture) -> None:
+        now = time.monotonic()
+        if now - state["t"] < 0.5:
+            return
+        c = capture.counters()
+        dt = now - state["t"]
+        pps = (c["frames"] - state["frames"]) / dt
+        mps = (c["messages"] - state["messages"]) / dt
+        state.update(t=now, frames=c["frames"], messages=c["messages"])
+        drops = live_drops(capture)
+        stream.write(f"\r{pps:>10,.0f} pkt/s {mps:>12,.0f} msg/s  frames {c['frames']:,}  "
+                     f"drops {drops:,}  gaps {c['gaps']:,}   ")
+        stream.flush()
+
+    return show
+
+
+def output_stats(capture) -> dict:
+    """summary.json's ``capture.output``: rows published per ring, and per consumer (the output process is slot
+    0) the rows it was handed and the rows it lost because it fell more than a ring behind."""
+    region = capture.region
+    if region is None:
+        return {}
+    out = {"ring_rows": {R.RING_NAMES[r]: region.rows[r] for r in range(R.N_RINGS) if region.rows[r]},
+           "published": {R.RING_NAMES[r]: region.published(r) for r in range(R.N_RINGS) if region.rows[r]},
+           "consumers": {}}
+    for slot, info in region.consumers().items():
+        name = "tables" if slot == R.FILES_SLOT and capture.output is not None else f"slot{slot}"
+        out["consumers"][name] = info
+    if capture.output is not None:
+        out["process"] = {"pid": capture.output.pid, "exit_status": capture.output_code,
+                          "ended_early": capture.output.ended}
+    out["rows_lost"] = sum(ring["lost"] for info in region.consumers().values() for ring in info["rings"].values())
+    return out

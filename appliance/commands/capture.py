@@ -251,7 +251,8 @@ def _run_workers(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace, stopping: dict) -> int:
     from appliance._jit import cache_is_cold
-    from appliance.capture.engine import Capture, status_line
+    from appliance.capture.engine import Capture
+    from appliance.capture.stats import status_line
     from appliance.replay import summary as report_mod
     from appliance.replay.output import NullSink, write_json
 
