@@ -434,4 +434,6 @@ def test_placement_options_are_checked_in_one_sentence(tmp_path):
     with pytest.raises(UserError, match="RT throttling"):
         check_placement(_placement(hot_rt=10), proc=str(proc))
     (proc / "sys" / "kernel" / "sched_rt_runtime_us").write_text("950000\n")
-    check_placement(_placement(hot_cpu=allowed[-1], hot_rt=10), proc=str(proc))
+    with pytest.raises(UserError, match="does not go with --idle spin"):
+        check_placement(_placement(hot_rt=10, idle="spin"), proc=str(proc))
+    check_placement(_placement(hot_cpu=allowed[-1], hot_rt=10, idle="poll"), proc=str(proc))

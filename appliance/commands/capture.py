@@ -193,6 +193,9 @@ def check_placement(args, proc: str = "/proc") -> None:
         if runtime < 0:
             raise UserError("--hot-rt needs the kernel's RT throttling (kernel.sched_rt_runtime_us is -1 or "
                             "unreadable): without it a real-time loop could take its core forever")
+        if getattr(args, "idle", "poll") == "spin":
+            raise UserError("--hot-rt does not go with --idle spin: a real-time thread that never sleeps is "
+                            "throttled by the kernel, a stall of ~50 ms every second (use --idle poll or nap)")
 
 
 def _cpus(cpus) -> str:
