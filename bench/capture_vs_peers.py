@@ -92,7 +92,7 @@ OURS_READY_SECONDS = 900.0     # a first run compiles the ring and decode kernel
 USER_HZ = os.sysconf("SC_CLK_TCK")
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 CAPTURE_ARGS: list[str] = []          # --capture-args: extra options for our capture rows (e.g. --idle nap)
-ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "tpacket2", "xdp")
+ALL_RECEIVERS = ("none", "xdp-drop", "tcpdump", "netsniff-ng", "tpacket", "tpacket2", "xdp", "xdp-spin")
 XDP_DROP_C = """\
 struct xdp_md;
 #define XDP_DROP 1
@@ -438,7 +438,8 @@ def receivers(names: list[str], lines: list[str]) -> list[Receiver]:
     made = {"none": Nobody, "xdp-drop": XdpDrop, "tcpdump": Tcpdump, "netsniff-ng": Netsniff,
             "tpacket": lambda: Ours("tpacket", lines),
             "tpacket2": lambda: Ours("tpacket", lines, "tpacket2", ("--tpacket-version", "2")),
-            "xdp": lambda: Ours("xdp", lines)}
+            "xdp": lambda: Ours("xdp", lines),
+            "xdp-spin": lambda: Ours("xdp", lines, "xdp-spin", ("--idle", "spin"))}
     return [made[n]() for n in names]
 
 
@@ -582,7 +583,7 @@ def print_ratios(rows: list[Row]) -> None:
         print("  no tcpdump row to compare with")
     for rate in dict.fromkeys(r.rate for r in rows):
         base = by.get((rate, "tcpdump"))
-        for engine in ("ours tpacket", "ours tpacket2", "ours xdp"):
+        for engine in ("ours tpacket", "ours tpacket2", "ours xdp", "ours xdp-spin"):
             ours = by.get((rate, engine))
             if base is None or ours is None:
                 continue

@@ -112,3 +112,33 @@ def test_sigkill_of_the_capture_ends_the_output_process_with_its_tables_whole(la
     for name in ("bbo.csv", "trades.csv", "broken.csv"):
         assert (tmp_path / name).read_bytes() == (replayed / name).read_bytes(), name
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_second_consumer_falls_behind_alone(lab, tmp_path):
+    """A consumer attached from outside (the ready file's pid and rows_fd) reads 100 rows every 0.1 s: it loses
+    rows, counted in its own slot; the files consumer loses none and the capture exits 0."""
+    from appliance.cold.rows import BBO, Reader, Region
+
+    ready = tmp_path / "ready.json"
+    proc = _start_capture(lab, tmp_path / "out", "--engine", "xdp", "--ring-rows", "4096", "--ready-file", str(ready))
+    info = json.loads(ready.read_text())
+    region = Region.open_pid(info["pid"], info["rows_fd"])
+    reader = Reader(region)
+    sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    taken = lost = 0
+    while proc.poll() is None:
+        rows, gone = reader.take(BBO, 100)
+        taken, lost = taken + len(rows), lost + gone
+        time.sleep(0.1)
+    assert sender.wait(30) == 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    _exact(summary)
+    consumers = summary["capture"]["output"]["consumers"]
+    assert consumers["tables"]["rings"]["bbo"] == {"delivered": 10_087, "lost": 0}
+    mine = consumers[f"slot{reader.slot}"]
+    assert mine["pid"] == os.getpid() and mine["rings"]["bbo"]["lost"] > 0
+    assert mine["rings"]["bbo"]["delivered"] + mine["rings"]["bbo"]["lost"] <= 10_087
+    assert len((tmp_path / "out" / "bbo.csv").read_text().splitlines()) == 10_088

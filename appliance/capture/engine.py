@@ -283,7 +283,8 @@ class Capture:
             self.fanout_line.wait_for_go(stopping)
             rings[0].release()
         if o.ready_file:
-            write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine,
+            rows = {"rows_fd": self.region.fd} if self.region is not None else {}
+            write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine, **rows,
                                        **{k: v for k, v in self.ring_info.items() if k in ("queues", "fanout")}})
         if o.fanout_start is None:
             self.announce(f"capturing on {o.iface} ({capstats.describe(self.ring_info)}); stop with Ctrl-C")

@@ -3,7 +3,8 @@
 One memfd holds everything the two sides share (``Region``): a header, one ring per row kind and the names
 the rows refer to (symbols by stock locate, feed lines, session names).  The capture (the producer) creates it;
 each consumer -- the output process writing the table files first, later publishers -- maps the same memory
-and reads with a cursor of its own (``Reader``).
+(inherited, or ``Region.open_pid`` with the ``rows_fd`` a capture's ``--ready-file`` gives) and reads with a
+cursor of its own (``Reader``).
 
 Broadcast rings, the producer never waits.  The hot side copies each finished row into its ring slot
 ``seq & (rows - 1)`` and then publishes the new ``seq`` with a release store; it never looks at a consumer.
@@ -139,6 +140,17 @@ class Region:
             raise ValueError("not a row region of this version")
         counts = [int(v) for v in head[H_ROWS:H_ROWS + N_RINGS]]
         return cls(fd, size, counts, False)
+
+    @classmethod
+    def open_pid(cls, pid: int, fd: int) -> "Region":
+        """Attach to a running capture's region: process ``pid`` holds it as descriptor ``fd`` (``rows_fd`` in
+        its ``--ready-file``).  Needs the right to read that process's descriptors (its user, or root)."""
+        new = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            return cls.attach(new)
+        except BaseException:
+            os.close(new)
+            raise
 
     # -- the producer's state word ------------------------------------------------------------------------
     def set_state(self, state: int) -> None:
