@@ -13,7 +13,7 @@ import pytest
 
 from appliance.decode.state import MSG_SLOT
 from appliance.itch.layout import MESSAGE_LENGTH, MESSAGES, all_field_names, decode
-from appliance.replay.csvfmt import INT, format_rows, order_runs, spec
+from appliance.replay.csvfmt import INT, format_rows, spec
 from appliance.replay.output import _MessagesFile, _session_name
 
 
@@ -86,18 +86,42 @@ def test_integers_at_their_edges():
     assert bytes(dst[:used]).decode().splitlines() == [str(v % (1 << 64)) for v in values]
 
 
-def test_windows_are_ordered_by_locate_within_each_run():
+def test_vwap_windows_come_out_in_locate_order():
+    """The fold emits each window's rows sorted by locate, whatever order the instruments traded in and went
+    quiet in (writers no longer sort); its sums equal a direct computation over the same trades."""
+    from appliance.decode import counters as C
+    from appliance.decode.state import KIND_CLOCK, TAPE_KIND, TAPE_LOCATE, TAPE_PRICE, TAPE_SHARES, TAPE_TS
+    from appliance.decode.vwap import NEED_MORE, feed_trades, finish_windows, new_vwap
+
     rng = np.random.default_rng(4)
-    ends = np.repeat([5, 6, 6, 7, 5, 5, 8], [1, 300, 0, 17, 2, 40, 1000])
-    rows = np.zeros((len(ends), 5), np.int64)
-    rows[:, 0] = ends
-    for end in np.unique(ends):           # locates are distinct within a window
-        at = np.flatnonzero(ends == end)
-        rows[at, 1] = rng.permutation(65536)[:len(at)]
-    rows[:, 2] = rng.integers(0, 1 << 40, len(rows))
-    group = np.concatenate([[0], np.cumsum(ends[1:] != ends[:-1])])
-    expected = rows[np.lexsort((rows[:, 1], group))]
-    got = rows.copy()
-    last = order_runs(got, len(got), 0, 1)
-    assert np.array_equal(got, expected)
-    assert last == len(ends) - 1000
+    step, window = 100, 1000
+    n = 20_000
+    tape = np.zeros((n, 7), np.int64)
+    tape[:, TAPE_TS] = np.sort(rng.integers(0, 200_000, n))
+    tape[:, TAPE_LOCATE] = rng.choice(rng.permutation(65536)[:300], n)
+    tape[:, TAPE_KIND] = np.where(rng.random(n) < 0.1, KIND_CLOCK, ord("E"))
+    tape[:, TAPE_SHARES] = rng.integers(1, 1000, n)
+    tape[:, TAPE_PRICE] = rng.integers(1, 10**6, n)
+    vw, cnt = new_vwap(window, step), np.zeros(C.SIZE, np.int64)
+    out = []
+    r = 0
+    while True:
+        r, status = feed_trades(tape, r, n, vw, cnt)
+        out.append(vw.rows[:vw.n[0]].copy())
+        vw.n[0] = 0
+        if status == NEED_MORE:
+            break
+    while not finish_windows(vw):
+        out.append(vw.rows[:vw.n[0]].copy())
+        vw.n[0] = 0
+    out.append(vw.rows[:vw.n[0]].copy())
+    rows = np.concatenate(out)
+    assert len(rows) > 10_000
+    key = rows[:, 0] * 65536 + rows[:, 1]
+    assert (np.diff(key) > 0).all(), "windows in order, locates in order within each window"
+    trades = tape[tape[:, TAPE_KIND] != KIND_CLOCK]
+    for end, loc, vol, notional, count in rows[rng.choice(len(rows), 200, replace=False)]:
+        inside = trades[(trades[:, TAPE_LOCATE] == loc) & (trades[:, TAPE_TS] >= end - window)
+                        & (trades[:, TAPE_TS] < end)]
+        assert (vol, notional, count) == (inside[:, TAPE_SHARES].sum(),
+                                          (inside[:, TAPE_SHARES] * inside[:, TAPE_PRICE]).sum(), len(inside))

@@ -167,14 +167,13 @@ def warm_up(reader: Reader, sink, fold, messages: bool) -> None:
     them from numba's cache (about a second of CPU in all) happens before the capture starts, not at its first
     rows."""
     from appliance.decode.vwap import feed_trades
-    from appliance.replay.csvfmt import format_messages, format_rows, order_runs
+    from appliance.replay.csvfmt import format_messages, format_rows
 
     sym = reader.region.sym
     rows = reader.buffers[BBO][:0]
     format_rows(rows, 0, sink.bbo_file.spec, sym, sink.bbo_file.text)
     tape = reader.buffers[TAPE][:0]
     feed_trades(tape, 0, 0, fold.vw, fold.cnt)
-    order_runs(fold.vw.rows[:0], 0, 0, 1)
     if messages:
         names, lengths = np.zeros((1, 10), np.uint8), np.zeros(1, np.int64)
         msgs = np.zeros((0, 64), np.uint8)

@@ -35,7 +35,9 @@ _KIND_Q = ord("Q")
 Vwap = namedtuple("Vwap", [
     "vol", "notional", "trades",   # int64[LOCATES, buckets]: per-step sums
     "tag",                         # int64[LOCATES, buckets]: the step each bucket holds
-    "active",                      # int64[LOCATES]: instruments with trades in the current window
+    "active",                      # int64[2 * LOCATES]: instruments with trades in the current window, in locate
+                                   #   order after each window's sort; -1: went quiet (an instrument can be there
+                                   #   twice until the next sort: quiet, then trading again)
     "is_active",                   # int8[LOCATES]
     "meta",                        # int64[6]: see M_* below
     "rows",                        # int64[OUT_ROWS, 5]: window_end_ns, locate, volume, notional, trades
@@ -54,17 +56,40 @@ def new_vwap(window_ns: int, step_ns: int) -> Vwap:
     return Vwap(
         vol=np.zeros((LOCATES, buckets), np.int64), notional=np.zeros((LOCATES, buckets), np.int64),
         trades=np.zeros((LOCATES, buckets), np.int64), tag=np.full((LOCATES, buckets), _NEVER, np.int64),
-        active=np.zeros(LOCATES, np.int64), is_active=np.zeros(LOCATES, np.int8), meta=meta,
+        active=np.zeros(2 * LOCATES, np.int64), is_active=np.zeros(LOCATES, np.int8), meta=meta,
         rows=np.zeros((OUT_ROWS, 5), np.int64), n=np.zeros(1, np.int64),
     )
 
 
+@kernel(inline="always")
+def _sort_active(vw):
+    """Start of a window: drop the instruments that went quiet (their slots hold -1) and put the rest in locate
+    order, so each window's rows come out sorted and no writer has to sort them.  Insertion sort: the list is
+    the previous window's, sorted, plus a few new instruments at the end."""
+    meta = vw.meta
+    active = vw.active
+    n = 0
+    for i in range(meta[M_ACTIVE]):
+        loc = active[i]
+        if loc >= 0:
+            j = n
+            while j > 0 and active[j - 1] > loc:
+                active[j] = active[j - 1]
+                j -= 1
+            active[j] = loc
+            n += 1
+    meta[M_ACTIVE] = n
+
+
 @kernel
 def _emit_until(vw, last):
-    """Emit windows up to index ``last``; False when the row buffer filled (resumes where it stopped)."""
+    """Emit windows up to index ``last``, each window's rows in locate order; False when the row buffer filled
+    (resumes where it stopped)."""
     meta = vw.meta
     buckets = meta[M_BUCKETS]
     while meta[M_NEXT_WINDOW] <= last:
+        if meta[M_EMIT_POS] == 0:
+            _sort_active(vw)
         if meta[M_ACTIVE] == 0:
             meta[M_NEXT_WINDOW] = last + 1
             return True
@@ -75,6 +100,9 @@ def _emit_until(vw, last):
                 meta[M_EMIT_POS] = i
                 return False
             loc = vw.active[i]
+            if loc < 0:
+                i += 1
+                continue
             vol = 0
             notional = 0
             trades = 0
@@ -85,10 +113,10 @@ def _emit_until(vw, last):
                     notional += vw.notional[loc, b]
                     trades += vw.trades[loc, b]
             if trades == 0:
-                # Nothing left in the window: stop visiting it until it trades again.
-                meta[M_ACTIVE] -= 1
-                vw.active[i] = vw.active[meta[M_ACTIVE]]
+                # Nothing left in the window: stop visiting it until it trades again (dropped at the next sort).
+                vw.active[i] = -1
                 vw.is_active[loc] = 0
+                i += 1
                 continue
             r = vw.n[0]
             vw.rows[r, VW_END] = e * meta[M_STEP]
@@ -109,7 +137,8 @@ def _new_epoch(vw, s):
     epoch's steps) and restart feed time at step ``s``.  Epochs are rare: a pass over all locates is fine."""
     meta = vw.meta
     for i in range(meta[M_ACTIVE]):
-        vw.is_active[vw.active[i]] = 0
+        if vw.active[i] >= 0:
+            vw.is_active[vw.active[i]] = 0
     for loc in range(vw.tag.shape[0]):
         for b in range(meta[M_BUCKETS]):
             vw.tag[loc, b] = _NEVER

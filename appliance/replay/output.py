@@ -20,8 +20,7 @@ from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, B
     KIND_BROKEN, KIND_CLOCK, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
 from appliance.errors import RunFailed, UserError
 from appliance.files import written_whole
-from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_messages, format_rows, message_spec, \
-    order_runs, spec
+from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_messages, format_rows, message_spec, spec
 
 BBO_HEADER = "timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size"
 TRADES_HEADER = "timestamp_ns,locate,symbol,kind,side,shares,price,match_number"
@@ -120,7 +119,6 @@ class CsvSink:
         self.trades_file = _CsvFile(self.dir / "trades.csv", TRADES_HEADER, TRADES_SPEC)
         self.broken_file = _CsvFile(self.dir / "broken.csv", BROKEN_HEADER, BROKEN_SPEC)
         self.vwap_file = _CsvFile(self.dir / "vwap.csv", VWAP_HEADER, VWAP_SPEC)
-        self.vwap_carry = np.zeros((0, 5), np.int64)
         self.messages_file = _MessagesFile(self.dir / "messages.csv") if messages else None
         self.packets_fh = None
         if packets:
@@ -152,17 +150,10 @@ class CsvSink:
             self.broken_file.write(broken, len(broken), sym)
 
     def vwap(self, rows, n, sym, last):
-        """Rows come window by window (window ends fall again when a new epoch starts); within a window they
-        are written in locate order.  A window's rows may straddle two calls (the row buffer filled
-        mid-window), so the latest window's rows are held back until another window appears or input ends.
-        """
-        block = np.concatenate([self.vwap_carry, rows[:n]]) if len(self.vwap_carry) else rows[:n].copy()
-        if len(block) == 0:
-            return
-        last_window = order_runs(block, len(block), 0, 1)
-        keep = len(block) if last else last_window
-        self.vwap_file.write(block, keep, sym)
-        self.vwap_carry = block[keep:].copy()
+        """Rows come window by window, each window's rows in locate order (the fold sorts them), so they are
+        written as they come; window ends fall again only when a new epoch starts."""
+        if n:
+            self.vwap_file.write(rows, n, sym)
 
     def messages(self, msgs, meta, n, mold):
         self.messages_file.write(msgs, meta, n, mold)
