@@ -41,6 +41,7 @@ from appliance.decode import counters as C
 from appliance.cold import rows as R
 from appliance.cold.output import OutputProcess
 from appliance.decode.state import SS_COUNT, SS_RESOLVE
+from appliance.errors import UserError
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
     W_ERROR, W_SIZE, W_STOP, poll_set
@@ -389,10 +390,14 @@ class Capture:
         stops a spinning thread for ~50 ms of every second (measured here: a 47.7 ms gap)."""
         o = self.options
         tid = threading.get_native_id()
-        if o.hot_cpu is not None:
-            os.sched_setaffinity(tid, {o.hot_cpu})
-        if o.hot_rt is not None:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(o.hot_rt))
+        try:
+            if o.hot_cpu is not None:
+                os.sched_setaffinity(tid, {o.hot_cpu})
+            if o.hot_rt is not None:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(o.hot_rt))
+        except OSError as err:
+            what = f"SCHED_FIFO {o.hot_rt} (needs CAP_SYS_NICE)" if o.hot_rt is not None else f"CPU {o.hot_cpu}"
+            raise UserError(f"cannot give the hot thread {what}: {err.strerror or err}") from None
 
     def _socket_trouble(self, ring) -> str | None:
         """poll() flagged a socket: stop if the interface is gone, else log the socket's error (reading it
