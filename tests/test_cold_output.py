@@ -142,3 +142,11 @@ def test_a_second_consumer_falls_behind_alone(lab, tmp_path):
     assert mine["pid"] == os.getpid() and mine["rings"]["bbo"]["lost"] > 0
     assert mine["rings"]["bbo"]["delivered"] + mine["rings"]["bbo"]["lost"] <= 10_087
     assert len((tmp_path / "out" / "bbo.csv").read_text().splitlines()) == 10_088
+    # the hot side's counters live in the region too, read here from outside the capture
+    from appliance.decode import counters as C
+    from appliance.ring.deliver import CAP_FRAMES, CAP_LAT_COUNT
+
+    assert region.cnt[C.MESSAGES] == summary["messages"] == 19_999
+    assert region.by_type[ord("A")] == summary["messages_by_type"]["A"]
+    assert region.cap[CAP_FRAMES] == summary["capture"]["counters"]["ring_frames"]
+    assert region.hist.sum() == region.cap[CAP_LAT_COUNT] == summary["capture"]["latency"]["samples"]

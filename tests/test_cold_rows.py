@@ -140,6 +140,17 @@ def test_gaps_are_published_once_and_kept_for_the_summary():
     region.close()
 
 
+def test_counter_blocks_are_shared_with_their_sizes():
+    region = R.Region.create({R.BBO: R.MIN_ROWS}, {"cnt": 40, "by_type": 256, "cap": 16, "hist": 4096})
+    region.cnt[22] = 12345
+    region.hist[7] = 3
+    other = R.Region.attach(os.dup(region.fd))
+    assert [len(getattr(other, name)) for name in R.COUNTERS] == [40, 256, 16, 4096]
+    assert other.cnt[22] == 12345 and other.hist[7] == 3
+    other.close()
+    region.close()
+
+
 def test_slots_are_limited_and_a_bad_region_is_refused(tmp_path):
     region = _region()
     readers = [R.Reader(region) for _ in range(R.MAX_CONSUMERS)]

@@ -45,8 +45,8 @@ from appliance.errors import UserError
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
     W_ERROR, W_SIZE, W_STOP, poll_set
-from appliance.ring.deliver import CAP_FRAMES, OUT_FULL, REC_CAP, REC_ON, REC_RECORDING, REC_SNAPLEN, \
-    REC_STARVED, REC_USED, new_rx_state
+from appliance.ring.deliver import CAP_FRAMES, CAP_SIZE, HIST_SIZE, OUT_FULL, REC_CAP, REC_ON, REC_RECORDING, \
+    REC_SNAPLEN, REC_STARVED, REC_USED, new_rx_state
 
 BUDGET_FRAMES = 1 << 24      # frames per ring kernel call at most (the deadline or a stop comes first)
 HOT_DEADLINE_NS = 250_000_000  # the hot thread's kernel returns this often (recording hand-off, the stop word)
@@ -118,15 +118,16 @@ class Capture:
             self.decoder = Decoder(d, None)
             self.rx = new_rx_state(self.decoder.state)
         else:
-            self.region = R.Region.create(ring_sizes(options))
+            self.region = R.Region.create(ring_sizes(options), {"cnt": C.SIZE, "by_type": 256, "cap": CAP_SIZE,
+                                                                "hist": HIST_SIZE})
             self.decoder = Decoder(replace(d, vwap=False), None)      # the consumers fold VWAP from the tape
             names = self.region
             self.decoder.adopt(sym=names.sym, sym_set=names.sym_set, ln_group=names.ln_group,
                                ln_port=names.ln_port, ln_meta=names.ln_meta, ss_meta=names.ss_meta,
-                               ss_name=names.ss_name)
+                               ss_name=names.ss_name, cnt=names.cnt, by_type=names.by_type)
             view = self.region.hot_view()
             self.decoder.sink = R.Publisher(view, self.decoder.out)
-            self.rx = new_rx_state(self.decoder.state, view)             # what the ring kernel updates
+            self.rx = new_rx_state(self.decoder.state, view, self.region.cap, self.region.hist)   # the kernel's
             if tables:
                 self.output = OutputProcess(self.region, out_dir, d.messages, d.packets, d.window_ns, d.step_ns,
                                             options.slow_output_ms)

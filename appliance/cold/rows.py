@@ -23,6 +23,8 @@ order, and numpy's copy is a function call the compiler cannot move across).
 Layout (int64 words unless said; every part 4 KiB aligned):
 
 * header (``H_*``): magic, version, size, the producer's state and pid, rows per ring;
+* the hot side's counter blocks (``COUNTERS``: the decoder's counters, messages by type, the capture's ring
+  counters, the latency histogram), written in place by the kernels, read live by anyone;
 * per ring a control block of ``RING_CTL`` words: ``RC_SEQ`` (the producer's cache line), then one cache line
   per consumer slot (``CS_*``: cursor, lost, pid, rows delivered);
 * the rings: ``bbo`` int64[rows, 6], ``tape`` int64[rows, 7] (trades, broken trades and feed-clock marks,
@@ -47,12 +49,16 @@ from appliance.decode.state import LOCATES, MAX_LINES, MAX_SESSIONS, MSG_SLOT, N
 from appliance.ring.atomics import store_release_i64
 
 MAGIC = 0x31574F5253505041        # "APPSROW1" little-endian
-VERSION = 1
+VERSION = 2
 PAGE = 4096
 
 H_MAGIC, H_VERSION, H_BYTES, H_STATE, H_PRODUCER_PID = range(5)
 H_ROWS = 8                        # H_ROWS + r: rows of ring r (0: off)
+H_COUNTERS = 16                   # H_COUNTERS + k: words of counter block COUNTERS[k]
 HEADER_WORDS = 64
+# The hot side's counters, live, for any reader (status, a metrics exporter): the decoder's counters and messages
+# by type, the capture's ring counters and its receive-to-book histogram.  Sizes are the producer's.
+COUNTERS = ("cnt", "by_type", "cap", "hist")
 STATE_STARTING, STATE_RUNNING, STATE_FINISHED = 0, 1, 2     # H_STATE: FINISHED once every row is published
 
 BBO, TAPE, MESSAGES, PACKETS, GAPS = range(5)
@@ -79,9 +85,11 @@ def _align(n: int) -> int:
     return (n + PAGE - 1) // PAGE * PAGE
 
 
-def _layout(rows: list[int]) -> tuple[dict, int]:
-    """{name: (offset, dtype, shape)} and the total size, for rings of ``rows`` rows each."""
+def _layout(rows: list[int], counters: list[int]) -> tuple[dict, int]:
+    """{name: (offset, dtype, shape)} and the total size, for rings of ``rows`` rows each and counter blocks of
+    ``counters`` words each."""
     parts = [("header", np.int64, (HEADER_WORDS,)), ("ctl", np.int64, (N_RINGS * RING_CTL,))]
+    parts += [(name, np.int64, (max(words, 1),)) for name, words in zip(COUNTERS, counters)]
     parts += [(RING_NAMES[r], np.int64, (max(rows[r], 1), WIDTHS[r])) for r in range(N_RINGS)]
     parts += [("sym", np.uint8, (LOCATES, 8)), ("sym_set", np.int8, (LOCATES,)),
               ("ln_group", np.int64, (MAX_LINES,)), ("ln_port", np.int64, (MAX_LINES,)),
@@ -97,27 +105,29 @@ class Region:
     """The shared memory of one capture.  ``create`` (the producer) or ``attach`` (a consumer, from a file
     descriptor of the same memfd); every part is a numpy view of the mapping, named as in the layout."""
 
-    def __init__(self, fd: int, size: int, rows: list[int], writable_names: bool):
+    def __init__(self, fd: int, size: int, rows: list[int], counters: list[int], writable_names: bool):
         self.fd, self.size, self.rows = fd, size, rows
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        where, _ = _layout(rows)
+        where, _ = _layout(rows, counters)
         for name, (at, dtype, shape) in where.items():
             setattr(self, name, np.frombuffer(self.map, dtype, int(np.prod(shape)), at).reshape(shape))
         self.names_writable = writable_names
 
     @classmethod
-    def create(cls, rows: dict[int, int]) -> "Region":
-        """A new region with ``rows[r]`` rows in ring r (a power of two >= MIN_ROWS, or 0 for off), every page
-        made resident now so the hot side never takes a first-touch fault on it."""
+    def create(cls, rows: dict[int, int], counters: dict[str, int] | None = None) -> "Region":
+        """A new region with ``rows[r]`` rows in ring r (a power of two >= MIN_ROWS, or 0 for off) and the counter
+        blocks ``counters`` ({name in COUNTERS: words}), every page made resident now so the hot side never takes
+        a first-touch fault on it."""
         counts = [int(rows.get(r, 0)) for r in range(N_RINGS)]
+        words = [int((counters or {}).get(name, 0)) for name in COUNTERS]
         for r, n in enumerate(counts):
             if n and (n < MIN_ROWS or n & (n - 1)):
                 raise ValueError(f"{RING_NAMES[r]} ring: {n} rows is not a power of two >= {MIN_ROWS}")
-        _, size = _layout(counts)
+        _, size = _layout(counts, words)
         fd = os.memfd_create("appliance-rows", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
-            region = cls(fd, size, counts, True)
+            region = cls(fd, size, counts, words, True)
         except BaseException:
             os.close(fd)
             raise
@@ -126,6 +136,7 @@ class Region:
         h = region.header
         h[H_MAGIC], h[H_VERSION], h[H_BYTES], h[H_PRODUCER_PID] = MAGIC, VERSION, size, os.getpid()
         h[H_ROWS:H_ROWS + N_RINGS] = counts
+        h[H_COUNTERS:H_COUNTERS + len(COUNTERS)] = words
         region.sym[:] = 32
         return region
 
@@ -139,7 +150,8 @@ class Region:
         if head[H_MAGIC] != MAGIC or head[H_VERSION] != VERSION or head[H_BYTES] != size:
             raise ValueError("not a row region of this version")
         counts = [int(v) for v in head[H_ROWS:H_ROWS + N_RINGS]]
-        return cls(fd, size, counts, False)
+        words = [int(v) for v in head[H_COUNTERS:H_COUNTERS + len(COUNTERS)]]
+        return cls(fd, size, counts, words, False)
 
     @classmethod
     def open_pid(cls, pid: int, fd: int) -> "Region":

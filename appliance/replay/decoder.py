@@ -105,6 +105,12 @@ class Decoder:
             for k, a in mine.items():
                 a[...] = getattr(t, k)
             setattr(self, table, t._replace(**mine))
+        for name in ("cnt", "by_type"):                     # the counters, e.g. for a metrics reader
+            if name in arrays:
+                arrays[name][...] = getattr(self, name)
+                setattr(self, name, arrays[name])
+        if self.fold is not None:
+            self.fold.cnt = self.cnt
         self.state = S.Decode(self.mold, self.book, self.out, self.cnt, self.by_type)
 
     def tables(self) -> list:

@@ -66,11 +66,14 @@ RxState = namedtuple("RxState", [
 ])
 
 
-def new_rx_state(dec, rows=None) -> RxState:
+def new_rx_state(dec, rows=None, cap=None, hist=None) -> RxState:
     """Fresh capture state around the decoder's tables ``dec``; recording off; ``rows`` the shared rings
-    (``Region.hot_view()``), or None: rows stay in the decoder's buffers for the driver to flush."""
-    return RxState(dec, np.zeros(CAP_SIZE, np.int64), np.zeros(HIST_SIZE, np.int64), np.zeros(1, np.uint8),
-                   np.zeros(REC_META_SIZE, np.int64), np.zeros(2, np.int64), rows if rows is not None else rows_off())
+    (``Region.hot_view()``), or None: rows stay in the decoder's buffers for the driver to flush; ``cap`` and
+    ``hist`` arrays to count in (the region's, so other processes read them live), or None: new ones."""
+    cap = cap if cap is not None else np.zeros(CAP_SIZE, np.int64)
+    hist = hist if hist is not None else np.zeros(HIST_SIZE, np.int64)
+    return RxState(dec, cap, hist, np.zeros(1, np.uint8), np.zeros(REC_META_SIZE, np.int64), np.zeros(2, np.int64),
+                   rows if rows is not None else rows_off())
 
 
 @kernel(inline="always")
