@@ -17,6 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
+def module_lab(prefix: str, queues: int = 1):
+    """A module-scoped ``lab`` fixture: a lab namespace (veth lab0 <-> lab1, ``queues`` queues each) made for the
+    module's tests and deleted after them.  In a test module: ``lab = module_lab("appl-xyz")``."""
+    @pytest.fixture(scope="module")
+    def lab():
+        from appliance.capture.lab import Lab
+
+        with Lab(f"{prefix}-{os.getpid()}", queues=queues) as made:
+            yield made
+
+    return lab
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 

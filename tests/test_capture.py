@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import module_lab
+
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,16 +34,7 @@ def _appliance(*argv: str) -> list[str]:
     return [sys.executable, "-m", "appliance", *argv]
 
 
-@pytest.fixture(scope="module")
-def lab():
-    from appliance.capture.lab import Lab
-
-    lab = Lab(f"appl-cap-{os.getpid()}", queues=2)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+lab = module_lab("appl-cap", queues=2)
 
 
 def _in_lab(lab, code: str, timeout: float = 120) -> dict:
@@ -64,15 +57,23 @@ def _start_capture(lab, out: Path, *extra: str) -> subprocess.Popen:
         argv += ["--feed", feed]
     proc = subprocess.Popen(lab.netns_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if "capturing on" in line:
-            return proc
-        if not line:
-            break
+    said = wait_capturing(proc)
+    if "capturing on" in said[-1]:
+        return proc
     proc.kill()
-    raise AssertionError("capture did not start: " + line + proc.stderr.read())
+    raise AssertionError("capture did not start: " + "".join(said) + proc.stderr.read())
+
+
+def wait_capturing(proc: subprocess.Popen, timeout: float = 300) -> list[str]:
+    """The capture's stderr lines up to its readiness line ("capturing on"), or up to its end (a first run
+    compiles the kernels, hence the long timeout)."""
+    said = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        said.append(proc.stderr.readline())
+        if "capturing on" in said[-1] or not said[-1]:
+            break
+    return said
 
 
 @pytest.mark.parametrize("engine", ["tpacket", "xdp"])
@@ -237,11 +238,7 @@ def test_fanout_workers_split_the_lines(lab, tmp_path):
         argv += ["--feed", feed]
     proc = subprocess.Popen(lab.netns_cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)
-    deadline = time.monotonic() + 300                  # every worker takes frames (a first run compiles)
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if "capturing on" in line or not line:
-            break
+    line = wait_capturing(proc)[-1]                    # every worker takes frames
     assert "capturing on" in line, line
     sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
                           capture_output=True, text=True, cwd=REPO)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_capture import FEEDS, REPO, SAMPLE, _appliance
+from test_capture import FEEDS, REPO, SAMPLE, _appliance, wait_capturing
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -44,13 +44,7 @@ def test_recording_loss_on_a_full_disk_is_counted_reported_and_fails(tmp_path):
                 'mount -t tmpfs -o size=256k appliance-test "$1"; shift; exec "$@"', "sh", str(rec),
                 *lab.netns_cmd(capture)]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        err_lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            err_lines.append(line)
-            if "capturing on" in line or not line:
-                break
+        err_lines = wait_capturing(proc)
         sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
                               capture_output=True, text=True, cwd=REPO)
         assert sent.returncode == 0, sent.stderr

@@ -98,49 +98,6 @@ def test_status_line_shows_rates_drops_and_gaps():
     assert "drops 0" in line and "gaps 2" in line and "frames 50,000" in line
 
 
-def test_background_sink_keeps_order_copies_rows_and_reports_errors(tmp_path):
-    import time as _time
-
-    from appliance.capture.writer import BackgroundSink
-
-    class Slow:
-        dir = tmp_path
-
-        def __init__(self):
-            self.seen = []
-
-        def bbo(self, rows, n, sym):
-            _time.sleep(0.01)
-            self.seen.append(("bbo", rows[:n, 0].tolist(), bytes(sym[0])))
-
-        def trades(self, rows, n, sym):
-            if rows[0, 0] < 0:
-                raise OSError(28, "No space left on device")
-            self.seen.append(("trades", rows[:n, 0].tolist()))
-
-    inner = Slow()
-    sink = BackgroundSink(inner, depth=2)
-    rows, sym = np.zeros((10, 6), np.int64), np.full((4, 8), 65, np.uint8)
-    for i in range(6):
-        rows[:, 0] = i
-        sink.bbo(rows, 3, sym)
-        sink.trades(rows, 2, sym)
-        rows[:, 0] = -99                     # the caller reuses its buffer at once: the queued copy is unaffected
-        sym[0, 0] = 66
-    sink.drain()
-    assert inner.seen[0] == ("bbo", [0, 0, 0], b"AAAAAAAA")
-    assert [s[1][0] for s in inner.seen] == [i for i in range(6) for _ in (0, 1)]
-    assert sink.stats()["output_waits"] > 0                # depth 2 against a slow writer: the capture waited
-
-    failing = BackgroundSink(Slow())
-    rows[:, 0] = -1
-    failing.trades(rows, 1, sym)
-    from appliance.errors import UserError
-
-    with pytest.raises(UserError, match="No space left"):
-        failing.drain()
-
-
 def test_prefault_keeps_every_value():
     from appliance.capture.warm import prefault
     from appliance.replay.decoder import Decoder, Options

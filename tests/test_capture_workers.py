@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from test_capture import REPO, SAMPLE, _appliance, wait_capturing
+
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "pcaps" / "sample.pcap"
 LINE_A = "233.54.12.1:26400"
 PORTS = range(26400, 26408)          # eight lines of heartbeats: a split of any of them is seen
 
@@ -38,10 +38,6 @@ HEARTBEATS = textwrap.dedent("""
         seq += 1
         time.sleep(0.002)
 """)
-
-
-def _appliance(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "appliance", *argv]
 
 
 def _workers(out: Path) -> dict:
@@ -61,13 +57,7 @@ def test_workers_announce_readiness_and_stop_together_at_end_of_session(tmp_path
             "capture", "--iface", "lab0", "--engine", "tpacket", "--workers", "2", "--feed", LINE_A, "--out",
             str(out), "--no-prefault", "--ready-file", str(ready))), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=REPO)
-        said = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            said.append(line)
-            if "capturing on" in line or not line:
-                break
+        said = wait_capturing(proc)
         assert said[-1].startswith("appliance: capturing on lab0 (TPACKET_V3, 2 workers, hash fan-out"), said
         assert json.loads(ready.read_text())["pid"] == proc.pid
         sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
@@ -142,11 +132,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
             "capture", "--iface", "lab0", "--engine", "tpacket", "--workers", "2", "--feed", LINE_A, "--out",
             str(out), "--no-prefault")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                if "capturing on" in line or not line:
-                    break
+            line = wait_capturing(proc)[-1]
             assert "capturing on" in line, line
             assert len(_workers_of(out)) == 2
             proc.kill()

@@ -19,21 +19,13 @@ import time
 import psutil
 import pytest
 
+from conftest import module_lab
 from test_capture import REPO, SAMPLE, _appliance, _start_capture
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
-@pytest.fixture(scope="module")
-def lab():
-    from appliance.capture.lab import Lab
-
-    lab = Lab(f"appl-cold-{os.getpid()}", queues=1)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+lab = module_lab("appl-cold")
 
 
 def _send(lab, pps=20000):

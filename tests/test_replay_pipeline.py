@@ -1,7 +1,6 @@
 """Pipelined replay (issue 9, item 4): decoding on the calling thread, formatting and writing on the writer
-thread (``capture.writer.BackgroundSink`` in front of ``replay.output.CsvSink``).  A full queue makes the
-decoder wait and loses no row; the VWAP windows folded on the writer thread are the ones the decoder folds; a
-failed write stops the decoding at the next hand-off; messages.csv from the command equals, byte for byte, the
+thread (``replay.writer.BackgroundSink`` in front of ``replay.output.CsvSink``).  A full queue makes the
+decoder wait and loses no row; a failed write stops the decoding at the next hand-off; messages.csv from the command equals, byte for byte, the
 reference replay's messages written by Python's csv module (the writer it had before its kernel)."""
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from appliance.capture.writer import BackgroundSink
+from appliance.replay.writer import BackgroundSink
 from appliance.decode import counters as C
 from appliance.decode.state import OUT_ROWS
 from appliance.itch.layout import all_field_names
@@ -57,16 +56,15 @@ class SlowCsv(CsvSink):
 
 def test_a_full_queue_makes_the_decoder_wait_and_loses_nothing(busy_day, tmp_path):
     direct = replay_direct(busy_day, tmp_path / "direct")
-    options = Options(messages=True, vwap=False)           # windows folded on the writer thread
-    sink = BackgroundSink(SlowCsv(str(tmp_path / "piped"), messages=True), depth=1,
-                          fold=(options.window_ns, options.step_ns), fail_fast=True)
+    options = Options(messages=True)
+    sink = BackgroundSink(SlowCsv(str(tmp_path / "piped"), messages=True), depth=1, fail_fast=True)
     piped = Replay(options, sink)
     piped.run([str(busy_day)])
     sink.close()
     assert sink.stats()["output_waits"] > 0                 # the queue was full and the decoder waited
     assert tables(tmp_path / "piped") == tables(tmp_path / "direct")
     assert direct.cnt[C.MESSAGES] == piped.cnt[C.MESSAGES] == 4 * OUT_ROWS
-    assert sink.vw_cnt[C.VWAP_LATE_TRADES] == direct.cnt[C.VWAP_LATE_TRADES]
+    assert piped.cnt[C.VWAP_LATE_TRADES] == direct.cnt[C.VWAP_LATE_TRADES]
 
 
 def test_the_command_writes_what_the_unpipelined_replay_writes(busy_day, tmp_path):
@@ -149,3 +147,44 @@ def test_summary_json_reads_back_and_keeps_one_member_a_line():
     text = _json_text(data)
     assert json.loads(text) == {**data, "symbols": {"AAA": {"vwap": 1.5, "n": [1, 2]}, "7": None}}
     assert text.splitlines()[3] == '  "AAA": {"vwap": 1.5, "n": [1, 2]},'
+
+
+def test_background_sink_keeps_order_copies_rows_and_reports_errors(tmp_path):
+    import time as _time
+
+    class Slow:
+        dir = tmp_path
+
+        def __init__(self):
+            self.seen = []
+
+        def bbo(self, rows, n, sym):
+            _time.sleep(0.01)
+            self.seen.append(("bbo", rows[:n, 0].tolist(), bytes(sym[0])))
+
+        def trades(self, rows, n, sym):
+            if rows[0, 0] < 0:
+                raise OSError(28, "No space left on device")
+            self.seen.append(("trades", rows[:n, 0].tolist()))
+
+    inner = Slow()
+    sink = BackgroundSink(inner, depth=2)
+    rows, sym = np.zeros((10, 6), np.int64), np.full((4, 8), 65, np.uint8)
+    for i in range(6):
+        rows[:, 0] = i
+        sink.bbo(rows, 3, sym)
+        sink.trades(rows, 2, sym)
+        rows[:, 0] = -99                     # the caller reuses its buffer at once: the queued copy is unaffected
+        sym[0, 0] = 66
+    sink.drain()
+    assert inner.seen[0] == ("bbo", [0, 0, 0], b"AAAAAAAA")
+    assert [s[1][0] for s in inner.seen] == [i for i in range(6) for _ in (0, 1)]
+    assert sink.stats()["output_waits"] > 0                # depth 2 against a slow writer: the caller waited
+
+    failing = BackgroundSink(Slow())
+    rows[:, 0] = -1
+    failing.trades(rows, 1, sym)
+    from appliance.errors import UserError
+
+    with pytest.raises(UserError, match="No space left"):
+        failing.drain()

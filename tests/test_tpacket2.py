@@ -11,25 +11,19 @@ import json
 import os
 import struct
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import module_lab
+from test_capture import REPO, SAMPLE, _appliance
 from test_capture import _in_lab as run_in_lab
 
 from appliance.ring import tpacket2_rx as v2
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "pcaps" / "sample.pcap"
 GROUP, PORT = 0xE9360C01, 26400
 BLOCK, FRAME = 4096, 2048
 MAC_AT = 66                     # where the kernel puts the frame in a slot (ring.tpacket.V2_MAC_OFFSET)
-
-
-def _appliance(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "appliance", *argv]
 
 
 def _frame(seq: int) -> bytes:
@@ -152,16 +146,7 @@ def test_tpacket_version_refusals_are_one_sentence(argv, needle, tmp_path):
 
 
 # -- in a lab namespace ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lab():
-    from appliance.capture.lab import Lab
-
-    lab = Lab(f"appl-tp2-{os.getpid()}", queues=1)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+lab = module_lab("appl-tp2")
 
 
 def _in_lab(lab, code: str) -> dict:

@@ -59,6 +59,8 @@ class OutputProcess:
         self.spec = {"out": str(out_dir), "messages": messages, "packets": packets, "window_ns": window_ns,
                      "step_ns": step_ns, "delay_ms": delay_ms, "region_fd": region.fd}
         self.proc: subprocess.Popen | None = None
+        self.life_w: int | None = None        # held open while we live; the process sees it hang up
+        self.status = None                    # its status pipe: "ready" or "error SENTENCE"
         self.ended: str | None = None         # the sentence once it ended on its own
 
     def start(self) -> None:
@@ -115,12 +117,10 @@ class OutputProcess:
         self._close_pipes()
 
     def _close_pipes(self) -> None:
-        for name in ("life_w",):
-            fd = getattr(self, name, None)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
-        if getattr(self, "status", None) is not None:
+        if self.life_w is not None:
+            os.close(self.life_w)             # the process's life pipe: closing it is what a crash would do
+            self.life_w = None
+        if self.status is not None:
             self.status.close()
             self.status = None
 

@@ -11,7 +11,7 @@ Broadcast rings, the producer never waits.  The hot side copies each finished ro
 A consumer that falls more than a ring behind finds its oldest rows overwritten: it skips them and counts
 them (``lost``, in its slot of the ring's control block, where the capture's summary reads them).  So a slow
 or dead consumer costs the hot side nothing and the other consumers nothing; what it missed is a number, never
-a silent gap.  Replay, which must lose nothing, keeps its bounded queue (``capture.writer``) instead.
+a silent gap.  Replay, which must lose nothing, keeps its bounded queue (``replay.writer``) instead.
 
 Why a row read from a ring is intact: the producer releases ``seq`` after every ``PUBLISH_CHUNK`` rows at most,
 so when a consumer re-reads ``seq`` (``seq2``) after copying, the producer may be writing at most indices
@@ -105,13 +105,12 @@ class Region:
     """The shared memory of one capture.  ``create`` (the producer) or ``attach`` (a consumer, from a file
     descriptor of the same memfd); every part is a numpy view of the mapping, named as in the layout."""
 
-    def __init__(self, fd: int, size: int, rows: list[int], counters: list[int], writable_names: bool):
+    def __init__(self, fd: int, size: int, rows: list[int], counters: list[int]):
         self.fd, self.size, self.rows = fd, size, rows
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         where, _ = _layout(rows, counters)
         for name, (at, dtype, shape) in where.items():
             setattr(self, name, np.frombuffer(self.map, dtype, int(np.prod(shape)), at).reshape(shape))
-        self.names_writable = writable_names
 
     @classmethod
     def create(cls, rows: dict[int, int], counters: dict[str, int] | None = None) -> "Region":
@@ -127,7 +126,7 @@ class Region:
         fd = os.memfd_create("appliance-rows", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
-            region = cls(fd, size, counts, words, True)
+            region = cls(fd, size, counts, words)
         except BaseException:
             os.close(fd)
             raise
@@ -146,12 +145,12 @@ class Region:
         size = os.fstat(fd).st_size
         if size < PAGE:
             raise ValueError("not a row region (too small)")
-        head = np.frombuffer(mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ), np.int64, HEADER_WORDS)
+        head = np.frombuffer(os.pread(fd, HEADER_WORDS * 8, 0), np.int64)
         if head[H_MAGIC] != MAGIC or head[H_VERSION] != VERSION or head[H_BYTES] != size:
             raise ValueError("not a row region of this version")
         counts = [int(v) for v in head[H_ROWS:H_ROWS + N_RINGS]]
         words = [int(v) for v in head[H_COUNTERS:H_COUNTERS + len(COUNTERS)]]
-        return cls(fd, size, counts, words, False)
+        return cls(fd, size, counts, words)
 
     @classmethod
     def open_pid(cls, pid: int, fd: int) -> "Region":

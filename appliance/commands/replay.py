@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--pps, --topspeed and --loop go with --send IFACE")
     import os
 
-    from appliance.capture.writer import BackgroundSink
+    from appliance.replay.writer import BackgroundSink
     from appliance.decode import state as S
     from appliance.replay import summary as report_mod
     from appliance.replay.engine import Options, Replay

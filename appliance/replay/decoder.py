@@ -8,7 +8,8 @@ hands it to the ring kernels.  Both call ``flush()`` when a buffer fills (or a t
 A sink takes finished rows: ``bbo(rows, n, sym)``, ``trades(tape, n, sym)``, ``vwap(rows, n, sym, last)``,
 ``messages(msgs, meta, n, mold)``, ``packets(rows, n, mold)``, ``gaps(rows, n)`` (session, first, last missing:
 the decoder also keeps them for the summary), ``close()`` (``replay.output.CsvSink`` writes
-files; ``capture.writer.BackgroundSink`` puts a thread in front of one, in replay and in capture).  The arrays
+files; ``replay.writer.BackgroundSink`` puts a thread in front of one in replay; ``cold.rows.Publisher`` hands
+a capture's rows to the shared row rings).  The arrays
 are the decoder's buffers, valid only during the call: a sink that keeps rows copies them.  ``vwap(..., last=
 True)`` is the end of input, also when the decoder folds no windows itself (``Options.vwap`` False: the sink
 folds them from the trade tape).
@@ -143,5 +144,5 @@ class Decoder:
         if self.fold is not None:
             self.fold.finish(self.sink, self.book.sym)
         else:
-            # The sink folds the windows itself (``BackgroundSink(fold=...)``): this is its end of input.
+            # The windows are folded elsewhere (a capture's consumers, from the tape): this is the end of input.
             self.sink.vwap(np.zeros((0, 5), np.int64), 0, self.book.sym, True)

@@ -44,63 +44,48 @@ def _word_pointer(context, builder, aryty, ary_value, index):
     return cgutils.get_item_pointer(context, builder, aryty, ary, [index], wraparound=False, boundscheck=False)
 
 
-@intrinsic
-def load_acquire_u32(typingctx, words, index):
-    """``words[index]`` (a uint32 array over shared memory) loaded with acquire ordering; not bounds-checked:
-    callers index with offsets the kernel gave at setup."""
-    if not isinstance(words, types.Array) or words.dtype != types.uint32 or not isinstance(index, types.Integer):
-        return None
+def _load_acquire(dtype, width: int, doc: str):
+    """An intrinsic ``load(words, index)``: ``words[index]`` (a ``dtype`` array) loaded with acquire ordering;
+    not bounds-checked: callers index with offsets fixed at setup."""
+    def load(typingctx, words, index):
+        if not isinstance(words, types.Array) or words.dtype != dtype or not isinstance(index, types.Integer):
+            return None
 
-    def codegen(context, builder, signature, args):
-        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
-        return builder.load_atomic(ptr, "acquire", 4)
+        def codegen(context, builder, signature, args):
+            ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
+            return builder.load_atomic(ptr, "acquire", width)
 
-    return types.uint32(words, index), codegen
+        return dtype(words, index), codegen
 
-
-@intrinsic
-def store_release_u32(typingctx, words, index, value):
-    """``words[index] = value`` with release ordering (a uint32 array over shared memory)."""
-    if not isinstance(words, types.Array) or words.dtype != types.uint32 or not isinstance(index, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
-        val = context.cast(builder, args[2], signature.args[2], types.uint32)
-        builder.store_atomic(val, ptr, "release", 4)
-        return context.get_dummy_value()
-
-    return types.void(words, index, value), codegen
+    load.__doc__ = doc
+    return intrinsic(load)
 
 
-@intrinsic
-def load_acquire_i64(typingctx, words, index):
-    """``words[index]`` (an int64 array another thread or process writes) loaded with acquire ordering: a
-    sequence number published with ``store_release_i64``, or a control word (stop)."""
-    if not isinstance(words, types.Array) or words.dtype != types.int64 or not isinstance(index, types.Integer):
-        return None
+def _store_release(dtype, width: int, doc: str):
+    """An intrinsic ``store(words, index, value)``: ``words[index] = value`` (a ``dtype`` array) with release
+    ordering."""
+    def store(typingctx, words, index, value):
+        if not isinstance(words, types.Array) or words.dtype != dtype or not isinstance(index, types.Integer):
+            return None
 
-    def codegen(context, builder, signature, args):
-        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
-        return builder.load_atomic(ptr, "acquire", 8)
+        def codegen(context, builder, signature, args):
+            ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
+            val = context.cast(builder, args[2], signature.args[2], dtype)
+            builder.store_atomic(val, ptr, "release", width)
+            return context.get_dummy_value()
 
-    return types.int64(words, index), codegen
+        return types.void(words, index, value), codegen
+
+    store.__doc__ = doc
+    return intrinsic(store)
 
 
-@intrinsic
-def store_release_i64(typingctx, words, index, value):
-    """``words[index] = value`` with release ordering (an int64 array another thread or process reads): every
-    write before it (the rows a sequence number covers) is visible before the new value is."""
-    if not isinstance(words, types.Array) or words.dtype != types.int64 or not isinstance(index, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ptr = _word_pointer(context, builder, signature.args[0], args[0], args[1])
-        val = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(val, ptr, "release", 8)
-        return context.get_dummy_value()
-
-    return types.void(words, index, value), codegen
+load_acquire_u32 = _load_acquire(types.uint32, 4, "A word the kernel shares with us (a ring index, a block status).")
+store_release_u32 = _store_release(types.uint32, 4, "Hand a word back to the kernel (a ring index, a block status).")
+load_acquire_i64 = _load_acquire(types.int64, 8, "A sequence number published with ``store_release_i64``, or a "
+                                                 "control word (stop) another thread sets.")
+store_release_i64 = _store_release(types.int64, 8, "Publish a sequence number: every write before it (the rows it "
+                                                   "covers) is visible before the new value is.")
 
 
 @intrinsic
