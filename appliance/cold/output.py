@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.cold.rows import BBO, CS_CURSOR, GAPS, H_PRODUCER_PID, MESSAGES, N_RINGS, PACKETS, STATE_FINISHED, TAPE, \
+from appliance.cold.rows import BBO, CS_CURSOR, CS_OWN, GAPS, H_PRODUCER_PID, MESSAGES, N_RINGS, PACKETS, STATE_FINISHED, TAPE, \
     FILES_SLOT, Reader, Region
 from appliance.errors import RunFailed, UserError
 
@@ -47,7 +47,7 @@ POLL_MS = 20                     # sleep between passes unless behind: rows wait
 BEHIND_ROWS = 4096               # a pass that moved this many rows goes again at once
 
 READY_TIMEOUT = 600              # seconds for the process to start (a cold numba cache compiles the formatters)
-CS_VWAP_LATE = 4                 # word of the files slot's tape line: trades older than windows already written
+CS_VWAP_LATE = CS_OWN            # word of the files slot's tape line: trades older than windows already written
 
 
 class OutputProcess:

@@ -70,6 +70,7 @@ MAX_CONSUMERS = 7
 RING_CTL = 8 * (1 + MAX_CONSUMERS)     # a ring's control block: the producer's line, then one line per consumer
 RC_SEQ = 0
 CS_CURSOR, CS_LOST, CS_PID, CS_DELIVERED = range(4)      # within a consumer's line (8 words)
+CS_OWN = 4                        # words 4-7 of a consumer's line are the consumer's own (e.g. its counters)
 FILES_SLOT = 0                    # the output process writing the tables
 
 PUBLISH_CHUNK = 1024              # rows written between two releases of seq (see the module docstring)
@@ -311,13 +312,7 @@ class Publisher:
     def _publish(self, *_args) -> None:
         publish_now(self.out, self.view)
 
-    bbo = trades = _publish
-
-    def messages(self, msgs, meta, n, mold) -> None:
-        publish_now(self.out, self.view)
-
-    def packets(self, rows, n, mold) -> None:
-        publish_now(self.out, self.view)
+    bbo = trades = messages = packets = _publish     # every row kind leaves ``out`` in the one publish
 
     def gaps(self, rows, n) -> None:
         """Called before the decoder collects (and clears) its gap rows: publish the new ones, start over."""
