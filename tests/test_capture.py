@@ -210,9 +210,14 @@ def test_recording_survives_sigkill(lab, tmp_path, engine):
     sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
                           capture_output=True, text=True, cwd=REPO)
     assert sent.returncode == 0, sent.stderr
-    time.sleep(1.0)                                    # past a recording hand-off (every 0.1 s)
+    time.sleep(1.0)                                    # every frame received
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the recording process sees the capture's life pipe hang up, writes every frame published, and exits 1
+    deadline = time.monotonic() + 20
+    while _recording_processes(rec):
+        assert time.monotonic() < deadline, "the recording process outlived its capture"
+        time.sleep(0.05)
     files = sorted(rec.glob("*.pcap"))
     assert files
     frames = 0
@@ -222,12 +227,25 @@ def test_recording_survives_sigkill(lab, tmp_path, engine):
         assert t.returncode == 0 or "cut short" in t.stderr, t.stderr
         frames += len(t.stdout.split())
     # what the filter / XDP program let through: every feed frame of the sample but the malformed ones
-    assert frames >= 8_300
+    assert frames == 8_322
     done = subprocess.run(_appliance("replay", *map(str, files), "--out", str(tmp_path / "re"), "-q"),
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode in (0, 4), done.stderr
     summary = json.loads((tmp_path / "re" / "summary.json").read_text())
     assert summary["messages"] == 19_999 and summary["end_of_session"] == ["TEST000001"]
+
+
+def _recording_processes(rec: Path) -> list[int]:
+    """Pids of recording processes writing into ``rec``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"appliance.cold.recording" in cmd and str(rec).encode() in cmd:
+            found.append(int(entry.name))
+    return found
 
 
 def test_fanout_workers_split_the_lines(lab, tmp_path):
@@ -262,8 +280,7 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         import numpy as np
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.tpacket import TpacketRing
-        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES, REC_CAP, REC_ON, REC_RECORDING, REC_SNAPLEN, \\
-            REC_USED
+        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES, REC_META_SIZE, recorded_bytes, recording_on
         from appliance.decode import counters as C
 
         def frame(group, port, frag=0, vlan=None):
@@ -276,9 +293,7 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         feed = 0xE9360C01
         opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket")
         cap = Capture(opts)
-        cap.rec_buf = np.zeros(1 << 20, np.uint8)
-        cap.rec_meta[REC_USED], cap.rec_meta[REC_CAP] = 0, len(cap.rec_buf)
-        cap.rec_meta[REC_ON], cap.rec_meta[REC_SNAPLEN] = REC_RECORDING, 65535
+        cap.rx = recording_on(cap.rx, np.zeros(1 << 20, np.uint8), np.zeros(REC_META_SIZE, np.int64), 65535)
         with TpacketRing("lab0", opts.feeds, block_size=1 << 16, blocks=4, retire_ms=1) as ring:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             s.bind(("lab1", 0))
@@ -289,7 +304,8 @@ def test_tpacket_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
             for _ in range(10):
                 ring.receive(1 << 20, cap.rx)
                 time.sleep(0.01)
-        rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[REC_USED]), 0, 0
+        rec = recorded_bytes(cap.rx)
+        used, tagged, p = len(rec), 0, 0
         while p < used:
             incl = int.from_bytes(rec[p + 8:p + 12].tobytes(), "little")
             body = rec[p + 16:p + 16 + incl].tobytes()

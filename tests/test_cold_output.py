@@ -6,7 +6,9 @@
 * SIGKILL of the output process: the capture says so in one sentence, goes on to the end of session with exact
   books and summary, and exits 1;
 * SIGKILL of the capture: the output process notices, writes what was published, says so and exits; the tables
-  it wrote read back and equal replay's.
+  it wrote read back and equal replay's;
+* SIGKILL of the recording process: the capture says so, every frame from then on is counted as not recorded
+  (the ring's unwritten records with them), books, tables and summary stay exact, exit 1.
 """
 from __future__ import annotations
 
@@ -34,14 +36,14 @@ def _send(lab, pps=20000):
     assert sent.returncode == 0, sent.stderr
 
 
-def _output_process(proc) -> psutil.Process:
+def _output_process(proc, module: str = "appliance.cold.output") -> psutil.Process:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for child in psutil.Process(proc.pid).children(recursive=True):
-            if "appliance.cold.output" in " ".join(child.cmdline()):
+            if module in " ".join(child.cmdline()):
                 return child
         time.sleep(0.1)
-    raise AssertionError("no output process")
+    raise AssertionError(f"no {module} process")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,28 @@ def test_sigkill_of_the_output_process_is_said_and_the_capture_goes_on(lab, tmp_
     summary = json.loads((tmp_path / "summary.json").read_text())
     _exact(summary)
     assert summary["capture"]["output"]["process"]["ended_early"]
+
+
+def test_sigkill_of_the_recording_process_counts_every_frame_not_recorded(lab, tmp_path, replayed):
+    rec = tmp_path / "rec"
+    proc = _start_capture(lab, tmp_path / "out", "--engine", "xdp", "--record", str(rec))
+    recorder = _output_process(proc, "appliance.cold.recording")
+    recorder.send_signal(signal.SIGKILL)
+    recorder.wait(10)
+    time.sleep(0.3)
+    _send(lab)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert f"the recording process (pid {recorder.pid}) was killed by signal 9" in err
+    assert "8,322 frames were decoded but not recorded" in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    cap = summary["capture"]
+    assert cap["counters"]["ring_frames"] == 8_322 == cap["drops"]["recording"]
+    # the ring took what it had room for (never written: counted when the capture ended), the rest found it full
+    assert cap["recording"]["records_dropped"] + cap["counters"]["recording_dropped_frames"] == 8_322
+    assert cap["recording"]["bytes_written"] == 0 and not list(rec.glob("*.pcap"))
+    assert summary["messages"] == 19_999 and summary["symbols"]["XCSR"]["volume"] == 26_968
+    assert (tmp_path / "out" / "bbo.csv").read_bytes() == (replayed / "bbo.csv").read_bytes()
 
 
 def test_sigkill_of_the_capture_ends_the_output_process_with_its_tables_whole(lab, tmp_path, replayed):

@@ -1,6 +1,7 @@
-"""Recorder: rotation by size and time, the file cap, read-back by our replay and by tshark, write errors, and
-what a SIGKILL leaves.  Unprivileged; the records are the frames of pcaps/sample.pcap (a nanosecond,
-little-endian pcap, so its records are byte for byte what the capture loop writes)."""
+"""Recorder and the recording process's drain of the frame ring: rotation by size and time, the file cap,
+read-back by our replay and by tshark, write errors, what a SIGKILL leaves, runs that wrap at the ring's end.
+Unprivileged; the records are the frames of pcaps/sample.pcap (a nanosecond, little-endian pcap, so its records
+are byte for byte what the hot side writes)."""
 from __future__ import annotations
 
 import datetime
@@ -54,27 +55,19 @@ def read_pcap(path: Path) -> tuple[bytes, list[bytes], bytes]:
     return data[:R.FILE_HEADER], out, data[pos:]
 
 
-def take_wait(rec: R.Recorder) -> np.ndarray:
-    deadline = time.monotonic() + 10
-    while (buf := rec.take()) is None:
-        assert time.monotonic() < deadline, "no buffer came back from the writer"
-        time.sleep(0.001)
-    return buf
-
-
-def feed(rec: R.Recorder, records: list[bytes], per_buffer: int | None = None) -> list[int]:
-    """Pack records into buffers as the capture loop does; the byte counts submitted."""
+def feed(rec: R.Recorder, records: list[bytes], run_bytes: int, per_run: int | None = None) -> list[int]:
+    """Hand records to ``rec`` in runs of at most ``run_bytes`` (and ``per_run`` records), as the recording
+    process hands it what the frame ring held; the byte counts of the runs."""
     sizes: list[int] = []
-    buf, n, k = take_wait(rec), 0, 0
-    for raw in records:
-        if n + len(raw) > len(buf) or (per_buffer and k == per_buffer):
-            rec.submit(buf, n)
-            sizes.append(n)
-            buf, n, k = take_wait(rec), 0, 0
-        buf[n:n + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-        n, k = n + len(raw), k + 1
-    rec.submit(buf, n)
-    sizes.append(n)
+    run: list[bytes] = []
+    for raw in records + [None]:
+        if run and (raw is None or sum(map(len, run)) + len(raw) > run_bytes or len(run) == per_run):
+            data = np.frombuffer(b"".join(run), np.uint8)
+            rec.write([data[:len(data) // 3], data[len(data) // 3:]])      # two pieces, as across the ring's end
+            sizes.append(len(data))
+            run = []
+        if raw is not None:
+            run.append(raw)
     return sizes
 
 
@@ -109,30 +102,30 @@ def test_header_is_the_nanosecond_pcap_header(tmp_path):
 
 
 def test_one_file_is_the_source_byte_for_byte(tmp_path):
-    with R.Recorder(tmp_path, buffer_bytes=64 << 10, buffers=4) as rec:
-        sizes = feed(rec, RECORDS)
+    with R.Recorder(tmp_path) as rec:
+        sizes = feed(rec, RECORDS, 64 << 10)
     (only,) = ours(tmp_path)
     assert only.read_bytes() == SAMPLE.read_bytes()
     st = rec.stats
-    assert (st["files_opened"], st["buffers_written"], st["bytes_written"], st["write_errors"]) == (
+    assert (st["files_opened"], st["writes"], st["bytes_written"], st["write_errors"]) == (
         1, len(sizes), SAMPLE.stat().st_size - 24, 0)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_options_are_checked(tmp_path):
     for bad in (dict(rotate_bytes=24), dict(rotate_seconds=0), dict(max_files=0), dict(prefix="a/b"),
-                dict(buffers=0)):
+                dict(snaplen=0)):
         with pytest.raises(UserError):
             R.Recorder(tmp_path, **bad)
 
 
 # -- rotation -------------------------------------------------------------------------------------------
-def test_rotation_by_size_splits_at_buffers_and_never_exceeds(tmp_path):
+def test_rotation_by_size_splits_at_runs_and_never_exceeds(tmp_path):
     limit = 200_000
-    with R.Recorder(tmp_path, rotate_bytes=limit, buffer_bytes=48 << 10, buffers=3) as rec:
-        sizes = feed(rec, RECORDS)
+    with R.Recorder(tmp_path, rotate_bytes=limit) as rec:
+        sizes = feed(rec, RECORDS, 48 << 10)
     files = ours(tmp_path)
-    expected, size = [], None          # the split rule, replayed over the buffer sizes submitted
+    expected, size = [], None          # the split rule, replayed over the run sizes written
     for n in sizes:
         if size is None or (size > 24 and size + n > limit):
             expected.append(24)
@@ -145,18 +138,18 @@ def test_rotation_by_size_splits_at_buffers_and_never_exceeds(tmp_path):
     assert rec.stats["files_opened"] == len(files) > 5
 
 
-def test_a_buffer_larger_than_the_limit_is_one_file(tmp_path):
-    with R.Recorder(tmp_path, rotate_bytes=1000, buffer_bytes=32 << 10, buffers=2) as rec:
-        sizes = feed(rec, RECORDS[:400])
+def test_a_run_larger_than_the_limit_is_one_file(tmp_path):
+    with R.Recorder(tmp_path, rotate_bytes=1000) as rec:
+        sizes = feed(rec, RECORDS[:400], 32 << 10)
     assert [p.stat().st_size - 24 for p in ours(tmp_path)] == sizes
 
 
 def test_rotation_by_time_on_whole_minutes(tmp_path):
-    # The writer reads the clock once per buffer, so a list of times is a deterministic clock.
+    # The recorder reads the clock once per run, so a list of times is a deterministic clock.
     times = [MINUTE - 0.2, MINUTE - 0.1, MINUTE + 0.05, MINUTE + 30, MINUTE + 59.99, MINUTE + 60, MINUTE + 125]
     clock = iter(times).__next__
-    with R.Recorder(tmp_path, rotate_seconds=60, buffer_bytes=64 << 10, buffers=2, clock=clock) as rec:
-        sizes = feed(rec, RECORDS[:700], per_buffer=100)
+    with R.Recorder(tmp_path, rotate_seconds=60, clock=clock) as rec:
+        sizes = feed(rec, RECORDS[:700], 64 << 10, per_run=100)
     assert len(sizes) == len(times)
     files = ours(tmp_path)
     assert [p.name for p in files] == [f"feed-{stamp(t)}-{i:06d}.pcap" for i, t in
@@ -172,9 +165,8 @@ def test_max_files_removes_the_oldest_of_our_prefix_only(tmp_path):
         (tmp_path / name).write_bytes(b"keep me")
     (tmp_path / "feed-20200101T000000.000000Z-000001.pcap").write_bytes(b"an older run")
     times = iter(range(MINUTE, MINUTE + 10_000)).__next__
-    with R.Recorder(tmp_path, rotate_bytes=100_000, max_files=3, buffer_bytes=32 << 10, buffers=2,
-                    clock=times) as rec:
-        feed(rec, RECORDS)
+    with R.Recorder(tmp_path, rotate_bytes=100_000, max_files=3, clock=times) as rec:
+        feed(rec, RECORDS, 32 << 10)
     st = rec.stats
     kept = ours(tmp_path)
     assert [p.name for p in kept if "feed-2020" in p.name] == []
@@ -185,30 +177,96 @@ def test_max_files_removes_the_oldest_of_our_prefix_only(tmp_path):
         assert (tmp_path / name).read_bytes() == b"keep me"
 
 
-# -- the loop's side: never waits ----------------------------------------------------------------------
-def test_take_is_none_while_every_buffer_is_queued(tmp_path):
-    gate = threading.Event()
+# -- the recording process's side: the frame ring ---------------------------------------------------------
+def _region(frame_bytes: int):
+    from appliance.cold.rows import Region
 
-    def slow_clock():                   # the writer reads the clock first: holding it holds the writer
-        gate.wait(10)
-        return time.time()
+    return Region.create({}, {}, frame_bytes)
 
-    rec = R.Recorder(tmp_path, buffers=2, buffer_bytes=4096, clock=slow_clock)
+
+def _append(region, raw: bytes) -> bool:
+    """What the hot side's ``_record`` does, in Python: the record at the head (wrapping), or False if no room."""
+    from appliance.ring.deliver import REC_HEAD, REC_TAIL
+
+    ctl, ring = region.fctl, region.frames
+    head = int(ctl[REC_HEAD])
+    if head + len(raw) - int(ctl[REC_TAIL]) > len(ring):
+        return False
+    at = head & (len(ring) - 1)
+    first = min(len(raw), len(ring) - at)
+    ring[at:at + first] = np.frombuffer(raw[:first], np.uint8)
+    ring[:len(raw) - first] = np.frombuffer(raw[first:], np.uint8)
+    ctl[REC_HEAD] = head + len(raw)
+    return True
+
+
+def test_drain_writes_the_ring_in_order_across_its_end_and_frees_it(tmp_path):
+    """The recording process's loop: every record the producer appended, in order, though the 1 MiB ring wraps
+    several times under a producer that waits for room; the tail catches up with the head; on FINISHED it
+    returns once the ring is empty."""
+    from appliance.cold import recording as REC
+    from appliance.cold.rows import STATE_FINISHED
+
+    region = _region(1 << 20)
+    life_r, life_w = os.pipe()
+    rec = R.Recorder(tmp_path / "rec", rotate_bytes=1_500_000)
+    done = {}
+    drainer = threading.Thread(target=lambda: done.setdefault("how", REC.drain(region, rec, life_r)))
+    drainer.start()
     try:
-        a, b = rec.take(), rec.take()
-        assert a is not None and b is not None and rec.take() is None
-        rec.submit(b, 0)                # an empty hand-off writes nothing and reads no clock
-        assert take_wait(rec) is b
-        a[:len(RECORDS[0])] = np.frombuffer(RECORDS[0], np.uint8)
-        rec.submit(a, len(RECORDS[0]))  # the writer now waits in the clock
-        time.sleep(0.05)
-        assert rec.take() is None       # a is queued, b is ours: the loop would count and go on
-        gate.set()
-        assert take_wait(rec) is a
+        waited = 0
+        for raw in RECORDS * 2:                       # about 2 x 2.2 MB through a 1 MiB ring
+            while not _append(region, raw):
+                waited += 1
+                time.sleep(0.001)
+        region.set_state(STATE_FINISHED)
+        drainer.join(20)
+        assert done.get("how") == "finished"
     finally:
-        gate.set()
-        rec.close()
-    assert rec.stats["buffers_written"] == 1
+        os.close(life_w)
+        drainer.join(20)
+        os.close(life_r)
+    rec.close()
+    assert waited > 0                                 # the ring was full at times: the producer had to wait
+    assert int(region.fctl[REC.RS_TAIL]) == int(region.fctl[0]) == sum(map(len, RECORDS)) * 2
+    files = ours(tmp_path / "rec")
+    assert len(files) >= 3
+    assert b"".join(b"".join(read_pcap(p)[1]) for p in files) == b"".join(RECORDS * 2)
+    assert int(region.fctl[REC.RS_BYTES_WRITTEN]) == rec.stats["bytes_written"] == sum(map(len, RECORDS)) * 2
+    assert int(region.fctl[REC.RS_FILES_OPENED]) == len(files)
+
+
+def test_drain_writes_what_was_published_when_the_producer_goes_away(tmp_path):
+    from appliance.cold import recording as REC
+
+    region = _region(1 << 20)
+    for raw in RECORDS[:500]:
+        assert _append(region, raw)
+    life_r, life_w = os.pipe()
+    os.close(life_w)                                   # the capture died: the life pipe hung up
+    rec = R.Recorder(tmp_path)
+    assert REC.drain(region, rec, life_r) == "producer_gone"
+    os.close(life_r)
+    rec.close()
+    (path,) = ours(tmp_path)
+    assert read_pcap(path)[1] == RECORDS[:500]
+
+
+def test_a_dead_recorder_leaves_its_unwritten_records_counted(tmp_path):
+    """What a RecordingProcess reports when its process died: its line's counts plus the records still between
+    its tail and the head, as dropped."""
+    from appliance.cold import recording as REC
+
+    region = _region(1 << 20)
+    for raw in RECORDS[:50]:
+        assert _append(region, raw)
+    region.fctl[REC.RS_TAIL] = sum(map(len, RECORDS[:20]))      # it wrote the first 20 and died
+    region.fctl[REC.RS_BYTES_WRITTEN] = sum(map(len, RECORDS[:20]))
+    proc = REC.RecordingProcess(region, str(tmp_path), None, None, None, 65535)
+    proc.ended = "the recording process (pid 1) was killed by signal 9; ..."
+    st = proc.result()
+    assert (st["records_dropped"], st["bytes_dropped"]) == (30, sum(map(len, RECORDS[20:50])))
+    assert st["bytes_written"] == sum(map(len, RECORDS[:20])) and st["last_error"] == proc.ended
 
 
 # -- read back by appliance replay and tshark ---------------------------------------------------------
@@ -219,8 +277,8 @@ def sample_summary(tmp_path_factory):
 
 def test_rotated_files_replay_and_read_in_tshark_like_the_source(tmp_path, sample_summary):
     rec_dir = tmp_path / "rec"
-    with R.Recorder(rec_dir, rotate_bytes=700_000, buffer_bytes=100_000, buffers=4) as rec:
-        feed(rec, RECORDS)
+    with R.Recorder(rec_dir, rotate_bytes=700_000) as rec:
+        feed(rec, RECORDS, 100_000)
     files = ours(rec_dir)
     assert len(files) == 3
     summary = replay_summary(files, tmp_path / "out")
@@ -244,23 +302,17 @@ import numpy as np
 from appliance.capture import record as R
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # past the limit: EFBIG instead of the signal
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_024, 1_000_024))
-rec = R.Recorder(sys.argv[1], buffer_bytes=300_000, buffers=2)
-def give(nbytes):
-    buf = None
-    while buf is None:
-        buf = rec.take()
-    buf[:nbytes] = 7                                   # content is irrelevant to the file's size
-    rec.submit(buf, nbytes)
+rec = R.Recorder(sys.argv[1])
 for n in (300_000, 300_000, 300_000, 300_000, 50_000, 300_000):
-    give(n)
+    rec.write([np.full(n, 7, np.uint8)])              # content is irrelevant to the file's size
 rec.close()
 print(json.dumps(rec.stats))
 """
 
 
 def test_write_error_is_counted_cut_back_and_recording_goes_on(tmp_path):
-    """A real kernel write error (EFBIG from RLIMIT_FSIZE, with a partial write first): the buffer is dropped,
-    the partial bytes are cut off, the next buffer that fits is written; nothing raises."""
+    """A real kernel write error (EFBIG from RLIMIT_FSIZE, with a partial write first): the run is dropped, the
+    partial bytes are cut off, the next run that fits is written; nothing raises."""
     done = subprocess.run([sys.executable, "-c", FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True,
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -268,21 +320,17 @@ def test_write_error_is_counted_cut_back_and_recording_goes_on(tmp_path):
     (path,) = ours(tmp_path)
     # 24 + 3 x 300,000 fit; the 4th is cut back to 900,024; 50,000 fits; the last fails again.
     assert path.stat().st_size == 24 + 900_000 + 50_000
-    assert (st["write_errors"], st["buffers_written"], st["bytes_dropped"]) == (2, 4, 600_000)
+    assert (st["write_errors"], st["writes"], st["bytes_dropped"]) == (2, 4, 600_000)
     assert "File too large" in st["last_error"]
-    assert "2 write errors" in done.stderr                 # close() reports it
 
 
-def test_open_failure_is_counted_and_the_next_buffer_retries(tmp_path):
+def test_open_failure_is_counted_and_the_next_run_retries(tmp_path):
     rec_dir = tmp_path / "rec"
-    with R.Recorder(rec_dir, buffer_bytes=64 << 10, buffers=2) as rec:
+    with R.Recorder(rec_dir) as rec:
         rec_dir.rmdir()                                    # nowhere to open the file: ENOENT
-        feed(rec, RECORDS[:100])
-        deadline = time.monotonic() + 10
-        while rec.stats["write_errors"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        feed(rec, RECORDS[:100], 64 << 10)
         rec_dir.mkdir()
-        feed(rec, RECORDS[100:200])
+        feed(rec, RECORDS[100:200], 64 << 10)
     st = rec.stats
     assert (st["write_errors"], st["records_dropped"], st["files_opened"]) == (1, 100, 1)
     assert "No such file or directory" in st["last_error"]
@@ -301,19 +349,14 @@ while pos < len(blob):
     pos += 16 + int.from_bytes(blob[pos + 8:pos + 12], "little")
     ends.append(pos)
 data = np.frombuffer(blob, np.uint8)
-rec = R.Recorder(sys.argv[1], rotate_bytes=3 << 20, max_files=4, buffer_bytes=1 << 20, buffers=4)
+rec = R.Recorder(sys.argv[1], rotate_bytes=3 << 20, max_files=4)
 start = 0
 while True:
-    buf = rec.take()
-    if buf is None:
-        time.sleep(0.0002)
-        continue
-    # the whole records from `start` that fit in the buffer (wrapping around the sample)
+    # the whole records from `start` that fit in 1 MiB (wrapping around the sample)
     first = ends[start - 1] if start else 0
-    stop = bisect.bisect_right(ends, first + len(buf))
+    stop = bisect.bisect_right(ends, first + (1 << 20))
     n = ends[stop - 1] - first
-    buf[:n] = data[first:first + n]
-    rec.submit(buf, n)
+    rec.write([data[first:first + n]])
     start = stop % len(ends)
 """
 

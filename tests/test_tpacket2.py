@@ -55,15 +55,15 @@ class Ring:
     def __init__(self):
         from appliance.replay.decoder import Decoder, Options
         from appliance.ring.atomics import no_wait
-        from appliance.ring.deliver import REC_RECORDING, new_rx_state
+        from appliance.ring.deliver import REC_META_SIZE, new_rx_state, recording_on
 
         self.ring = np.zeros(2 * BLOCK, np.uint8)
         self.geom = np.zeros(v2.G2_SIZE, np.int64)
         self.geom[[v2.G2_BLOCK_SIZE, v2.G2_PER_BLOCK, v2.G2_FRAME_SIZE, v2.G2_FRAMES]] = BLOCK, 2, FRAME, 4
         self.dec = Decoder(Options(feeds=[(GROUP, PORT)], order_capacity=64, level_pool=64), sink=None)
         self.rec = np.zeros(1 << 16, np.uint8)
-        self.rec_meta = np.array([0, len(self.rec), REC_RECORDING, 65535], np.int64)
-        self.state = new_rx_state(self.dec.state)._replace(rec=self.rec, rec_meta=self.rec_meta)
+        self.rec_meta = np.zeros(REC_META_SIZE, np.int64)
+        self.state = recording_on(new_rx_state(self.dec.state), self.rec, self.rec_meta, 65535)
         self.cap, self.hist, self.ts = self.state.cap, self.state.hist, self.state.ts
         self.wait, self.pollfds = no_wait([0])
 
@@ -73,11 +73,16 @@ class Ring:
         return int(status), int(n)
 
     def records(self) -> list[tuple[int, int, bytes]]:
-        """(ts_sec, ts_nsec, frame) of each pcap record written."""
-        out, p, used = [], 0, int(self.rec_meta[0])
-        while p < used:
-            sec, nsec, incl, _ = struct.unpack_from("<IIII", self.rec, p)
-            out.append((sec, nsec, self.rec[p + 16:p + 16 + incl].tobytes()))
+        """(ts_sec, ts_nsec, frame) of each pcap record in the frame ring, from its tail to its head (wrapping)."""
+        from appliance.cold.recording import pieces
+        from appliance.ring.deliver import REC_HEAD, REC_TAIL
+
+        data = b"".join(p.tobytes() for p in pieces(self.rec, int(self.rec_meta[REC_TAIL]),
+                                                     int(self.rec_meta[REC_HEAD])))
+        out, p = [], 0
+        while p < len(data):
+            sec, nsec, incl, _ = struct.unpack_from("<IIII", data, p)
+            out.append((sec, nsec, data[p + 16:p + 16 + incl]))
             p += 16 + incl
         return out
 
@@ -119,18 +124,27 @@ def test_kernel_puts_the_vlan_tag_back_in_the_recording():
     assert recs[2] == _frame(3)
 
 
-def test_a_frame_that_does_not_fit_the_recording_stays_on_its_slot():
-    from appliance.ring.deliver import IDLE, REC_FULL
+def test_a_full_frame_ring_counts_the_frame_as_not_recorded_and_decodes_it():
+    """The frame ring never holds the receive ring back: a frame it has no room for is decoded, given back and
+    counted as not recorded; a record may straddle the ring's end (the recorder writes the bytes in order)."""
+    from appliance.decode import counters as C
+    from appliance.ring.deliver import CAP_REC_DROPPED, CAP_REC_FRAMES, IDLE, REC_HEAD, REC_TAIL
 
     r = Ring()
-    r.rec_meta[1] = 16 + len(_frame(1)) + 10                    # room for one record only
+    size, rec_len = len(r.rec), 16 + len(_frame(1))
+    r.rec_meta[REC_HEAD] = r.rec_meta[REC_TAIL] = size - rec_len - 5    # the second record will wrap
     _put(r.ring, 0, _frame(1))
     _put(r.ring, 1, _frame(2))
-    assert r.receive() == (REC_FULL, 1)
-    assert _status(r.ring, 1) == v2.TP_STATUS_USER and int(r.geom[v2.G2_NEXT]) == 1
-    r.rec_meta[0], r.rec_meta[1] = 0, len(r.rec)                 # the driver handed the buffer off
-    assert r.receive() == (IDLE, 1)
-    assert [rec for _, _, rec in r.records()] == [_frame(2)]
+    assert r.receive() == (IDLE, 2)
+    assert int(r.cap[CAP_REC_FRAMES]) == 2 and int(r.cap[CAP_REC_DROPPED]) == 0
+    assert [rec for _, _, rec in r.records()] == [_frame(1), _frame(2)]
+    r.rec_meta[REC_TAIL] = int(r.rec_meta[REC_HEAD]) - size + rec_len + 3    # room for one more record only
+    _put(r.ring, 2, _frame(3))
+    _put(r.ring, 3, _frame(4))
+    assert r.receive() == (IDLE, 2)
+    assert int(r.cap[CAP_REC_FRAMES]) == 3 and int(r.cap[CAP_REC_DROPPED]) == 1
+    assert int(r.dec.cnt[C.FRAMES]) == 4                                    # every frame decoded
+    assert [_status(r.ring, s) for s in range(4)] == [0, 0, 0, 0]           # and every slot given back
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -210,7 +224,7 @@ def test_v2_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         import numpy as np
         from appliance.capture.engine import Capture, CaptureOptions
         from appliance.ring.tpacket import TpacketRing
-        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES
+        from appliance.ring.deliver import CAP_FRAMES, CAP_REC_FRAMES, REC_META_SIZE, recorded_bytes, recording_on
         from appliance.decode import counters as C
 
         def frame(group, port, frag=0, vlan=None):
@@ -223,8 +237,7 @@ def test_v2_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
         feed = 0xE9360C01
         opts = CaptureOptions(iface="lab0", feeds=[(feed, 26400)], engine="tpacket", tpacket_version=2)
         cap = Capture(opts)
-        cap.rec_buf = np.zeros(1 << 20, np.uint8)
-        cap.rec_meta[:] = (0, len(cap.rec_buf), 1, 65535)
+        cap.rx = recording_on(cap.rx, np.zeros(1 << 20, np.uint8), np.zeros(REC_META_SIZE, np.int64), 65535)
         with TpacketRing("lab0", opts.feeds, block_size=1 << 16, blocks=4, version=2) as ring:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             s.bind(("lab1", 0))
@@ -235,7 +248,8 @@ def test_v2_filter_keeps_only_feeds_and_recording_restores_vlan_tags(lab):
             for _ in range(10):
                 ring.receive(1 << 20, cap.rx)
                 time.sleep(0.01)
-        rec, used, tagged, p = cap.rec_buf, int(cap.rec_meta[0]), 0, 0
+        rec = recorded_bytes(cap.rx)
+        used, tagged, p = len(rec), 0, 0
         while p < used:
             incl = int.from_bytes(rec[p + 8:p + 12].tobytes(), "little")
             body = rec[p + 16:p + 16 + incl].tobytes()

@@ -2,20 +2,21 @@
 
 Two threads and a process.  The **hot thread** runs the ring kernel (``appliance.ring``) and nothing else: the
 kernel takes frames where the kernel put them, runs them through ``walk.frame`` (the very function replay uses,
-so a live capture and a replay of its recording build the same books) and publishes every finished row into
-the shared row rings (``cold.rows``) -- it never formats, writes or waits for a consumer.  It returns to
-Python only when asked to stop (``wait[W_STOP]``, a shared word), every ``HOT_DEADLINE_NS`` (to hand the
-recording buffer to the recorder), when the recording buffer is full, or in the rare case a buffer the
-driver keeps (gaps, broken trades for the summary) fills.  The **control thread** (the main one: signals go
-there) looks at shared counters every ``TICK`` -- status line, multicast watch, end of session, duration, the
-interface, the output process -- and sets the stop word.  The **output process** (``cold.output``) reads
-the rings and writes the table files at its own pace; if it falls more than a ring behind, it loses rows
-(counted, reported, exit 1) and the receive path does not notice.
+so a live capture and a replay of its recording build the same books), publishes every finished row into
+the shared row rings (``cold.rows``) and, when recording, appends the frame to the shared frame ring -- it never
+formats, writes or waits for a consumer.  It returns to Python only when asked to stop (``wait[W_STOP]``, a
+shared word), in the rare case a buffer the driver keeps (gaps, broken trades for the summary) fills, and once
+every ``HOT_DEADLINE_NS`` at most.  The **control thread** (the main one: signals go there) looks at shared
+counters every ``TICK`` -- status line, multicast watch, end of session, duration, the interface, the cold
+side's processes -- and sets the stop word.  The **output process** (``cold.output``) reads the row rings and
+writes the table files at its own pace; if it falls more than a ring behind, it loses rows (counted, reported,
+exit 1) and the receive path does not notice.  The **recording process** (``cold.recording``, with
+``--record``) writes the frame ring to pcap files; when it has not made room, frames are counted as not
+recorded (reported, exit 1) and the receive path does not notice either.
 
 When the ring is empty the kernel waits inside as ``--idle`` says (``poll``: blocks in poll() on every ring's
 descriptor, in slices of at most 20 ms so a stop is seen; ``nap``: sleeps ``--nap-us`` first so frames arrive
-in batches; ``spin``: re-reads the rings, a whole core).  When the recording buffer is full it goes to the
-recorder's thread and an empty one is lent (none free: frames are counted as not recorded, the decode goes on).
+in batches; ``spin``: re-reads the rings, a whole core).
 Stops on SIGINT/SIGTERM, after ``duration``, when the interface goes away, or once every session has sent its
 end-of-session packet and the lines have been quiet for ``linger`` seconds (so the other line's copies are
 counted too), or on SIGUSR1 (another fan-out worker saw the end of session) once the lines are that quiet.
@@ -40,16 +41,16 @@ from appliance.capture.watch import MulticastWatch
 from appliance.decode import counters as C
 from appliance.cold import rows as R
 from appliance.cold.output import OutputProcess
+from appliance.cold.recording import RecordingProcess
 from appliance.decode.state import SS_COUNT, SS_RESOLVE
 from appliance.errors import UserError
 from appliance.replay.decoder import Decoder, Options
 from appliance.ring.atomics import IDLE_NAP, IDLE_POLL, IDLE_SPIN, W_DEADLINE, W_MODE, W_NAP_US, W_NFDS, \
     W_ERROR, W_SIZE, W_STOP, poll_set
-from appliance.ring.deliver import CAP_FRAMES, CAP_SIZE, HIST_SIZE, OUT_FULL, REC_CAP, REC_ON, REC_RECORDING, \
-    REC_SNAPLEN, REC_STARVED, REC_USED, new_rx_state
+from appliance.ring.deliver import CAP_FRAMES, CAP_SIZE, HIST_SIZE, OUT_FULL, new_rx_state, recording_on
 
 BUDGET_FRAMES = 1 << 24      # frames per ring kernel call at most (the deadline or a stop comes first)
-HOT_DEADLINE_NS = 250_000_000  # the hot thread's kernel returns this often (recording hand-off, the stop word)
+HOT_DEADLINE_NS = 1_000_000_000  # the hot thread's kernel returns at least this often (nothing needs it sooner)
 TICK = 0.1                    # seconds between the control thread's passes (status, stop checks)
 IDLE_MODES = {"poll": IDLE_POLL, "nap": IDLE_NAP, "spin": IDLE_SPIN}
 HOT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD}
@@ -87,6 +88,7 @@ class CaptureOptions:
     rotate_seconds: int | None = None
     max_files: int | None = None
     snaplen: int = 65535
+    record_ring: int = R.DEFAULT_FRAME_BYTES  # bytes of the shared frame ring the recording process drains
     # the cold side
     ring_rows: int = 1 << 20                 # rows per shared row ring (top of book, tape, messages)
     slow_output_ms: float = 0.0              # test hook: the output process sleeps this long after each batch
@@ -113,13 +115,14 @@ class Capture:
         rings and no output (a test driving the ring kernels itself; rows stay in the decoder's buffers)."""
         self.options = options
         d = options.decode
-        self.region = self.output = None
+        self.region = self.output = self.recording = None
         if out_dir is None:
             self.decoder = Decoder(d, None)
             self.rx = new_rx_state(self.decoder.state)
         else:
             self.region = R.Region.create(ring_sizes(options), {"cnt": C.SIZE, "by_type": 256, "cap": CAP_SIZE,
-                                                                "hist": HIST_SIZE})
+                                                                "hist": HIST_SIZE},
+                                          options.record_ring if options.record_dir else 0)
             self.decoder = Decoder(replace(d, vwap=False), None)      # the consumers fold VWAP from the tape
             names = self.region
             self.decoder.adopt(sym=names.sym, sym_set=names.sym_set, ln_group=names.ln_group,
@@ -131,7 +134,11 @@ class Capture:
             if tables:
                 self.output = OutputProcess(self.region, out_dir, d.messages, d.packets, d.window_ns, d.step_ns,
                                             options.slow_output_ms)
-        self.cap, self.hist, self.rec_meta = self.rx.cap, self.rx.hist, self.rx.rec_meta
+            if options.record_dir:
+                self.rx = recording_on(self.rx, self.region.frames, self.region.fctl, options.snaplen)
+                self.recording = RecordingProcess(self.region, options.record_dir, options.rotate_bytes,
+                                                  options.rotate_seconds, options.max_files, options.snaplen)
+        self.cap, self.hist = self.rx.cap, self.rx.hist
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
         self.announce = announce or self.log     # the readiness line (-q does not hide it)
@@ -143,14 +150,6 @@ class Capture:
         self.ring_info: dict = {}
         self.stats: dict = {}
         self.seconds = 0.0
-
-    @property
-    def rec_buf(self) -> np.ndarray:
-        return self.rx.rec
-
-    @rec_buf.setter
-    def rec_buf(self, buf: np.ndarray) -> None:
-        self.rx = self.rx._replace(rec=buf)
 
     # -- setup ----------------------------------------------------------------------------------------------
     def _open_rings(self, stack: ExitStack) -> list:
@@ -190,36 +189,6 @@ class Capture:
         self._igmp = stack.enter_context(join_groups(o.iface, [g for g, _ in o.feeds]))
         return [stack.enter_context(XskReceiver(socks))]
 
-    def _open_recorder(self, stack: ExitStack):
-        o = self.options
-        if not o.record_dir:
-            return None
-        from appliance.capture.record import Recorder
-
-        rec = stack.enter_context(Recorder(o.record_dir, rotate_bytes=o.rotate_bytes,
-                                           rotate_seconds=o.rotate_seconds, max_files=o.max_files,
-                                           snaplen=o.snaplen))
-        self.recorder = rec
-        self._lend_buffer(rec)
-        return rec
-
-    def _lend_buffer(self, rec) -> None:
-        buf = rec.take()
-        if buf is None:
-            self.rec_meta[REC_ON] = REC_STARVED
-            return
-        self.rec_buf = buf
-        self.rec_meta[REC_USED], self.rec_meta[REC_CAP] = 0, len(buf)
-        self.rec_meta[REC_ON], self.rec_meta[REC_SNAPLEN] = REC_RECORDING, self.options.snaplen
-
-    def _hand_off(self, rec) -> None:
-        if self.rec_meta[REC_ON] == REC_RECORDING and self.rec_meta[REC_USED]:
-            rec.submit(self.rec_buf, int(self.rec_meta[REC_USED]))
-            self.rec_meta[REC_USED] = 0
-            self._lend_buffer(rec)
-        elif self.rec_meta[REC_ON] == REC_STARVED:
-            self._lend_buffer(rec)
-
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stopping: dict | None = None) -> None:
         """Capture until a stop; ``stopping`` is a flag a caller's signal handler already sets (so a signal during
@@ -228,19 +197,19 @@ class Capture:
         stopping = stopping if stopping is not None else {"flag": None}
         old = catch_stop_signals(stopping)
         try:
-            if self.output is not None:
-                self.output.start()           # it imports and loads its formatters while the kernels warm up
+            for proc in self._cold():
+                proc.start()                  # they import and load their kernels while ours warm up
             warm(o.engine, o.iface, o.queues, o.tpacket_version)   # compile or load the ring kernel before any frame
             if o.prefault and stopping["flag"] is None:
                 prefault(self.decoder)
-            if self.output is not None:
-                self.output.wait_ready()
+            for proc in self._cold():
+                proc.wait_ready()
             self._place()
             started = time.perf_counter()
             self._capture(stopping)
         except BaseException:
-            if self.output is not None:
-                self.output.kill()
+            for proc in self._cold():
+                proc.kill()
             raise
         finally:
             restore(old)
@@ -254,25 +223,28 @@ class Capture:
             self.output_code = self.output.finish()
             self.decoder.cnt[C.VWAP_LATE_TRADES] += self.output.vwap_late_trades()
         self.stats["output"] = capstats.output_stats(self)
+        if self.recording is not None:
+            self.recording.check()
+            self.recording.finish()
+            capstats.add_recording(self.stats, self.recording.result())
+
+    def _cold(self) -> list:
+        """The cold side's processes: the output process (tables), the recording process."""
+        return [p for p in (self.output, self.recording) if p is not None]
 
     def _capture(self, stopping: dict) -> None:
         o = self.options
         with ExitStack() as stack:
             rings = self._open_rings(stack)
-            rec = self._open_recorder(stack)
             self.watch = stack.enter_context(MulticastWatch(o.iface))
             self._start_line(rings, stopping)
             iface_before = capstats.iface_counters(o.iface)
             ran = stopping["flag"] is None
-            self._loop(rings, rec, stopping, time.perf_counter())
+            self._loop(rings, stopping, time.perf_counter())
             self._end_line(rings)
-            if rec is not None:
-                self._hand_off(rec)
             self.watch.close()
             self.stats = capstats.collect(self, rings, iface_before)
             self.stats["multicast_seen"] = self.watch.result() if ran else None
-        if rec is not None:
-            capstats.add_recording(self.stats, rec.stats)
 
     def _start_line(self, rings, stopping: dict) -> None:
         """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the
@@ -316,16 +288,18 @@ class Capture:
             else:
                 self.watch.drain()
 
-    def _loop(self, rings, rec, stopping, started) -> None:
+    def _loop(self, rings, stopping, started) -> None:
         """The control thread: start the hot thread, look at the shared counters every TICK, set the stop word."""
         self.rings = rings
         (ring,) = rings                       # one receiver: a TPACKET ring, or every AF_XDP queue's socket
         fds = ring.filenos()
         wait = np.zeros(W_SIZE, np.int64)
         wait[W_MODE], wait[W_NAP_US], wait[W_NFDS] = IDLE_MODES[self.options.idle], self.options.nap_us, len(fds)
-        hot = threading.Thread(target=self._hot, args=(ring, rec, wait, poll_set(fds)), name="appliance-hot",
+        hot = threading.Thread(target=self._hot, args=(ring, wait, poll_set(fds)), name="appliance-hot",
                                daemon=True)
         last_frames, last_frame_at = 0, time.monotonic()
+        if self.region is not None:
+            self.region.set_state(R.STATE_RUNNING)
         hot.start()
         try:
             while stopping["flag"] is None and hot.is_alive():
@@ -335,8 +309,9 @@ class Capture:
                 if frames != last_frames:
                     last_frames, last_frame_at = frames, now
                 self._tick_watch(frames, stopping)
-                if self.output is not None and self.output.check():
-                    self.log(self.output.ended)
+                for proc in self._cold():
+                    if proc.check():
+                        self.log(proc.ended)
                 if self.status is not None:
                     self.status(self)
                 stopping["flag"] = (stopping["flag"] or self.trouble
@@ -348,7 +323,7 @@ class Capture:
             raise self.hot_error
         self.stop_reason = stopping["flag"] or self.trouble
 
-    def _hot(self, ring, rec, wait, pollfds) -> None:
+    def _hot(self, ring, wait, pollfds) -> None:
         """The hot thread: the ring kernel, called again whenever it returns, until the stop word is set.
         Signals stay with the control thread (blocked here), so they never cut a kernel's poll() short."""
         signal.pthread_sigmask(signal.SIG_BLOCK, HOT_SIGNALS)
@@ -365,8 +340,6 @@ class Capture:
                         return
                 if status == OUT_FULL:
                     dec.flush()               # a buffer the driver keeps (gaps, broken trades) filled
-                if rec is not None:
-                    self._hand_off(rec)       # full, or what the last HOT_DEADLINE_NS recorded
         except BaseException as err:          # raised again in the control thread
             self.hot_error = err
 
@@ -379,8 +352,8 @@ class Capture:
             cold = sorted(os.sched_getaffinity(0) - {o.hot_cpu}) or None
         if cold:
             os.sched_setaffinity(0, cold)                      # this thread only: Linux affinity is per thread
-            if self.output is not None:
-                os.sched_setaffinity(self.output.pid, cold)
+            for proc in self._cold():
+                os.sched_setaffinity(proc.pid, cold)
 
     def _prioritise(self) -> None:
         """In the hot thread: pin it to ``hot_cpu`` and give it SCHED_FIFO ``hot_rt``.  Safety: a real-time thread

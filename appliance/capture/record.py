@@ -1,57 +1,47 @@
-"""Recording the feed to pcap files, written off the decode loop by a writer thread.
+"""Recording the feed to pcap files: the file side of the recording process (``cold.recording``).
 
-The capture loop copies each feed frame as a classic pcap record -- the 16-byte record header (little-endian
-``ts_sec, ts_nsec, incl_len, orig_len``, the table ``pcap.PCAP_RECORD_HEADER_FIELDS``) then the frame -- back to back
-into a buffer it took from the recorder, and submits the buffer when it is full (or every ~100 ms, partial).
-The writer thread appends each buffer to the current file with ``os.write`` and gives the buffer back.  The
-loop never waits: when every buffer is queued (the disk is behind), ``take()`` returns None and the loop
-counts the records it could not record.
+The hot side appends each feed frame as a classic pcap record -- the 16-byte record header (little-endian
+``ts_sec, ts_nsec, incl_len, orig_len``, the table ``pcap.PCAP_RECORD_HEADER_FIELDS``) then the frame -- to the
+shared frame ring (``ring.deliver``); the recording process hands ``Recorder.write`` each run of whole records
+the ring holds (one or two pieces: a run may wrap at the ring's end) and frees the ring once it returned.
 
 Files are nanosecond pcap (magic 0xA1B23C4D, version 2.4, the snaplen given, LINKTYPE_ETHERNET), named so
 that they sort by time: ``PREFIX-YYYYmmddTHHMMSS.ffffffZ-NNNNNN.pcap`` (UTC wall clock at opening, then a
 sequence number).  A file appears under its final name only once its header is written (it is made as a
 hidden ``.NAME.part`` and linked into place), so every visible file is a pcap from its first byte.
 
-Rotation happens before a buffer is written, so splits fall on buffer boundaries:
+Rotation happens before a run is written, so splits fall on run boundaries (a run is what the ring held when the
+process looked, at most every 20 ms):
 
-* by size (``rotate_bytes``): if the file plus this buffer would pass the limit, a new file is opened first
-  -- a file never exceeds its limit, except one whose first buffer alone is larger (a buffer is never split);
+* by size (``rotate_bytes``): if the file plus this run would pass the limit, a new file is opened first
+  -- a file never exceeds its limit, except one whose first run alone is larger (a run is never split);
 * by time (``rotate_seconds``): when the wall clock has entered another multiple of ``rotate_seconds`` since
-  the epoch (60 s files start at :00).  A split is accurate to one buffer hand-off (~100 ms): the records of
-  the buffer that crosses the boundary stay in the old file, and a quiet feed opens the next file only with
-  its next buffer.
+  the epoch (60 s files start at :00).  A split is accurate to one run (~20 ms): the records of the run that
+  crosses the boundary stay in the old file, and a quiet feed opens the next file only with its next run.
 * ``max_files``: after a file is opened, the oldest files of this prefix in the directory beyond the cap are
   deleted (never files of another prefix, never the current one).
 
-A write error (ENOSPC, EFBIG, EIO...) never reaches the capture loop: it is counted (``write_errors``,
-``last_error``), the buffer is dropped (``records_dropped``, ``bytes_dropped``), the part of it that did
-reach the file is cut off again with ftruncate (so the file stays whole records), and the next buffer tries
-again (a file that could not be cut back is closed, the next buffer opens a new one).  ``close()`` logs a
-warning naming the count and the last error; ``stats`` holds them.
+A write error (ENOSPC, EFBIG, EIO...) never reaches the capture: it is counted (``write_errors``,
+``last_error``), the run is dropped (``records_dropped``, ``bytes_dropped``), the part of it that did reach the
+file is cut off again with ftruncate (so the file stays whole records), and the next run tries again (a file
+that could not be cut back is closed, the next run opens a new one).  ``stats`` holds the counts.
 
 What a SIGKILL (or a crash) leaves: every file is a valid pcap up to its last complete record.  Only the file
 being written can end in a record cut short by a write the kill interrupted; tshark reads it with an
 "appears to have been cut short in the middle of a packet" warning and ``appliance replay`` counts it as one
 ``truncated_records``.  A hidden ``.NAME.part`` file may remain; the next recorder of that prefix in the
-directory removes it.  Buffers submitted but not yet written are lost.  The files are not fsync'd: this
-covers a process dying, not the machine losing power.
+directory removes it.  The files are not fsync'd: this covers a process dying, not the machine losing power.
 """
 from __future__ import annotations
 
-import collections
 import datetime
-import logging
 import os
-import queue
 import re
 import struct
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
-from appliance.display import printable
 from appliance.errors import UserError
 from appliance.pcap import LINKTYPE_ETHERNET, NSEC_TCPDUMP_MAGIC, PCAP_FILE_HEADER, PCAP_FILE_HEADER_FIELDS, \
     PCAP_INCL_LEN_AT, PCAP_RECORD_HEADER, PCAP_VERSION_MAJOR, PCAP_VERSION_MINOR
@@ -63,7 +53,6 @@ FILE_HEADER = PCAP_FILE_HEADER                # 24
 RECORD_HEADER = PCAP_RECORD_HEADER            # 16
 INCL_LEN = PCAP_INCL_LEN_AT                   # offset of incl_len in a record header
 
-_log = logging.getLogger(__name__)
 _os_write = os.write                          # the one call that puts bytes in a file (tests substitute it)
 
 
@@ -88,89 +77,72 @@ def write_all(fd: int, data) -> None:
         done += n
 
 
-def count_records(data, nbytes: int) -> int:
-    """Records whose headers start inside ``data[:nbytes]`` (used only for what a failed write dropped)."""
-    view = memoryview(data).cast("B")
+def count_records(pieces) -> int:
+    """Records whose headers start inside the bytes of ``pieces`` taken in order (used only for what a failed
+    write dropped)."""
+    data = b"".join(memoryview(p).cast("B") for p in pieces)
     pos = count = 0
-    while pos + RECORD_HEADER <= nbytes:
-        pos += RECORD_HEADER + int.from_bytes(view[pos + INCL_LEN:pos + INCL_LEN + 4], "little")
+    while pos + RECORD_HEADER <= len(data):
+        pos += RECORD_HEADER + int.from_bytes(data[pos + INCL_LEN:pos + INCL_LEN + 4], "little")
         count += 1
     return count
 
 
 class Recorder:
-    """Buffers lent to the capture loop, and a thread that appends the full ones to rotating pcap files.
-
-    ``take()`` and ``submit()`` are the loop's side; both return at once.  Use as a context manager, or call
-    ``close()``, which writes whatever was submitted, closes the file and joins the thread.
-    """
+    """Rotating pcap files in ``directory``: ``write`` appends runs of whole records.  Use as a context manager,
+    or call ``close()``."""
 
     def __init__(self, directory, *, rotate_bytes: int | None = None, rotate_seconds: float | None = None,
-                 max_files: int | None = None, snaplen: int = 65535, buffers: int = 16,
-                 buffer_bytes: int = 4 << 20, prefix: str = "feed", clock=time.time):
-        _check_options(rotate_bytes, rotate_seconds, max_files, snaplen, buffers, buffer_bytes, prefix)
+                 max_files: int | None = None, snaplen: int = 65535, prefix: str = "feed", clock=time.time):
+        _check_options(rotate_bytes, rotate_seconds, max_files, snaplen, prefix)
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot make the recording directory {directory}: {err.strerror}") from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write in the recording directory {directory}")
         self.prefix = prefix
         self.rotate_bytes = rotate_bytes
         self.rotate_seconds = rotate_seconds
         self.max_files = max_files
         self.snaplen = snaplen
-        self.buffer_bytes = buffer_bytes
         self._clock = clock
         self._name_re = re.compile(re.escape(prefix) + r"-(\d{8}T\d{6}\.\d{6}Z)-(\d{6,})\.pcap")
-        # The deque is the free list: append/popleft are atomic, so the loop and the writer need no lock.
-        self._free = collections.deque(np.empty(buffer_bytes, dtype=np.uint8) for _ in range(buffers))
-        self._full: queue.SimpleQueue = queue.SimpleQueue()
         self._fd = -1
         self._path: Path | None = None
         self._size = 0                    # bytes in the current file, header included
         self._period = 0                  # the rotate_seconds period the current file belongs to
         self._seq = 0
         self._closed = False
-        self._stats = dict(files_opened=0, files_removed=0, bytes_written=0, buffers_written=0,
+        self._stats = dict(files_opened=0, files_removed=0, bytes_written=0, writes=0,
                            write_errors=0, last_error=None, records_dropped=0, bytes_dropped=0)
         self._remove_stale_parts()
-        self._thread = threading.Thread(target=self._writer, name=f"recorder-{prefix}", daemon=True)
-        self._thread.start()
 
-    # -- the capture loop's side ----------------------------------------------------------------------
-    def take(self) -> np.ndarray | None:
-        """A free buffer of ``buffer_bytes``, or None when every buffer is queued or lent out."""
-        try:
-            return self._free.popleft()
-        except IndexError:
-            return None
-
-    def submit(self, buf: np.ndarray, nbytes: int) -> None:
-        """Queue the first ``nbytes`` of ``buf`` (whole records) for writing; the buffer returns to the free
-        list once written (or dropped)."""
+    def write(self, pieces) -> None:
+        """Append the records in ``pieces`` (buffers taken in order; together whole records) to the current file,
+        rotating first if a limit says so.  A failure is counted, never raised (see the module docstring)."""
+        nbytes = sum(memoryview(p).nbytes for p in pieces)
         if self._closed:
-            raise RuntimeError("submit() on a closed Recorder")
-        if not 0 <= nbytes <= len(buf):
-            raise ValueError(f"nbytes {nbytes} outside the buffer (0-{len(buf)})")
-        self._full.put((buf, nbytes))
+            raise RuntimeError("write() on a closed Recorder")
+        if not nbytes:
+            return
+        try:
+            self._write_run(pieces, nbytes)
+        except Exception as err:          # never let a recording stop: count, drop, go on
+            self._failed(err)
+            self._stats["records_dropped"] += count_records(pieces)
+            self._stats["bytes_dropped"] += nbytes
 
     def close(self) -> None:
-        """Write everything submitted, close the file, join the writer; a recording's errors are logged."""
-        if self._closed:
-            return
-        self._closed = True
-        self._full.put(None)
-        self._thread.join()
-        st = self._stats
-        if st["write_errors"]:
-            _log.warning("recorder %s in %s: %d write errors, %d records (%d bytes) not recorded; last: %s",
-                         printable(self.prefix), printable(str(self.directory)), st["write_errors"],
-                         st["records_dropped"], st["bytes_dropped"], printable(st["last_error"] or ""))
+        if not self._closed:
+            self._closed = True
+            self._close_file()
 
     @property
     def stats(self) -> dict:
-        """files_opened, files_removed, bytes_written (records, headers excluded), buffers_written,
-        write_errors, last_error, records_dropped, bytes_dropped."""
+        """files_opened, files_removed, bytes_written (records, file headers excluded), writes, write_errors,
+        last_error, records_dropped, bytes_dropped."""
         return dict(self._stats)
 
     @property
@@ -183,25 +155,7 @@ class Recorder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the writer thread ----------------------------------------------------------------------------
-    def _writer(self) -> None:
-        while True:
-            item = self._full.get()
-            if item is None:
-                break
-            buf, nbytes = item
-            try:
-                if nbytes:
-                    self._write_buffer(buf, nbytes)
-            except Exception as err:        # never let the thread die: count, drop, go on
-                self._failed(err)
-                self._stats["records_dropped"] += count_records(buf, nbytes)
-                self._stats["bytes_dropped"] += nbytes
-            finally:
-                self._free.append(buf)
-        self._close_file()
-
-    def _write_buffer(self, buf: np.ndarray, nbytes: int) -> None:
+    def _write_run(self, pieces, nbytes: int) -> None:
         now = self._clock()
         if self._fd >= 0 and self._must_rotate(nbytes, now):
             self._close_file()
@@ -209,13 +163,14 @@ class Recorder:
             self._open(now)
         start = self._size
         try:
-            write_all(self._fd, buf[:nbytes])
+            for piece in pieces:
+                write_all(self._fd, piece)
         except OSError:
             self._cut_back(start)
             raise
         self._size += nbytes
         self._stats["bytes_written"] += nbytes
-        self._stats["buffers_written"] += 1
+        self._stats["writes"] += 1
 
     def _must_rotate(self, nbytes: int, now: float) -> bool:
         if self.rotate_bytes and self._size > FILE_HEADER and self._size + nbytes > self.rotate_bytes:
@@ -296,7 +251,7 @@ class Recorder:
         self._stats["last_error"] = f"{type(err).__name__}: {err}"
 
 
-def _check_options(rotate_bytes, rotate_seconds, max_files, snaplen, buffers, buffer_bytes, prefix) -> None:
+def _check_options(rotate_bytes, rotate_seconds, max_files, snaplen, prefix) -> None:
     if rotate_bytes is not None and rotate_bytes <= FILE_HEADER:
         raise UserError(f"rotate size must be more than {FILE_HEADER} bytes, not {rotate_bytes}")
     if rotate_seconds is not None and not rotate_seconds > 0:
@@ -305,8 +260,6 @@ def _check_options(rotate_bytes, rotate_seconds, max_files, snaplen, buffers, bu
         raise UserError(f"max files must be at least 1, not {max_files}")
     if not 0 < snaplen <= 0x7FFFFFFF:
         raise UserError(f"snaplen must be 1-{0x7FFFFFFF}, not {snaplen}")
-    if buffers < 1 or buffer_bytes < RECORD_HEADER:
-        raise UserError(f"need at least one buffer of at least {RECORD_HEADER} bytes")
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", prefix):
         raise UserError(f"file prefix {prefix!r} must be letters, digits, '.', '_' or '-'")
 

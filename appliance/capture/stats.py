@@ -7,8 +7,9 @@ Drops are attributed to the place that counted them:
 * ``xdp``: frames our XDP program matched but could not redirect (no socket on that queue, redirect failed);
 * ``socket``: AF_XDP ``XDP_STATISTICS`` rx_dropped (no fill-ring chunk for the frame) and rx_ring_full;
 * ``ring``: TPACKET ``PACKET_STATISTICS`` tp_drops (no free block, V3, or frame slot, V2);
-* ``recording``: frames decoded but not recorded (the decode is unaffected): no recording buffer was free
-  because the disk writer was behind, or a write failed (ENOSPC, EFBIG, EIO) and its buffer was dropped.
+* ``recording``: frames decoded but not recorded (the decode is unaffected): the frame ring had no room because
+  the recording process was behind (or had died), or a write failed (ENOSPC, EFBIG, EIO) and its run of
+  records was dropped.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def collect(capture, rings, iface_before: dict[str, int]) -> dict:
         drops["socket"] = ring.get("rx_dropped", 0) + ring.get("rx_ring_full", 0)
     else:
         drops["ring"] = ring.get("ring_drops", 0)
-    drops["recording"] = int(capture.cap[CAP_REC_DROPPED])     # write failures are added once the recorder closed
+    drops["recording"] = int(capture.cap[CAP_REC_DROPPED])     # write failures are added once the recorder ended
     out["drops"] = drops
     out["counters"] = {name: int(capture.cap[i]) for i, name in CAP_NAMES.items()}
     out["latency"] = latency(capture.hist, capture.cap)
@@ -100,8 +101,8 @@ def collect(capture, rings, iface_before: dict[str, int]) -> dict:
 
 
 def add_recording(stats: dict, rec_stats: dict) -> None:
-    """File the recorder's totals (read after it closed, so every buffer was written or dropped): records a
-    failed write dropped are lost recording as surely as those no buffer could take."""
+    """File the recorder's totals (read after it ended, so every record was written or dropped): records a
+    failed write dropped are lost recording as surely as those the frame ring had no room for."""
     stats["recording"] = rec_stats
     stats["drops"]["recording"] += int(rec_stats.get("records_dropped", 0))
 
@@ -112,7 +113,7 @@ def recording_lost(stats: dict) -> str | None:
     if not lost:
         return None
     rec = stats.get("recording") or {}
-    why = f"last error: {rec['last_error']}" if rec.get("last_error") else "the disk writer fell behind"
+    why = f"last error: {rec['last_error']}" if rec.get("last_error") else "the recording process fell behind"
     return f"{lost:,} frames were decoded but not recorded ({why}); the recording is incomplete"
 
 

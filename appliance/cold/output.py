@@ -50,18 +50,22 @@ READY_TIMEOUT = 600              # seconds for the process to start (a cold numb
 CS_VWAP_LATE = CS_OWN            # word of the files slot's tape line: trades older than windows already written
 
 
-class OutputProcess:
-    """The capture's handle on its output process."""
+class ColdProcess:
+    """The capture's handle on one process of its cold side (``python -m MODULE SPEC``): the life pipe it watches,
+    the status pipe it answers on ("ready", "error SENTENCE", and whatever else it reports before exiting)."""
 
-    def __init__(self, region: Region, out_dir: str, messages: bool, packets: bool, window_ns: int, step_ns: int,
-                 delay_ms: float = 0.0):
+    module = ""
+    what = "a cold-side process"
+    lost = ""                                 # what the capture no longer gets once the process has died
+
+    def __init__(self, region: Region, spec: dict):
         self.region = region
-        self.spec = {"out": str(out_dir), "messages": messages, "packets": packets, "window_ns": window_ns,
-                     "step_ns": step_ns, "delay_ms": delay_ms, "region_fd": region.fd}
+        self.spec = dict(spec, region_fd=region.fd)
         self.proc: subprocess.Popen | None = None
         self.life_w: int | None = None        # held open while we live; the process sees it hang up
-        self.status = None                    # its status pipe: "ready" or "error SENTENCE"
+        self.status = None                    # its status pipe
         self.ended: str | None = None         # the sentence once it ended on its own
+        self.reports: list[str] = []          # status lines after "ready"
 
     def start(self) -> None:
         life_r, self.life_w = os.pipe()
@@ -70,7 +74,7 @@ class OutputProcess:
         root = str(Path(__file__).resolve().parent.parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cold.output", json.dumps(self.spec)],
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module, json.dumps(self.spec)],
                                          pass_fds=(self.region.fd, life_r, status_w), env=env,
                                          stdin=subprocess.DEVNULL)
         finally:
@@ -87,7 +91,7 @@ class OutputProcess:
         self.kill()
         if line.startswith("error "):
             raise UserError(line[len("error "):])
-        raise RunFailed(f"the output process did not start (exit status {self.proc.returncode})")
+        raise RunFailed(f"the {self.what} did not start (exit status {self.proc.returncode})")
 
     @property
     def pid(self) -> int:
@@ -98,15 +102,16 @@ class OutputProcess:
         if self.ended is None and self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self.ended = (f"the output process (pid {self.proc.pid}) {how}; the tables stop at the rows it wrote "
-                          f"(the capture goes on: books, summary.json and any recording are complete)")
+            self.ended = f"the {self.what} (pid {self.proc.pid}) {how}; {self.lost}"
             return self.ended
         return None
 
     def finish(self) -> int:
-        """Every row is published: let the process drain, write and close; its exit status."""
+        """Every row and frame is published: let the process drain, write and close; its exit status."""
         self.region.set_state(STATE_FINISHED)
         code = self.proc.wait()
+        if self.status is not None:
+            self.reports = [line.strip() for line in self.status.readlines() if line.strip()]
         self._close_pipes()
         return code
 
@@ -123,6 +128,20 @@ class OutputProcess:
         if self.status is not None:
             self.status.close()
             self.status = None
+
+
+class OutputProcess(ColdProcess):
+    """The capture's handle on its output process (the table files)."""
+
+    module = "appliance.cold.output"
+    what = "output process"
+    lost = ("the tables stop at the rows it wrote (the capture goes on: books, summary.json and any recording are "
+            "complete)")
+
+    def __init__(self, region: Region, out_dir: str, messages: bool, packets: bool, window_ns: int, step_ns: int,
+                 delay_ms: float = 0.0):
+        super().__init__(region, {"out": str(out_dir), "messages": messages, "packets": packets,
+                                  "window_ns": window_ns, "step_ns": step_ns, "delay_ms": delay_ms})
 
     def vwap_late_trades(self) -> int:
         return int(self.region.consumer(TAPE, FILES_SLOT)[CS_VWAP_LATE])

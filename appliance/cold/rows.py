@@ -31,7 +31,13 @@ Layout (int64 words unless said; every part 4 KiB aligned):
   ``decode.state.Out.trades``), ``messages`` int64[rows, 10] (session, sequence, then the 64 message bytes),
   ``packets`` int64[rows, 6], ``gaps`` int64[rows, 3]; a ring of 0 rows is off;
 * names: ``sym`` uint8[65536, 8], ``sym_set``, ``ln_group``, ``ln_port``, ``ln_meta``, ``ss_meta``, ``ss_name``
-  -- the decoder's own arrays live here (``Decoder.adopt``), so a consumer formats with the names as of now.
+  -- the decoder's own arrays live here (``Decoder.adopt``), so a consumer formats with the names as of now;
+* the frame ring (when recording): ``fctl`` (``RING_CTL`` words: the producer's line, then the recorder's) and
+  ``frames`` uint8[``H_FRAME_BYTES``], a power of two.  Unlike the row rings this one is single-producer,
+  single-consumer and never overwritten: the hot side appends each frame as a pcap record (``ring.deliver``),
+  or, when the recorder has not made room, counts it as not recorded and goes on; the recorder process
+  (``cold.recording``) writes the bytes between its tail and the head to the files.  A recording must be
+  whole runs of frames with every hole counted, so the oldest bytes are never the ones given up.
 """
 from __future__ import annotations
 
@@ -49,12 +55,13 @@ from appliance.decode.state import LOCATES, MAX_LINES, MAX_SESSIONS, MSG_SLOT, N
 from appliance.ring.atomics import store_release_i64
 
 MAGIC = 0x31574F5253505041        # "APPSROW1" little-endian
-VERSION = 2
+VERSION = 3
 PAGE = 4096
 
 H_MAGIC, H_VERSION, H_BYTES, H_STATE, H_PRODUCER_PID = range(5)
 H_ROWS = 8                        # H_ROWS + r: rows of ring r (0: off)
 H_COUNTERS = 16                   # H_COUNTERS + k: words of counter block COUNTERS[k]
+H_FRAME_BYTES = 24                # bytes of the frame ring (0: not recording)
 HEADER_WORDS = 64
 # The hot side's counters, live, for any reader (status, a metrics exporter): the decoder's counters and messages
 # by type, the capture's ring counters and its receive-to-book histogram.  Sizes are the producer's.
@@ -75,6 +82,8 @@ FILES_SLOT = 0                    # the output process writing the tables
 
 PUBLISH_CHUNK = 1024              # rows written between two releases of seq (see the module docstring)
 MIN_ROWS = 4 * PUBLISH_CHUNK
+MIN_FRAME_BYTES = 1 << 20         # the frame ring: at least the largest frame (snaplen) many times over
+DEFAULT_FRAME_BYTES = 64 << 20    # about 0.4 s of the sender's top speed here (540k frames/s of ~310 bytes)
 DEFAULT_ROWS = {BBO: 1 << 20, TAPE: 1 << 20, MESSAGES: 1 << 20, PACKETS: 1 << 18, GAPS: 1 << 16}
 
 # The hot side's view (``publish``): the control blocks, the rings, and its own bookkeeping (private memory).
@@ -86,15 +95,16 @@ def _align(n: int) -> int:
     return (n + PAGE - 1) // PAGE * PAGE
 
 
-def _layout(rows: list[int], counters: list[int]) -> tuple[dict, int]:
-    """{name: (offset, dtype, shape)} and the total size, for rings of ``rows`` rows each and counter blocks of
-    ``counters`` words each."""
+def _layout(rows: list[int], counters: list[int], frame_bytes: int = 0) -> tuple[dict, int]:
+    """{name: (offset, dtype, shape)} and the total size, for rings of ``rows`` rows each, counter blocks of
+    ``counters`` words each and a frame ring of ``frame_bytes``."""
     parts = [("header", np.int64, (HEADER_WORDS,)), ("ctl", np.int64, (N_RINGS * RING_CTL,))]
     parts += [(name, np.int64, (max(words, 1),)) for name, words in zip(COUNTERS, counters)]
     parts += [(RING_NAMES[r], np.int64, (max(rows[r], 1), WIDTHS[r])) for r in range(N_RINGS)]
     parts += [("sym", np.uint8, (LOCATES, 8)), ("sym_set", np.int8, (LOCATES,)),
               ("ln_group", np.int64, (MAX_LINES,)), ("ln_port", np.int64, (MAX_LINES,)),
               ("ln_meta", np.int64, (2,)), ("ss_meta", np.int64, (2,)), ("ss_name", np.uint8, (MAX_SESSIONS, 10))]
+    parts += [("fctl", np.int64, (RING_CTL,)), ("frames", np.uint8, (max(frame_bytes, 1),))]
     where, at = {}, 0
     for name, dtype, shape in parts:
         where[name] = (at, dtype, shape)
@@ -106,28 +116,32 @@ class Region:
     """The shared memory of one capture.  ``create`` (the producer) or ``attach`` (a consumer, from a file
     descriptor of the same memfd); every part is a numpy view of the mapping, named as in the layout."""
 
-    def __init__(self, fd: int, size: int, rows: list[int], counters: list[int]):
-        self.fd, self.size, self.rows = fd, size, rows
+    def __init__(self, fd: int, size: int, rows: list[int], counters: list[int], frame_bytes: int = 0):
+        self.fd, self.size, self.rows, self.frame_bytes = fd, size, rows, frame_bytes
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        where, _ = _layout(rows, counters)
+        where, _ = _layout(rows, counters, frame_bytes)
         for name, (at, dtype, shape) in where.items():
             setattr(self, name, np.frombuffer(self.map, dtype, int(np.prod(shape)), at).reshape(shape))
 
     @classmethod
-    def create(cls, rows: dict[int, int], counters: dict[str, int] | None = None) -> "Region":
-        """A new region with ``rows[r]`` rows in ring r (a power of two >= MIN_ROWS, or 0 for off) and the counter
-        blocks ``counters`` ({name in COUNTERS: words}), every page made resident now so the hot side never takes
-        a first-touch fault on it."""
+    def create(cls, rows: dict[int, int], counters: dict[str, int] | None = None,
+               frame_bytes: int = 0) -> "Region":
+        """A new region with ``rows[r]`` rows in ring r (a power of two >= MIN_ROWS, or 0 for off), the counter
+        blocks ``counters`` ({name in COUNTERS: words}) and a frame ring of ``frame_bytes`` (a power of two >=
+        MIN_FRAME_BYTES, or 0: not recording), every page made resident now so the hot side never takes a
+        first-touch fault on it."""
         counts = [int(rows.get(r, 0)) for r in range(N_RINGS)]
         words = [int((counters or {}).get(name, 0)) for name in COUNTERS]
         for r, n in enumerate(counts):
             if n and (n < MIN_ROWS or n & (n - 1)):
                 raise ValueError(f"{RING_NAMES[r]} ring: {n} rows is not a power of two >= {MIN_ROWS}")
-        _, size = _layout(counts, words)
+        if frame_bytes and (frame_bytes < MIN_FRAME_BYTES or frame_bytes & (frame_bytes - 1)):
+            raise ValueError(f"frame ring: {frame_bytes} bytes is not a power of two >= {MIN_FRAME_BYTES}")
+        _, size = _layout(counts, words, frame_bytes)
         fd = os.memfd_create("appliance-rows", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
-            region = cls(fd, size, counts, words)
+            region = cls(fd, size, counts, words, frame_bytes)
         except BaseException:
             os.close(fd)
             raise
@@ -137,6 +151,7 @@ class Region:
         h[H_MAGIC], h[H_VERSION], h[H_BYTES], h[H_PRODUCER_PID] = MAGIC, VERSION, size, os.getpid()
         h[H_ROWS:H_ROWS + N_RINGS] = counts
         h[H_COUNTERS:H_COUNTERS + len(COUNTERS)] = words
+        h[H_FRAME_BYTES] = frame_bytes
         region.sym[:] = 32
         return region
 
@@ -151,7 +166,7 @@ class Region:
             raise ValueError("not a row region of this version")
         counts = [int(v) for v in head[H_ROWS:H_ROWS + N_RINGS]]
         words = [int(v) for v in head[H_COUNTERS:H_COUNTERS + len(COUNTERS)]]
-        return cls(fd, size, counts, words)
+        return cls(fd, size, counts, words, int(head[H_FRAME_BYTES]))
 
     @classmethod
     def open_pid(cls, pid: int, fd: int) -> "Region":

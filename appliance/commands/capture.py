@@ -34,6 +34,15 @@ def parse_queues(text: str) -> list[int]:
     return queues
 
 
+def parse_record_ring(text: str) -> int:
+    from appliance.cold.rows import MIN_FRAME_BYTES
+
+    value = parse_size(text)
+    if value < MIN_FRAME_BYTES or value & (value - 1) or value > 1 << 34:
+        raise argparse.ArgumentTypeError(f"--record-ring must be a power of two from 1M to 16G, not {text}")
+    return value
+
+
 def parse_ring_rows(text: str) -> int:
     from appliance.cold.rows import MIN_ROWS
 
@@ -74,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="start a new file every S seconds, aligned to the wall clock")
     rec.add_argument("--max-files", type=_positive, metavar="N", help="keep only the newest N files")
     rec.add_argument("--snaplen", type=_positive, default=65535, help="bytes recorded per frame (default 65535)")
+    rec.add_argument("--record-ring", type=parse_record_ring, default=64 << 20, metavar="SIZE",
+                     help="shared frame ring the recording process drains (power of two, default 64M)")
     xdp = parser.add_argument_group("AF_XDP (--engine xdp)")
     xdp.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
                      help="XDP attach mode; auto tries native (driver) first")
@@ -165,7 +176,7 @@ def options_from(args):
         retire_ms=args.retire_ms or 2,
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
-        snaplen=args.snaplen, ready_file=args.ready_file, fanout_start=args.fanout_start,
+        snaplen=args.snaplen, record_ring=args.record_ring, ready_file=args.ready_file, fanout_start=args.fanout_start,
         ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms, hot_cpu=args.hot_cpu,
         output_cpus=args.output_cpus, hot_rt=args.hot_rt)
 
@@ -296,6 +307,8 @@ def _outcome(capture, options, out: str) -> int:
     problems = []
     if capture.stop_reason == "interface_gone":
         problems.append(f"interface {options.iface} went away during the capture; what arrived before is in {out}")
+    if capture.recording is not None and capture.recording.ended:
+        problems.append(capture.recording.ended)
     lost = recording_lost(capture.stats)
     if lost:
         problems.append(f"{lost} (summary.json capture.drops.recording)")
