@@ -113,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--pps, --topspeed and --loop go with --send IFACE")
     import os
 
+    from dataclasses import replace
+
+    import numpy as np
+
+    from appliance.decode import counters as C
+    from appliance.replay.decoder import VwapFold
     from appliance.replay.writer import BackgroundSink
     from appliance.decode import state as S
     from appliance.replay import summary as report_mod
@@ -144,10 +150,11 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out)
     stage = run_dir.open()
     try:
-        # Decoding (this thread) and formatting and writing (the writer thread) overlap on two cores.  The VWAP
-        # fold stays with the decoder: writing is the longer side (README, Replay).
-        sink = BackgroundSink(CsvSink(str(stage), args.messages, args.packets), fail_fast=True)
-        engine = Replay(options, sink, progress)
+        # Decoding (this thread) and folding, formatting and writing (the writer thread) overlap on two cores.
+        late = np.zeros(C.SIZE, np.int64)
+        fold = VwapFold(options.window_ns, options.step_ns, late)
+        sink = BackgroundSink(CsvSink(str(stage), args.messages, args.packets), fail_fast=True, fold=fold)
+        engine = Replay(replace(options, vwap=False), sink, progress)
         started = time.perf_counter()
         try:
             engine.run(args.inputs)
@@ -159,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.close()
         sink.close()
         engine.result.seconds = time.perf_counter() - started         # the rows written, not only decoded
+        engine.cnt[C.VWAP_LATE_TRADES] += late[C.VWAP_LATE_TRADES]
         if feeds:
             selection = "selected by --feed: " + ", ".join(
                 f"{ipaddress.IPv4Address(g)}:{p}" for g, p in feeds)

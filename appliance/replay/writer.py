@@ -8,6 +8,10 @@ day's decoding and its 0.9 GB of CSV text take about the same time; pipelined, a
 of the two instead of their sum (README, Replay).  A live capture does not use it: its rows go into shared
 row rings and its own output process (``appliance.cold``).
 
+The VWAP windows are folded on the writer thread too (``fold``, a ``replay.decoder.VwapFold``, with the
+decoder's own fold off): the fold reads the trade tape the writer is handed anyway, so the decoding thread,
+the longer side of a replay with its tables, keeps only the decoding.
+
 Full queue (the disk or the CPU cannot keep up): the decoding thread waits for room -- the input simply waits.
 The waits are counted (``output_waits``, ``output_wait_seconds``).  Rows are never dropped here.  Memory is
 bounded: at most ``depth`` queued calls, each one buffer's rows (the largest, --messages: 65,536 x 80 bytes =
@@ -33,10 +37,12 @@ def _names(mold) -> SimpleNamespace:
 
 
 class BackgroundSink:
-    def __init__(self, sink, depth: int = QUEUE_DEPTH, fail_fast: bool = False):
+    def __init__(self, sink, depth: int = QUEUE_DEPTH, fail_fast: bool = False, fold=None):
         """``fail_fast``: a failed write is raised by the next call (replay stops decoding: its run is
-        discarded); otherwise only by ``drain``."""
+        discarded); otherwise only by ``drain``.  ``fold``: fold the VWAP windows from the trades here (the
+        decoder then folds none: ``Options.vwap`` False); its ``cnt`` gets ``vwap_late_trades``."""
         self.sink = sink
+        self.fold = fold
         self.fail_fast = fail_fast
         self.dir = sink.dir
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -54,7 +60,12 @@ class BackgroundSink:
             if self.error is None:
                 name, args = item
                 try:
-                    getattr(self.sink, name)(*args)
+                    if name == "trades" and self.fold is not None:
+                        self.fold.feed(args[0], args[1], self.sink, args[2])    # windows before their trades
+                    if name == "vwap" and self.fold is not None:
+                        self.fold.finish(self.sink, args[2])                    # the end of input
+                    else:
+                        getattr(self.sink, name)(*args)
                 except BaseException as err:          # kept, and raised in the decoding thread by drain()
                     self.error = err
 
