@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -429,3 +430,122 @@ def test_the_command_without_a_capture_is_one_sentence(tmp_path):
     done = subprocess.run(_appliance("metrics", "--ready-file", str(ready)), capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 1
     assert done.stderr == f"appliance: the capture (pid {gone.pid}) is not running any more\n"
+
+
+# -- live: a capture in a lab, the command attached, a real Prometheus scraping it -----------------------------
+lab = module_lab("appl-metrics")
+
+PROMETHEUS_CONFIG = """global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: appliance
+    static_configs:
+      - targets: ["{target}"]
+"""
+
+
+def _stop(proc) -> None:
+    """End a process this test started (TERM, then KILL), whatever state the test is in."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _get(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+
+
+def _query(base: str, promql: str) -> float | None:
+    code, body = _get(base + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    assert code == 200, body
+    result = json.loads(body)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.slow
+def test_metrics_of_a_live_capture_equal_its_summary_and_prometheus_reads_them(lab, tmp_path):
+    from test_capture import SAMPLE, _start_capture
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("the prometheus server is not installed (Debian package prometheus)")
+    ready, out = tmp_path / "ready.json", tmp_path / "out"
+    capture = metrics = prom = sender = None
+    try:
+        capture = _start_capture(lab, out, "--engine", "xdp", "--ready-file", str(ready))
+        metrics = subprocess.Popen(_appliance("metrics", "--ready-file", str(ready), "--listen",
+                                              f"127.0.0.1:{_free_port()}", "--linger", "120", "--disk", str(tmp_path)),
+                                   stderr=subprocess.PIPE, text=True, cwd=REPO)
+        address = _wait_serving(metrics)
+        base = f"http://{address}"
+        _wait_http(base + "/healthz", 10)                         # the loop turns while nothing is sent
+        code, body = _get(base + "/readyz")
+        assert code == 503 and json.loads(body)["reasons"]["feed"] == "no feed frame yet"
+        config = tmp_path / "prometheus.yml"
+        config.write_text(PROMETHEUS_CONFIG.format(target=address))
+        prom_address = f"127.0.0.1:{_free_port()}"
+        prom = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address={prom_address}"],
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
+        _wait_http(f"http://{prom_address}/-/ready", 60)
+        sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "10000")),
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen, ready_seen = [], False
+        while sender.poll() is None:                                # scrape while the feed is sent
+            seen.append(_samples(_get(base + "/metrics")[1])[("appliance_messages_total", ())])
+            ready_seen = ready_seen or _get(base + "/readyz")[0] == 200
+            time.sleep(0.2)
+        assert sender.wait() == 0, sender.stderr.read()
+        _, err = capture.communicate(timeout=120)
+        assert capture.returncode == 0, err
+        assert seen == sorted(seen) and 0 < max(seen)
+        assert ready_seen, "/readyz never said ready while the feed was sent"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["messages"] == 19_999
+        got = _samples(_get(base + "/metrics")[1])                 # after the end: the final counts
+        assert got[("appliance_messages_total", ())] == summary["messages"]
+        assert got[("appliance_frames_total", ())] == summary["frames"]
+        assert got[("appliance_packets_total", ())] == summary["packets"]
+        assert got[("appliance_heartbeats_total", ())] == summary["heartbeats"]
+        assert got[("appliance_duplicate_packets_total", ())] == summary["duplicate_packets"]
+        assert got[("appliance_gaps_total", ())] == len(summary["gaps"])
+        for t, n in summary["messages_by_type"].items():
+            assert got[("appliance_messages_by_type_total", (("type", t),))] == n, t
+        output = summary["capture"]["output"]
+        assert got[("appliance_ring_published_rows_total", (("ring", "bbo"),))] == output["published"]["bbo"]
+        tables = output["consumers"]["tables"]["rings"]["bbo"]
+        assert got[("appliance_ring_delivered_rows_total", (("consumer", "slot0"), ("ring", "bbo")))] \
+            == tables["delivered"]
+        assert got[("appliance_receive_to_book_latency_seconds_count", ())] == summary["capture"]["latency"]["samples"]
+        assert got[("appliance_capture_state", (("state", "finished"),))] == 1
+        assert got[("appliance_dropped_frames_total", (("source", "kernel"),))] == 0
+        assert ("appliance_disk_free_bytes", (("directory", str(tmp_path)), ("role", "watched"))) in got
+        code, body = _get(base + "/healthz")                        # the capture has ended
+        assert code == 503 and "finished" in json.loads(body)["reasons"]["state"]
+        promql = f"http://{prom_address}"
+        deadline, value = time.monotonic() + 30, None
+        while time.monotonic() < deadline and value != summary["messages"]:
+            value = _query(promql, 'appliance_messages_total{job="appliance"}')
+            time.sleep(0.5)
+        assert value == summary["messages"] == 19_999
+        metrics.send_signal(signal.SIGTERM)
+        assert metrics.wait(30) == 0
+        assert metrics.stderr.read() == f"the capture (pid {capture.pid}) finished\n"
+    finally:
+        for proc in (sender, prom, metrics, capture):
+            _stop(proc)

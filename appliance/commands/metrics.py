@@ -12,7 +12,6 @@ import json
 import signal
 import sys
 import threading
-import time
 
 from appliance.errors import InputError, NeedsPrivilege, RunFailed
 

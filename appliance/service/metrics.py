@@ -143,6 +143,7 @@ class CaptureCollector:
         self.region, self.pid, self.interface, self.proc_root = region, pid, interface, proc_root
         self.gaps = GapTally()
         self._process = None
+        self._iface_last = None
 
     def collect(self):
         region = self.region
@@ -191,9 +192,12 @@ class CaptureCollector:
         yield CounterMetricFamily("appliance_recorded_bytes", "bytes written to the recording (pcap records)",
                                   value=int(cap[CAP_REC_BYTES]))
         drops = CounterMetricFamily("appliance_dropped_frames", "frames lost, by where they were counted "
-                                    "(kernel: the interface's own counters since it came up; recording: decoded "
-                                    "but not recorded)", labels=["source"])
+                                    "(kernel: the interface's own counters since it came up, the last read "
+                                    "while the capture ran; recording: decoded but not recorded)", labels=["source"])
         iface = interface_drops(self.proc_root, self.pid, self.interface) if self.pid and self.interface else None
+        if iface is None:
+            iface = self._iface_last                 # the capture has ended: its namespace's view is gone
+        self._iface_last = iface
         if iface is not None:
             drops.add_metric(["kernel"], iface["drops"])
         drops.add_metric(["recording"], int(cap[CAP_REC_DROPPED]))
