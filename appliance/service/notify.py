@@ -35,9 +35,9 @@ class Notifier:
         """One message of ``KEY=VALUE`` lines (keys as given, upper case by convention)."""
         if not self.address:
             return False
-        text = "\n".join(f"{key}={value}" for key, value in fields.items())
         if any("\n" in str(v) for v in fields.values()):
             raise ValueError("a notify value cannot hold a newline")
+        text = "\n".join(f"{key}={value}" for key, value in fields.items())
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(text.encode(), self.address)
         return True
