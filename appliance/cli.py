@@ -19,6 +19,7 @@ COMMANDS = {
     "capture": "receive a live feed (AF_XDP or TPACKET_V3) and decode it as replay does",
     "validate": "send a capture through the lab, capture it live and compare with its offline replay",
     "lab": "create or delete a network namespace with a multi-queue veth pair to capture from and send into",
+    "metrics": "serve a running capture's Prometheus metrics, /healthz and /readyz over HTTP",
 }
 
 
