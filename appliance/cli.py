@@ -19,6 +19,7 @@ COMMANDS = {
     "capture": "receive a live feed (AF_XDP or TPACKET_V3) and decode it as replay does",
     "validate": "send a capture through the lab, capture it live and compare with its offline replay",
     "lab": "create or delete a network namespace with a multi-queue veth pair to capture from and send into",
+    "config": "check the service's config file (/etc/appliance/appliance.toml) and print the effective config",
 }
 
 
