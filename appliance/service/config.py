@@ -4,7 +4,7 @@
 the line and the key (exit 2).  Unknown sections and keys are errors, so a typo never silently leaves a
 setting at its default.  ``provisioning/appliance.toml.example`` documents every key.
 
-Each section is a frozen dataclass whose fields are its keys: a field made with :func:`key` carries the check
+Each section is a frozen dataclass whose fields are its keys: a field made with :func:`.values.key` carries the check
 (provisioning's convention: a function returning why a value is wrong, or ``None``), an optional conversion
 from the TOML value (``"1G"`` -> 1073741824) and the way back for printing.  ``[capture]`` takes the values
 ``appliance capture`` takes, with the choices and limits of :mod:`appliance.args`.  Output consumers are
@@ -13,23 +13,23 @@ publisher is a new dataclass and one entry there.
 
 What this does not check, because it depends on the host and not on the file: that the interface exists,
 that the CPUs are ones the service may run on, that RT throttling is on, that directories are writable.
-``appliance serve`` checks those when it starts.
+Those are for ``appliance serve`` (not built yet) to check when it starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance import args as A
 from appliance.errors import UserError
+from appliance.service import values as V
 from appliance.service.toml_lines import key_lines, line_of
 from appliance.service.toml_out import dumps, string
-from provisioning.limits import NR_CPUS_MAX, is_bool, is_count, one_of
+from provisioning.limits import is_bool, one_of
 
 DEFAULT_PATH = "/etc/appliance/appliance.toml"
 ENV_VAR = "APPLIANCE_CONFIG"
@@ -45,181 +45,40 @@ class ConfigError(UserError):
     """The config file is missing, unreadable, not TOML, or holds a key or value that is not allowed (exit 2)."""
 
 
-# -- value checks (why a value is wrong, or None) ----------------------------------------------------------
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_from(low: int, high: int | None = None):
-    def check(v) -> str | None:
-        if _is_int(v) and v >= low and (high is None or v <= high):
-            return None
-        return f"must be a whole number from {low} to {high}" if high is not None else \
-            f"must be a whole number >= {low}"
-    return check
-
-
-_positive = _int_from(1)
-
-
-def _seconds(v) -> str | None:
-    ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v > 0
-    return None if ok else "must be a positive number of seconds"
-
-
-def _days(v) -> str | None:
-    ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v > 0
-    return None if ok else "must be a positive number of days"
-
-
-def _size(v) -> str | None:
-    if _is_int(v):
-        return None if v > 0 else "must be a positive number of bytes"
-    if not isinstance(v, str):
-        return 'must be a size such as "512M" or "2G", or a number of bytes'
-    try:
-        A.size_bytes(v)
-    except ValueError as err:
-        return f"is {err}"
-    return None
-
-
-def _to_bytes(v) -> int:
-    return v if _is_int(v) else A.size_bytes(v)
-
-
-def _absolute(v) -> str | None:
-    if not isinstance(v, str) or not v or "\0" in v:
-        return "must be a path"
-    return None if os.path.isabs(v) else f"must be an absolute path ({v!r} is relative)"
-
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-
-
-def _name(v) -> str | None:
-    ok = isinstance(v, str) and _NAME.match(v)
-    return None if ok else "must be a name of 1 to 32 letters, digits, '_', '.' or '-'"
-
-
-def _iface(v) -> str | None:
-    # The kernel's dev_valid_name(): under IFNAMSIZ (16) bytes, no '/', ':' or white space, not . or ..
-    ok = isinstance(v, str) and 0 < len(v.encode()) < 16 and v not in (".", "..") and \
-        not any(ch in "/:" or ch.isspace() for ch in v)
-    return None if ok else "must be a network interface name (1 to 15 characters, no '/', ':' or spaces)"
-
-
-def _cpu(v) -> str | None:
-    return None if _is_int(v) and 0 <= v < NR_CPUS_MAX else f"must be a CPU number from 0 to {NR_CPUS_MAX - 1}"
-
-
-def _numbers(item_check, what: str):
-    def check(v) -> str | None:
-        if not isinstance(v, list) or not v:
-            return f"must be a non-empty list of {what}"
-        for item in v:
-            if item_check(item):
-                return f"must be a list of {what}: {item!r} {item_check(item)}"
-        return None if len(set(v)) == len(v) else f"names the same {what[:-1]} twice"
-    return check
-
-
-_cpus = _numbers(_cpu, "CPU numbers")
-_queue_list = _numbers(is_count, "queue numbers")
-
-
-def _queues(v) -> str | None:
-    problem = None if v == "all" else _queue_list(v)
-    return f'must be "all" or a list of queue numbers: this one {problem[5:]}' if problem else None
-
-
-def _ring_rows(v) -> str | None:
-    return "must be a whole number" if not _is_int(v) else A.ring_rows_problem(v)
-
-
-def _power_of_two(v) -> str | None:
-    return None if _is_int(v) and v > 0 and not v & (v - 1) else "must be a power of two"
-
-
-def _group(v) -> str | None:
-    if not isinstance(v, str):
-        return 'must be an IPv4 multicast group such as "233.54.12.111"'
-    problem = A.group_problem(v)
-    return f"must be an IPv4 multicast group: {problem}" if problem else None
-
-
-def _port(v) -> str | None:
-    problem = A.port_problem(v) if _is_int(v) else "it is not a whole number"
-    return f"must be a UDP port from 1 to 65535 ({problem})" if problem else None
-
-
-def _listen(v) -> str | None:
-    """host:port, where host is an IPv4 address, a bracketed IPv6 address or a host name."""
-    host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-    if not sep or not port.isdigit() or A.port_problem(int(port)):
-        return 'must be HOST:PORT such as "127.0.0.1:9108" or "[::1]:9108"'
-    try:
-        if host.startswith("[") and host.endswith("]"):
-            ipaddress.IPv6Address(host[1:-1])
-        elif not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", host):
-            return f"has {host!r}, which is not an IPv4 address, a bracketed IPv6 address or a host name"
-        elif re.match(r"^[0-9.]+$", host):
-            ipaddress.IPv4Address(host)
-    except ValueError:
-        return f"has {host!r}, which is not an IP address"
-    return None
-
-
-def key(check, default=dataclasses.MISSING, convert=None, show=None):
-    """A dataclass field that is a key of its TOML table.  No default: the key is required.  ``None``: it may
-    be absent (and is not printed).  ``convert`` turns the checked TOML value into the field's value, ``show``
-    turns it back for printing."""
-    meta = {"check": check, "convert": convert, "show": show}
-    return field(default=default, metadata=meta)
-
-
-def size_key(default):
-    return key(_size, default, _to_bytes, A.format_size)
-
-
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
 # -- the sections ------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class Capture:
     """``[capture]``: what ``appliance capture`` takes on its command line (see its --help for each)."""
 
-    interface: str = key(_iface)
-    engine: str = key(one_of(*A.ENGINES), "xdp")
-    queues: str | tuple[int, ...] = key(_queues, "all", _tuple)
-    hot_cpu: int | None = key(_cpu, None)
-    output_cpus: tuple[int, ...] | None = key(_cpus, None, _tuple)
-    hot_rt: int = key(_int_from(0, A.HOT_RT_MAX), 0)
-    idle: str = key(one_of(*A.IDLE_MODES), "poll")
-    nap_us: int = key(_positive, 200)
-    prefault: bool = key(is_bool, True)
-    ring_rows: int = key(_ring_rows, 1 << 20)
-    order_capacity: int = key(_positive, DEFAULT_ORDER_CAPACITY)
-    level_pool: int = key(_positive, DEFAULT_LEVEL_POOL)
-    xdp_mode: str = key(one_of(*A.XDP_MODES), "auto")
-    xdp_copy: str = key(one_of(*A.XDP_COPY_MODES), "auto")
-    frames: int | None = key(_power_of_two, None)
-    hugepages: bool = key(is_bool, True)
-    tpacket_version: int = key(one_of(*A.TPACKET_VERSIONS), 3)
-    block_size: int = size_key(1 << 20)
-    blocks: int = key(_positive, 64)
-    retire_ms: int = key(_positive, 2)
+    interface: str = V.key(V.iface)
+    engine: str = V.key(one_of(*A.ENGINES), "xdp")
+    queues: str | tuple[int, ...] = V.key(V.queues, "all", V.as_tuple)
+    hot_cpu: int | None = V.key(V.cpu, None)
+    output_cpus: tuple[int, ...] | None = V.key(V.cpus, None, V.as_tuple)
+    hot_rt: int = V.key(V.int_from(0, A.HOT_RT_MAX), 0)
+    idle: str = V.key(one_of(*A.IDLE_MODES), "poll")
+    nap_us: int = V.key(V.positive, 200)
+    prefault: bool = V.key(is_bool, True)
+    ring_rows: int = V.key(V.ring_rows, 1 << 20)
+    order_capacity: int = V.key(V.positive, DEFAULT_ORDER_CAPACITY)
+    level_pool: int = V.key(V.positive, DEFAULT_LEVEL_POOL)
+    xdp_mode: str = V.key(one_of(*A.XDP_MODES), "auto")
+    xdp_copy: str = V.key(one_of(*A.XDP_COPY_MODES), "auto")
+    frames: int | None = V.key(V.power_of_two, None)
+    hugepages: bool = V.key(is_bool, True)
+    tpacket_version: int = V.key(one_of(*A.TPACKET_VERSIONS), 3)
+    block_size: int = V.size_key(1 << 20)
+    blocks: int = V.key(V.positive, 64)
+    retire_ms: int = V.key(V.positive, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Line:
     """One multicast line of a feed (A or B)."""
 
-    name: str = key(_name)
-    group: str = key(_group)
-    port: int = key(_port)
+    name: str = V.key(V.name)
+    group: str = V.key(V.group)
+    port: int = V.key(V.port)
 
     @property
     def address(self) -> tuple[int, int]:
@@ -239,14 +98,14 @@ class Feed:
 class Recording:
     """``[recording]``: the feed frames as pcap files, rotated, and kept within a budget."""
 
-    enabled: bool = key(is_bool, True)
-    directory: str = key(_absolute, f"{STATE_DIRECTORY}/recordings")
-    rotate_size: int = size_key(1 << 30)
-    rotate_seconds: int = key(_positive, 3600)
-    snaplen: int = key(_int_from(1, 65535), 65535)
-    retain_bytes: int | None = size_key(None)
-    retain_days: float | None = key(_days, None, float)
-    free_floor: int = size_key(1 << 30)
+    enabled: bool = V.key(is_bool, True)
+    directory: str = V.key(V.absolute, f"{STATE_DIRECTORY}/recordings")
+    rotate_size: int = V.size_key(1 << 30)
+    rotate_seconds: int = V.key(V.positive, 3600)
+    snaplen: int = V.key(V.int_from(1, 65535), 65535)
+    retain_bytes: int | None = V.size_key(None)
+    retain_days: float | None = V.key(V.days, None, float)
+    free_floor: int = V.size_key(1 << 30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,9 +115,9 @@ class CsvOutput:
 
     name: str
     kind: str = "csv"
-    directory: str = key(_absolute, f"{STATE_DIRECTORY}/tables")
-    messages: bool = key(is_bool, False)
-    packets: bool = key(is_bool, False)
+    directory: str = V.key(V.absolute, f"{STATE_DIRECTORY}/tables")
+    messages: bool = V.key(is_bool, False)
+    packets: bool = V.key(is_bool, False)
 
 
 OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutput}
@@ -269,16 +128,16 @@ DEFAULT_OUTPUTS = (CsvOutput(name="tables"),)
 class Metrics:
     """``[metrics]``: the Prometheus and health endpoints (/metrics, /healthz, /readyz)."""
 
-    listen: str = key(_listen, "127.0.0.1:9108")
-    feed_stale_seconds: float = key(_seconds, 5.0, float)
+    listen: str = V.key(V.listen, "127.0.0.1:9108")
+    feed_stale_seconds: float = V.key(V.seconds, 5.0, float)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Service:
     """``[service]``: the process itself."""
 
-    state_directory: str = key(_absolute, STATE_DIRECTORY)
-    watchdog: bool = key(is_bool, True)
+    state_directory: str = V.key(V.absolute, STATE_DIRECTORY)
+    watchdog: bool = V.key(is_bool, True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,7 +230,7 @@ class _Reader:
         for name, f in keys.items():
             if name not in table:
                 if f.default is dataclasses.MISSING:
-                    raise self.error(path, f"needs a {name!r} key")
+                    raise self.error(path, f"needs the key {name!r}")
                 continue
             problem = f.metadata["check"](table[name])
             if problem:
@@ -400,9 +259,11 @@ class _Reader:
             self.check_name(path, name, "feed")
             self.table(path, table, {"lines"})
             lines = table.get("lines")
+            example = '[{name = "A", group = "233.54.12.111", port = 26477}, ...]'
+            if "lines" not in table:
+                raise self.error(path, f"needs its lines: lines = {example}")
             if not isinstance(lines, list) or not lines:
-                raise self.error(path + (("lines",) if "lines" in table else ()),
-                                 "needs lines = [{name = ..., group = ..., port = ...}, ...], at least one")
+                raise self.error(path + ("lines",), f"must be a non-empty list of lines such as {example}")
             made.append(Feed(name=name, lines=tuple(self.line(path + ("lines", i), line, seen)
                                                     for i, line in enumerate(lines))))
             names = [line.name for line in made[-1].lines]
@@ -433,7 +294,7 @@ class _Reader:
             self.table(path, table, set(table))
             kind = table.get("kind")
             if kind is None:
-                raise self.error(path, f"needs a 'kind' key (one of {', '.join(sorted(OUTPUT_KINDS))})")
+                raise self.error(path, f"needs the key 'kind' (one of {', '.join(sorted(OUTPUT_KINDS))})")
             if kind not in OUTPUT_KINDS:
                 raise self.error(path + ("kind",), f"is {kind!r}, not a known kind of output (known: "
                                                    f"{', '.join(sorted(OUTPUT_KINDS))})")
@@ -446,7 +307,7 @@ class _Reader:
         return tuple(made)
 
     def check_name(self, path: tuple, name: str, what: str) -> None:
-        if _name(name):
+        if V.name(name):
             raise self.error(path, f"is not a usable {what} name: use 1 to 32 letters, digits, '_', '.' or '-'")
 
 
