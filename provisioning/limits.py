@@ -39,6 +39,26 @@ INT_SYSCTLS = frozenset(f"net.core.{name}" for name in (
     "netdev_budget", "netdev_budget_usecs", "dev_weight", "busy_read", "busy_poll", "somaxconn"))
 
 
+# Value checks, shared by tuning profiles and the appliance config file: each returns why a value read from
+# TOML is wrong (the rest of the sentence after its key), or None.
+def is_bool(v) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def is_count(v) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be a whole number >= 0"
+
+
+def is_text(v) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+
+
+def one_of(*choices):
+    def check(v) -> str | None:
+        return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
 def sysctl_range(name: str) -> tuple[int, int, str]:
     if name in INT_SYSCTLS:
         return 0, S32_MAX, f"{name}, an int sysctl"

@@ -15,31 +15,17 @@ from pathlib import Path
 
 from provisioning.errors import ProfileError
 from provisioning.limits import CAPTURE_QUEUES, KNOB_RANGES, NR_CPUS_MAX, cpulist_problem, out_of_range, sysctl_range
+from provisioning.limits import is_bool as _bool
+from provisioning.limits import is_count as _count
+from provisioning.limits import is_text as _text
+from provisioning.limits import one_of as _word
 
 BUILTIN = ("latency", "throughput")
 _SYSCTL_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
 
 
-def _bool(v):
-    return None if isinstance(v, bool) else "must be true or false"
-
-
-def _count(v):
-    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be a whole number >= 0"
-
-
 def _count_or_max(v):
     return None if v == "max" or _count(v) is None else 'must be "max" or a whole number'
-
-
-def _word(*choices):
-    def check(v):
-        return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
-    return check
-
-
-def _text(v):
-    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
 
 def _cores(v):

@@ -11,6 +11,9 @@ job=${1:-demo}
 
 DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm libbpf-dev libxdp-dev
       xdp-tools bpftool ethtool iproute2 netsniff-ng tcpdump"
+# The tests scrape the metrics endpoint with a real Prometheus server (and check it with promtool); they start
+# their own on a loopback port, so the package's own service is stopped and disabled if this installs it.
+[ "$job" = test ] && DEBS="$DEBS prometheus"
 missing=""
 for p in $DEBS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -26,6 +29,9 @@ if [ -n "$missing" ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq || true
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    case " $missing " in
+        *" prometheus "*) [ -d /run/systemd/system ] && systemctl disable --now prometheus >/dev/null 2>&1 || true ;;
+    esac
 fi
 make -s --no-print-directory -C xdp      # the XDP steering program, xdp/build/feed_steer.bpf.o
 

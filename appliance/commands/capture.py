@@ -5,61 +5,20 @@ import argparse
 import ipaddress
 import sys
 
+from appliance.args import (ENGINES, FANOUT_MODES, HOT_RT_MAX, IDLE_MODES, TPACKET_VERSIONS, XDP_COPY_MODES,
+                            XDP_MODES, parse_feed, parse_queues, parse_record_ring, parse_ring_rows, parse_size)
+from appliance.args import positive as _positive
 from appliance.capture.send import check_iface
-from appliance.commands.replay import _positive, check_feeds, parse_feed
+from appliance.commands.replay import check_feeds
 from appliance.display import printable
 from appliance.errors import NeedsPrivilege, UserError
-
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-def parse_size(text: str) -> int:
-    unit = text[-1:].upper() if text[-1:].isalpha() else ""
-    try:
-        value = int(text[:-1] if unit else text) * SIZE_UNITS[unit]
-    except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 2G)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
-def parse_queues(text: str) -> list[int]:
-    try:
-        queues = sorted({int(q) for q in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--queues {text!r} is not a list like 0,1,2") from None
-    if any(q < 0 for q in queues):
-        raise argparse.ArgumentTypeError("--queues must be non-negative")
-    return queues
-
-
-def parse_record_ring(text: str) -> int:
-    from appliance.cold.rows import MIN_FRAME_BYTES
-
-    value = parse_size(text)
-    if value < MIN_FRAME_BYTES or value & (value - 1) or value > 1 << 34:
-        raise argparse.ArgumentTypeError(f"--record-ring must be a power of two from 1M to 16G, not {text}")
-    return value
-
-
-def parse_ring_rows(text: str) -> int:
-    from appliance.cold.rows import MIN_ROWS
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--ring-rows {text!r} is not a number") from None
-    if value < MIN_ROWS or value & (value - 1) or value > 1 << 26:
-        raise argparse.ArgumentTypeError(f"--ring-rows must be a power of two from {MIN_ROWS} to {1 << 26}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iface", required=True, help="capture interface")
     parser.add_argument("--feed", action="append", type=parse_feed, required=True, metavar="GROUP:PORT",
                         help="a feed line to receive (repeat for A/B lines); the groups are joined on --iface")
-    parser.add_argument("--engine", choices=("xdp", "tpacket"), default="xdp",
+    parser.add_argument("--engine", choices=ENGINES, default="xdp",
                         help="AF_XDP with the steering XDP program (default) or an AF_PACKET TPACKET ring "
                              "(--tpacket-version)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (as for replay)")
@@ -68,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep running after every session has sent its end-of-session packet")
     parser.add_argument("--linger", type=float, default=0.5, metavar="S",
                         help="after end of session, stop once the lines are quiet this long (default 0.5)")
-    parser.add_argument("--idle", choices=("poll", "nap", "spin"), default="poll",
+    parser.add_argument("--idle", choices=IDLE_MODES, default="poll",
                         help="when the ring is empty: poll (sleep until frames arrive; default), nap (sleep "
                              "--nap-us first so frames come in batches: least CPU, adds up to that latency), "
                              "spin (re-read the ring: a whole core, least latency)")
@@ -86,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--record-ring", type=parse_record_ring, default=64 << 20, metavar="SIZE",
                      help="shared frame ring the recording process drains (power of two, default 64M)")
     xdp = parser.add_argument_group("AF_XDP (--engine xdp)")
-    xdp.add_argument("--xdp-mode", choices=("auto", "native", "generic"), default="auto",
+    xdp.add_argument("--xdp-mode", choices=XDP_MODES, default="auto",
                      help="XDP attach mode; auto tries native (driver) first")
-    xdp.add_argument("--xdp-copy", choices=("auto", "copy", "zerocopy"), default="auto",
+    xdp.add_argument("--xdp-copy", choices=XDP_COPY_MODES, default="auto",
                      help="AF_XDP bind mode; auto tries zero-copy first")
     xdp.add_argument("--queues", type=parse_queues, metavar="LIST", help="rx queues to bind (default: all)")
     xdp.add_argument("--frames", type=_positive, default=None,
@@ -96,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "up to 4 queues, fewer beyond so all queues stay within 256 MiB)")
     xdp.add_argument("--no-hugepages", action="store_true", help="UMEM on normal pages even if hugepages are free")
     tp = parser.add_argument_group("TPACKET (--engine tpacket)")
-    tp.add_argument("--tpacket-version", type=int, choices=(2, 3), default=3,
+    tp.add_argument("--tpacket-version", type=int, choices=TPACKET_VERSIONS, default=3,
                     help="3 (default): frames handed over a block at a time -- least CPU per frame, but a frame "
                          "waits up to --retire-ms at low rates; 2: each frame handed over as it lands -- lowest "
                          "latency, a wakeup and a fixed slot per frame")
@@ -107,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tp.add_argument("--workers", type=_positive, default=1, metavar="N",
                     help="N capture processes sharing the traffic through PACKET_FANOUT (default 1); each writes "
                          "OUT/worker-K/ and OUT/workers.json sums them")
-    tp.add_argument("--fanout", choices=("hash", "qm", "lb", "cpu"),
+    tp.add_argument("--fanout", choices=FANOUT_MODES,
                     help="fan-out mode: hash (flow hash, the default with --workers), qm (rx queue), lb, cpu")
     tp.add_argument("--fanout-group", type=_positive, default=None, metavar="ID",
                     help="fan-out group id, to split traffic with capture processes started separately")
@@ -195,8 +154,8 @@ def check_placement(args, proc: str = "/proc") -> None:
         if args.hot_cpu in args.output_cpus:
             raise UserError("--output-cpus must not include --hot-cpu: the output work would share the hot core")
     if args.hot_rt is not None:
-        if not 1 <= args.hot_rt <= 99:
-            raise UserError("--hot-rt takes a SCHED_FIFO priority from 1 to 99")
+        if not 1 <= args.hot_rt <= HOT_RT_MAX:
+            raise UserError(f"--hot-rt takes a SCHED_FIFO priority from 1 to {HOT_RT_MAX}")
         try:
             runtime = int(open(f"{proc}/sys/kernel/sched_rt_runtime_us").read())
         except (OSError, ValueError):

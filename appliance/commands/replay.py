@@ -6,22 +6,11 @@ import ipaddress
 import sys
 import time
 
+from appliance.args import parse_feed
+from appliance.args import positive as _positive
 from appliance.errors import EXIT_DAMAGED_INPUT, RunFailed, UserError
 
 PROGRESS_MIN_BYTES = 32 << 20
-
-
-def parse_feed(text: str) -> tuple[int, int]:
-    """GROUP:PORT -> (group as int, port); the group must be an IPv4 multicast address."""
-    group, sep, port = text.rpartition(":")
-    try:
-        addr = ipaddress.IPv4Address(group)
-        port_no = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--feed {text!r} is not GROUP:PORT (e.g. 233.54.12.1:26400)") from None
-    if not sep or not addr.is_multicast or not 0 < port_no < 65536:
-        raise argparse.ArgumentTypeError(f"--feed {text!r} needs an IPv4 multicast group and a port 1-65535")
-    return int(addr), port_no
 
 
 def check_feeds(feeds: list[tuple[int, int]] | None) -> None:
@@ -32,16 +21,6 @@ def check_feeds(feeds: list[tuple[int, int]] | None) -> None:
         raise UserError("the same --feed is named twice")
     if feeds and len(feeds) > MAX_LINES:
         raise UserError(f"at most {MAX_LINES} --feed lines")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
 
 
 def _count(text: str) -> int:

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.commands.replay import _positive
+from appliance.args import positive as _positive
 from appliance.display import printable
 from appliance.errors import UserError
 

@@ -1,2 +1,2 @@
-"""The long-running service's parts: metrics and health over HTTP, the systemd notify protocol (and, later,
-``appliance serve`` and its config)."""
+"""The long-running service's parts: its config file (``config``), metrics and health over HTTP (``metrics``,
+``health``, ``http``), the systemd notify protocol (``notify``); ``appliance serve`` itself is not built yet."""
