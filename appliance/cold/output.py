@@ -186,12 +186,13 @@ def warm_up(reader: Reader, sink, fold, messages: bool) -> None:
     them from numba's cache (about a second of CPU in all) happens before the capture starts, not at its first
     rows."""
     from appliance.decode.vwap import feed_trades
-    from appliance.replay.csvfmt import format_messages, format_rows
+    from appliance.replay.csvfmt import format_messages
 
     sym = reader.region.sym
-    rows = reader.buffers[BBO][:0]
-    format_rows(rows, 0, sink.bbo_file.spec, sym, sink.bbo_file.text)
+    sink.bbo_file.fmt(reader.buffers[BBO][:0], 0, sym, sink.bbo_file.text)
     tape = reader.buffers[TAPE][:0]
+    sink.trades_file.fmt(tape, 0, sym, sink.trades_file.text)
+    sink.vwap_file.fmt(fold.vw.rows[:0], 0, sym, sink.vwap_file.text)
     feed_trades(tape, 0, 0, fold.vw, fold.cnt)
     if messages:
         names, lengths = np.zeros((1, 10), np.uint8), np.zeros(1, np.int64)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from appliance.decode.mold import PACKET_STATUS
-from appliance.decode.state import BBO_ASK_PRICE, BBO_ASK_SIZE, BBO_BID_PRICE, BBO_BID_SIZE, BBO_LOCATE, BBO_TS, \
-    KIND_BROKEN, KIND_CLOCK, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_PRICE, TAPE_SHARES, TAPE_SIDE, TAPE_TS
+from appliance.decode.state import KIND_BROKEN, TAPE_KIND, TAPE_LOCATE, TAPE_MATCH, TAPE_TS
 from appliance.errors import RunFailed, UserError
 from appliance.files import written_whole
-from appliance.replay.csvfmt import CHAR, INT, RATIO4, SYMBOL, format_messages, format_rows, message_spec, spec
+from appliance.replay.csvfmt import INT, SYMBOL, format_bbo, format_messages, format_rows, format_trades, format_vwap, \
+    message_spec, spec
 
 BBO_HEADER = "timestamp_ns,locate,symbol,bid_price,bid_size,ask_price,ask_size"
 TRADES_HEADER = "timestamp_ns,locate,symbol,kind,side,shares,price,match_number"
@@ -28,13 +28,13 @@ BROKEN_HEADER = "timestamp_ns,locate,symbol,match_number"
 VWAP_HEADER = "window_end_ns,locate,symbol,volume,notional,vwap,trades"
 PACKETS_HEADER = "frame,line,session,sequence,count,status"
 
-# row columns -> CSV columns (see state.Out and vwap.Vwap for the row layouts)
-BBO_SPEC = spec((INT, BBO_TS), (INT, BBO_LOCATE), (SYMBOL, BBO_LOCATE), (INT, BBO_BID_PRICE), (INT, BBO_BID_SIZE),
-                (INT, BBO_ASK_PRICE), (INT, BBO_ASK_SIZE))
-TRADES_SPEC = spec((INT, TAPE_TS), (INT, TAPE_LOCATE), (SYMBOL, TAPE_LOCATE), (CHAR, TAPE_KIND), (CHAR, TAPE_SIDE),
-                   (INT, TAPE_SHARES), (INT, TAPE_PRICE), (INT, TAPE_MATCH))
+# row columns -> CSV columns: bbo, trades and vwap have kernels of their own (csvfmt.format_bbo, ...; their
+# columns are the headers above), broken.csv the column spec (see state.Out for the row layout)
 BROKEN_SPEC = spec((INT, TAPE_TS), (INT, TAPE_LOCATE), (SYMBOL, TAPE_LOCATE), (INT, TAPE_MATCH))
-VWAP_SPEC = spec((INT, 0), (INT, 1), (SYMBOL, 1), (INT, 2), (INT, 3), (RATIO4, 3, 2), (INT, 4))
+
+
+def format_broken(rows, n, sym, dst):
+    return format_rows(rows, n, BROKEN_SPEC, sym, dst)
 
 TEXT_BUFFER = 16 << 20
 
@@ -59,12 +59,13 @@ class _guard:
 
 
 class _CsvFile:
-    def __init__(self, path: Path, header: str | bytes, colspec: np.ndarray | None, newline: bytes = b"\n"):
+    def __init__(self, path: Path, header: str | bytes, fmt, newline: bytes = b"\n"):
+        """``fmt(rows, n, sym, text)`` formats rows into ``text``: (rows consumed, bytes used)."""
         self.path = path
         with _guard(path):
             self.fh = open(path, "wb")
             self.fh.write((header.encode() if isinstance(header, str) else header) + newline)
-        self.spec = colspec
+        self.fmt = fmt
         self.text = np.empty(TEXT_BUFFER, np.uint8)
         self.rows = 0
 
@@ -72,7 +73,7 @@ class _CsvFile:
         done = 0
         with _guard(self.path):
             while done < n:
-                wrote, used = format_rows(rows[done:n], n - done, self.spec, sym, self.text)
+                wrote, used = self.fmt(rows[done:n], n - done, sym, self.text)
                 self.fh.write(self.text[:used].data)
                 done += wrote
         self.rows += n
@@ -115,10 +116,10 @@ class CsvSink:
             probe.unlink()
         except OSError as err:
             raise UserError(f"cannot write to output directory {out_dir}: {err.strerror or err}") from None
-        self.bbo_file = _CsvFile(self.dir / "bbo.csv", BBO_HEADER, BBO_SPEC)
-        self.trades_file = _CsvFile(self.dir / "trades.csv", TRADES_HEADER, TRADES_SPEC)
-        self.broken_file = _CsvFile(self.dir / "broken.csv", BROKEN_HEADER, BROKEN_SPEC)
-        self.vwap_file = _CsvFile(self.dir / "vwap.csv", VWAP_HEADER, VWAP_SPEC)
+        self.bbo_file = _CsvFile(self.dir / "bbo.csv", BBO_HEADER, format_bbo)
+        self.trades_file = _CsvFile(self.dir / "trades.csv", TRADES_HEADER, format_trades)
+        self.broken_file = _CsvFile(self.dir / "broken.csv", BROKEN_HEADER, format_broken)
+        self.vwap_file = _CsvFile(self.dir / "vwap.csv", VWAP_HEADER, format_vwap)
         self.messages_file = _MessagesFile(self.dir / "messages.csv") if messages else None
         self.packets_fh = None
         if packets:
@@ -141,11 +142,11 @@ class CsvSink:
         self.bbo_file.write(rows, n, sym)
 
     def trades(self, rows, n, sym):
+        """The tape: trades to trades.csv (the kernel skips the feed-clock marks, which are for the VWAP windows
+        only, and the broken trades), broken trades to broken.csv."""
+        self.trades_file.write(rows, n, sym)
         tape = rows[:n]
-        kind = tape[:, TAPE_KIND]
-        trades = tape[(kind != KIND_CLOCK) & (kind != KIND_BROKEN)]   # clock marks are for the VWAP windows only
-        self.trades_file.write(trades, len(trades), sym)
-        broken = tape[kind == KIND_BROKEN]
+        broken = tape[tape[:, TAPE_KIND] == KIND_BROKEN]
         if len(broken):
             self.broken_file.write(broken, len(broken), sym)
 
