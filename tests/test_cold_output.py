@@ -94,6 +94,25 @@ def test_sigkill_of_the_output_process_is_said_and_the_capture_goes_on(lab, tmp_
     assert summary["capture"]["output"]["process"]["ended_early"]
 
 
+def test_a_clean_capture_records_every_frame_and_exits_0(lab, tmp_path, replayed):
+    """The recording process ends with the capture (after it wrote the last frame), not as a failure."""
+    rec = tmp_path / "rec"
+    proc = _start_capture(lab, tmp_path / "out", "--engine", "xdp", "--record", str(rec))
+    _send(lab)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    cap = summary["capture"]
+    assert cap["drops"]["recording"] == 0 and cap["counters"]["recorded_frames"] == 8_322
+    assert cap["recording"]["write_errors"] == 0 and cap["recording"]["files_opened"] == 1
+    done = subprocess.run(_appliance("replay", *map(str, sorted(rec.glob("*.pcap"))), "--out", str(tmp_path / "re"),
+                                     "-q"), capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    again = json.loads((tmp_path / "re" / "summary.json").read_text())
+    assert again["frames"] == 8_322 and again["messages"] == 19_999
+    assert (tmp_path / "re" / "bbo.csv").read_bytes() == (replayed / "bbo.csv").read_bytes()
+
+
 def test_sigkill_of_the_recording_process_counts_every_frame_not_recorded(lab, tmp_path, replayed):
     rec = tmp_path / "rec"
     proc = _start_capture(lab, tmp_path / "out", "--engine", "xdp", "--record", str(rec))

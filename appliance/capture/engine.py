@@ -216,15 +216,15 @@ class Capture:
             remove_ready(o.ready_file)
         self.seconds = time.perf_counter() - started
         self.decoder.finish_stream()          # the last rows go into the rings
+        for proc in self._cold():
+            proc.check()                      # one that died during the capture (before FINISHED lets them end)
         if self.region is not None:
             self.region.set_state(R.STATE_FINISHED)
         if self.output is not None:
-            self.output.check()
             self.output_code = self.output.finish()
             self.decoder.cnt[C.VWAP_LATE_TRADES] += self.output.vwap_late_trades()
         self.stats["output"] = capstats.output_stats(self)
         if self.recording is not None:
-            self.recording.check()
             self.recording.finish()
             capstats.add_recording(self.stats, self.recording.result())
 
