@@ -280,6 +280,7 @@ class Serve:
         with self.lock:
             if self.session is not None:
                 self.session.up_at = now
+                self.session.health.sample()
         if self.rings_down_at is not None:
             window = now - self.rings_down_at
             self.windows.append(window)
