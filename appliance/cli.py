@@ -20,6 +20,7 @@ COMMANDS = {
     "validate": "send a capture through the lab, capture it live and compare with its offline replay",
     "lab": "create or delete a network namespace with a multi-queue veth pair to capture from and send into",
     "metrics": "serve a running capture's Prometheus metrics, /healthz and /readyz over HTTP",
+    "serve": "run the capture appliance as a service: a capture per session, metrics, health, systemd notify",
     "config": "check the service's config file (/etc/appliance/appliance.toml) and print the effective config",
 }
 

@@ -148,6 +148,7 @@ class Capture:
         self.hot_error: BaseException | None = None
         self.trouble: str | None = None
         self.ring_info: dict = {}
+        self.rings_closed_at: float | None = None    # time.monotonic() once the rings (and XDP) are torn down
         self.stats: dict = {}
         self.seconds = 0.0
 
@@ -245,6 +246,7 @@ class Capture:
             self.watch.close()
             self.stats = capstats.collect(self, rings, iface_before)
             self.stats["multicast_seen"] = self.watch.result() if ran else None
+        self.rings_closed_at = time.monotonic()
 
     def _start_line(self, rings, stopping: dict) -> None:
         """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the

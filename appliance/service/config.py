@@ -13,7 +13,7 @@ publisher is a new dataclass and one entry there.
 
 What this does not check, because it depends on the host and not on the file: that the interface exists,
 that the CPUs are ones the service may run on, that RT throttling is on, that directories are writable.
-Those are for ``appliance serve`` (not built yet) to check when it starts.
+Those are for ``appliance serve`` to check when it starts (``service.serve.check_host``).
 """
 from __future__ import annotations
 

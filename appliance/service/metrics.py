@@ -291,10 +291,14 @@ class ServiceMetrics:
       appliance_{kind}_written_bytes_total, appliance_{kind}_errors_total{reason};
     * ``watch_disk(directory, role)``: appliance_disk_free_bytes / appliance_disk_size_bytes{directory,role}
       (os.statvfs at each scrape: space an unprivileged writer may use);
-    * ``set_restarts(n)``: appliance_restarts_total (the service keeps the count across its own lifetimes).
+    * ``set_restarts(n)``: appliance_restarts_total (the service keeps the count across its own lifetimes);
+    * ``session_completed()``: appliance_sessions_completed_total (captures that ended and were filed);
+    * ``retention_deleted(nbytes)``: appliance_retention_deleted_files_total / ..._bytes_total;
+    * ``set_phase(phase)``: appliance_serve_phase{phase} (1 for the current one of ``PHASES``).
     """
 
     KINDS = ("recording", "tables")
+    PHASES = ("starting", "capturing", "between_sessions", "stopping")
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
@@ -304,6 +308,8 @@ class ServiceMetrics:
         self.errors: dict[tuple[str, str], int] = {}
         self.disks: dict[str, str] = {}
         self.restarts = 0
+        self.sessions = self.deleted_files = self.deleted_bytes = 0
+        self.phase: str | None = None
 
     def line_heard(self, feed: str, line: str, when: float | None = None) -> None:
         with self.lock:
@@ -326,6 +332,21 @@ class ServiceMetrics:
         with self.lock:
             self.restarts = int(n)
 
+    def session_completed(self) -> None:
+        with self.lock:
+            self.sessions += 1
+
+    def retention_deleted(self, nbytes: int) -> None:
+        with self.lock:
+            self.deleted_files += 1
+            self.deleted_bytes += int(nbytes)
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in self.PHASES:
+            raise ValueError(f"phase {phase!r} is not one of {', '.join(self.PHASES)}")
+        with self.lock:
+            self.phase = phase
+
     def _kind(self, kind: str) -> str:
         if kind not in self.KINDS:
             raise ValueError(f"kind {kind!r} is not one of {', '.join(self.KINDS)}")
@@ -336,6 +357,8 @@ class ServiceMetrics:
         with self.lock:
             heard, written, errors = dict(self.heard), dict(self.bytes), dict(self.errors)
             disks, restarts = dict(self.disks), self.restarts
+            sessions, deleted, deleted_bytes, phase = self.sessions, self.deleted_files, self.deleted_bytes, \
+                self.phase
         since = GaugeMetricFamily("appliance_line_seconds_since_heard", "seconds since a feed line's last packet",
                                   labels=["feed", "line"])
         for (feed, line), at in sorted(heard.items()):
@@ -363,6 +386,18 @@ class ServiceMetrics:
         yield size
         yield CounterMetricFamily("appliance_restarts", "times the service was started again after it stopped "
                                   "without being asked to", value=restarts)
+        yield CounterMetricFamily("appliance_sessions_completed", "captures of a session that ended and were "
+                                  "filed (tables and summary.json) by this run of the service", value=sessions)
+        yield CounterMetricFamily("appliance_retention_deleted_files", "recording files retention deleted",
+                                  value=deleted)
+        yield CounterMetricFamily("appliance_retention_deleted_bytes", "bytes of the recording files retention "
+                                  "deleted", value=deleted_bytes)
+        if phase is not None:
+            family = GaugeMetricFamily("appliance_serve_phase", "what the service is doing (1 for the current "
+                                       "phase)", labels=["phase"])
+            for name in self.PHASES:
+                family.add_metric([name], 1 if name == phase else 0)
+            yield family
 
 
 def disk_space(directory: str) -> tuple[int, int] | None:
