@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from conftest import module_lab
-from test_capture import REPO, SAMPLE, _appliance, _start_capture
+from test_capture import FEEDS, REPO, SAMPLE, _appliance, _attached, _start_capture
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -111,6 +111,20 @@ def test_a_clean_capture_records_every_frame_and_exits_0(lab, tmp_path, replayed
     again = json.loads((tmp_path / "re" / "summary.json").read_text())
     assert again["frames"] == 8_322 and again["messages"] == 19_999
     assert (tmp_path / "re" / "bbo.csv").read_bytes() == (replayed / "bbo.csv").read_bytes()
+
+
+def test_a_recording_directory_that_cannot_be_made_is_one_sentence(lab, tmp_path):
+    """The recording process says why it cannot start; the capture relays it and exits 2 before any frame."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    argv = _appliance("capture", "--iface", "lab0", "--out", str(tmp_path / "out"), "--record", str(blocker / "rec"))
+    for feed in FEEDS:
+        argv += ["--feed", feed]
+    done = subprocess.run(lab.netns_cmd(argv), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert "cannot make the recording directory" in line and "Traceback" not in done.stderr
+    assert _attached(lab) == "{}"
 
 
 def test_sigkill_of_the_recording_process_counts_every_frame_not_recorded(lab, tmp_path, replayed):

@@ -227,22 +227,32 @@ def consume(reader: Reader, sink, fold, life_fd: int, delay_ms: float = 0.0) -> 
             gone = True                                  # EOF or POLLHUP: the capture process ended
 
 
-def main(argv: list[str]) -> int:
+def child_start(argv: list[str]) -> tuple[dict, object, Region]:
+    """In a cold-side process: ignore SIGINT/SIGTERM (the capture decides when it ends), read the spec, open the
+    status pipe, map the region."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     spec = json.loads(argv[0])
-    status = os.fdopen(spec["status_fd"], "w")
+    return spec, os.fdopen(spec["status_fd"], "w"), Region.attach(spec["region_fd"])
+
+
+def refuse(status, err: UserError) -> int:
+    """Could not start: the sentence on the status pipe (the capture says it), exit 2."""
+    status.write(f"error {err}\n")
+    status.close()
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    spec, status, region = child_start(argv)
     from appliance.decode import counters as C
     from appliance.replay.decoder import VwapFold
     from appliance.replay.output import CsvSink, OutputFailed
 
-    region = Region.attach(spec["region_fd"])
     try:
         sink = CsvSink(spec["out"], spec["messages"], spec["packets"])
     except UserError as err:
-        status.write(f"error {err}\n")
-        status.close()
-        return 2
+        return refuse(status, err)
     reader = Reader(region, FILES_SLOT)
     late = np.zeros(C.SIZE, np.int64)
     fold = VwapFold(spec["window_ns"], spec["step_ns"], late)

@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import sys
 
-from appliance.cold.output import ColdProcess
+from appliance.cold.output import ColdProcess, child_start, refuse
 from appliance.cold.rows import CS_CURSOR, CS_DELIVERED, CS_LOST, CS_OWN, CS_PID, H_PRODUCER_PID, STATE_FINISHED, \
     Region
 from appliance.errors import UserError
@@ -120,20 +119,14 @@ def _publish(ctl, stats: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    spec = json.loads(argv[0])
-    status = os.fdopen(spec["status_fd"], "w")
+    spec, status, region = child_start(argv)
     from appliance.capture.record import Recorder
 
-    region = Region.attach(spec["region_fd"])
     try:
         rec = Recorder(spec["dir"], rotate_bytes=spec["rotate_bytes"], rotate_seconds=spec["rotate_seconds"],
                        max_files=spec["max_files"], snaplen=spec["snaplen"])
     except UserError as err:
-        status.write(f"error {err}\n")
-        status.close()
-        return 2
+        return refuse(status, err)
     region.fctl[RS_PID] = os.getpid()
     status.write("ready\n")
     status.flush()
