@@ -380,7 +380,7 @@ def main(argv: list[str]) -> int:
     status.write("report " + json.dumps(counts) + "\n")
     status.close()
     print(f"appliance: NATS publisher {pub.id:016x}: {counts['sent']:,} records sent, {counts['acknowledged']:,} "
-          f"acknowledged, {counts['unacknowledged_at_exit']:,} unacknowledged at exit, {counts['dropped']:,} dropped "
+          f"acknowledged, {counts['unacknowledged_at_exit']:,} not acknowledged at exit (queued or in flight), {counts['dropped']:,} dropped "
           f"(buffer full), {counts['conflated']:,} top-of-book updates conflated, {pub.ring_lost:,} ring rows lost",
           file=sys.stderr, flush=True)
     if how == "producer_gone":
