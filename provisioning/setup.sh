@@ -13,7 +13,8 @@ DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm
       xdp-tools bpftool ethtool iproute2 netsniff-ng tcpdump"
 # The tests scrape the metrics endpoint with a real Prometheus server (and check it with promtool); they start
 # their own on a loopback port, so the package's own service is stopped and disabled if this installs it.
-[ "$job" = test ] && DEBS="$DEBS prometheus"
+# The NATS publisher's tests start nats-server (JetStream) on a free loopback port with a temporary store, likewise.
+[ "$job" = test ] && DEBS="$DEBS prometheus nats-server"
 missing=""
 for p in $DEBS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -29,9 +30,11 @@ if [ -n "$missing" ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq || true
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    case " $missing " in
-        *" prometheus "*) [ -d /run/systemd/system ] && systemctl disable --now prometheus >/dev/null 2>&1 || true ;;
-    esac
+    for unit in prometheus nats-server; do
+        case " $missing " in
+            *" $unit "*) [ -d /run/systemd/system ] && systemctl disable --now $unit >/dev/null 2>&1 || true ;;
+        esac
+    done
 fi
 make -s --no-print-directory -C xdp      # the XDP steering program, xdp/build/feed_steer.bpf.o
 

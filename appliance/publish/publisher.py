@@ -1,0 +1,394 @@
+"""The NATS publisher: a cold-side consumer process that sends the capture's rows to NATS JetStream.
+
+``python -m appliance.publish.publisher SPEC``, started like the table writer (``cold.output``; the capture's
+handle is ``PublisherProcess``) with the region's memfd, a life pipe and a status pipe.  It reads every ring
+with a consumer slot of its own, folds VWAP windows from the tape (the same fold the tables use) and turns rows
+into records (``records``), which wait in two places until NATS takes them:
+
+* top of book, **conflated per locate**: a newer bbo row for a locate whose last one is still unsent replaces
+  it (counted: ``conflated``), so a slow server costs intermediate tops, never the latest;
+* trades, broken trades, VWAP windows and status in a **bounded queue** (``buffer_records``; status has its
+  own small one): a record that finds it full is dropped and counted (``dropped``).
+
+Nothing here can slow the capture: the rings never wait for a consumer, and this process only ever waits for
+NATS with the rings drained (every ``POLL_MS``).  A record gets its sequence number when it is first sent, so
+the sequences are contiguous over everything this publisher sends; what it drops is told to consumers by a
+``publisher loss`` status (cumulative counts), sent when they change, at most once a second, and at the end.
+
+JetStream: on each (re)connection the stream of the feed (``records.stream_name``) is created if missing, with
+retention by age and size from the spec.  Each record is published with a reply inbox and the header
+``Nats-Msg-Id: <publisher hex>-<sequence>`` (the stream suppresses a second copy within its duplicate window).
+At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest has waited
+``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent again, in order, with the same
+id -- so a record acknowledged once is stored once, and a record not yet acknowledged is not given up while
+the publisher runs.  A connection drop loses a suffix of what was sent (one TCP stream), so the resend keeps
+the stream in sequence order.
+
+End: the capture sets ``STATE_FINISHED``: the rings are drained, ``session end`` status records queued, and
+the publisher waits up to ``flush_s`` for everything queued to be acknowledged; what is still unacknowledged
+then is counted (``unacknowledged_at_exit``).  The capture dying (life pipe hangs up) ends it the same way,
+exit 1.  Counts are kept live in the slot's own words (``OWN``) and reported at exit on the status pipe
+(``report {json}``) and in one line on stderr.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import select
+import sys
+import time
+from collections import deque
+
+import numpy as np
+
+from appliance.cold.output import ColdProcess, child_start, refuse
+from appliance.cold.rows import BBO, CS_DELIVERED, CS_OWN, GAPS, N_RINGS, STATE_FINISHED, TAPE, Reader, Region
+from appliance.decode.state import BBO_LOCATE, BBO_TS, SS_COUNT, TAPE_TS
+from appliance.errors import UserError
+from appliance.publish import convert
+from appliance.publish import records as R
+
+POLL_MS = 20
+BEHIND_ROWS = 4096
+STATUS_BUFFER = 4096
+LOSS_EVERY_S = 1.0
+
+# The counts, in the consumer slot's own words (ring, word): live for any reader of the region (metrics).
+OWN = {"conflated": (BBO, CS_OWN), "dropped": (BBO, CS_OWN + 1), "sent": (BBO, CS_OWN + 2),
+       "acknowledged": (BBO, CS_OWN + 3), "resent": (TAPE, CS_OWN), "ack_errors": (TAPE, CS_OWN + 1),
+       "connected": (TAPE, CS_OWN + 2), "unacknowledged_at_exit": (TAPE, CS_OWN + 3),
+       "vwap_late_trades": (GAPS, CS_OWN)}
+DEFAULTS = {"servers": ["nats://127.0.0.1:4222"], "encoding": "binary", "window_ns": 1_000_000_000,
+            "step_ns": 100_000_000, "buffer_records": 1 << 16, "ack_window": 256, "ack_timeout_s": 2.0,
+            "flush_s": 10.0, "max_age_s": 86400.0, "max_bytes": -1, "replicas": 1, "duplicate_window_s": 120.0,
+            "slot": None}
+
+
+class PublisherProcess(ColdProcess):
+    """The capture's handle on a publisher process (``spec``: ``feed`` and the keys of ``DEFAULTS``)."""
+
+    module = "appliance.publish.publisher"
+    what = "NATS publisher"
+    lost = "nothing more is published (the capture goes on: books, tables and recording are complete)"
+
+    def __init__(self, region: Region, spec: dict):
+        super().__init__(region, dict(DEFAULTS, **spec))
+
+    def report(self) -> dict | None:
+        """The counts the process reported at exit (after ``finish``), or None."""
+        for line in self.reports:
+            if line.startswith("report "):
+                return json.loads(line[len("report "):])
+        return None
+
+
+class Outbox:
+    """What waits for NATS: the latest unsent bbo per locate, the bounded queue, and the counts."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.bbo: dict[int, np.ndarray] = {}
+        self.queue: deque = deque()
+        self.status: deque = deque()
+        self.counts = dict.fromkeys(OWN, 0)
+
+    def add_bbo(self, rows: np.ndarray) -> None:
+        locs = rows[:, BBO_LOCATE]
+        rev = locs[::-1]
+        _, first = np.unique(rev, return_index=True)
+        keep = np.sort(len(locs) - 1 - first)                  # the last row of each locate in the batch
+        replaced = sum(1 for loc in locs[keep].tolist() if loc in self.bbo)
+        self.counts["conflated"] += len(locs) - len(keep) + replaced
+        for i in keep.tolist():
+            self.bbo[int(locs[i])] = rows[i].copy()
+
+    def add(self, record) -> None:
+        if len(self.queue) >= self.limit:
+            self.counts["dropped"] += 1
+        else:
+            self.queue.append(record)
+
+    def add_status(self, record) -> None:
+        if len(self.status) >= STATUS_BUFFER:
+            self.counts["dropped"] += 1
+        else:
+            self.status.append(record)
+
+    def next(self, sym):
+        if self.status:
+            return self.status.popleft()
+        if self.queue:
+            return self.queue.popleft()
+        if self.bbo:
+            loc = next(iter(self.bbo))
+            return convert.bbo(self.bbo.pop(loc), sym)
+        return None
+
+    def __len__(self) -> int:
+        return len(self.status) + len(self.queue) + len(self.bbo)
+
+
+class _VwapSink:
+    def __init__(self, outbox: Outbox, window_ns: int):
+        self.outbox, self.window_ns = outbox, window_ns
+
+    def vwap(self, rows, n, sym, last) -> None:
+        for i in range(n):
+            self.outbox.add(convert.vwap(rows[i], sym, self.window_ns))
+
+
+class Publisher:
+    """The process's state: reading the rings into the outbox (``drain``) and sending it (``pump``)."""
+
+    def __init__(self, region: Region, spec: dict):
+        from appliance.decode import counters as C
+        from appliance.replay.decoder import VwapFold
+
+        self.region, self.spec = region, spec
+        self.reader = Reader(region, spec["slot"])
+        self.outbox = Outbox(spec["buffer_records"])
+        self.late = np.zeros(C.SIZE, np.int64)
+        self._late_slot = C.VWAP_LATE_TRADES
+        self.fold = VwapFold(spec["window_ns"], spec["step_ns"], self.late)
+        self.sink = _VwapSink(self.outbox, spec["window_ns"])
+        self.feed = spec["feed"]
+        self.json = spec["encoding"] == "json"
+        self.id = secrets.randbits(64) or 1
+        self.seq = 0
+        self.last_ts = 0
+        self.sessions = 0
+        self.ring_lost = 0
+        self.loss_said, self.loss_at = (0, 0), 0.0
+        self.inflight: dict[int, tuple[str, bytes, float]] = {}    # sequence -> (subject, payload, sent at)
+        self.resend = False
+        self.nc = None
+        self.ready = False                                          # connected, stream there, acks subscribed
+        self.inbox = ""
+        self.outbox.add_status(R.Status(0, 0, 0, code=R.STATUS_PUBLISHER_START))
+
+    # -- the rings --------------------------------------------------------------------------------------------
+    def drain(self) -> int:
+        region, sym, moved = self.region, self.region.sym, 0
+        rows, lost = self.reader.take(BBO)
+        self.ring_lost += lost
+        if len(rows):
+            self.last_ts = max(self.last_ts, int(rows[-1, BBO_TS]))
+            self.outbox.add_bbo(rows)
+            moved += len(rows)
+        self._sessions()
+        rows, lost = self.reader.take(TAPE)
+        self.ring_lost += lost
+        if len(rows):
+            self.fold.feed(rows, len(rows), self.sink, sym)
+            for row in rows:
+                rec = convert.tape(row, sym)
+                if rec is not None:
+                    self.outbox.add(rec)
+            self.last_ts = max(self.last_ts, int(rows[-1, TAPE_TS]))
+            moved += len(rows)
+        rows, lost = self.reader.take(GAPS)
+        self.ring_lost += lost
+        for row in rows:
+            self.outbox.add_status(convert.gap(row, region.ss_name, self.last_ts))
+        moved += len(rows)
+        self._loss(False)
+        self.publish_counts()
+        return moved
+
+    def _sessions(self) -> None:
+        count = int(self.region.ss_meta[SS_COUNT])
+        for s in range(self.sessions, min(count, len(self.region.ss_name))):
+            self.outbox.add_status(R.Status(0, 0, self.last_ts, code=R.STATUS_SESSION_START,
+                                            session=convert.session_name(self.region.ss_name, s)))
+        self.sessions = max(self.sessions, count)
+
+    def _loss(self, final: bool) -> None:
+        now = (self.outbox.counts["dropped"], self.ring_lost)
+        if now != self.loss_said and (final or time.monotonic() - self.loss_at >= LOSS_EVERY_S):
+            self.outbox.add_status(R.Status(0, 0, self.last_ts, code=R.STATUS_LOSS, first=now[0], last=now[1]))
+            self.loss_said, self.loss_at = now, time.monotonic()
+
+    def finish_rows(self) -> None:
+        """The capture finished: the last VWAP windows, session end for every session, the final loss."""
+        self.fold.finish(self.sink, self.region.sym)
+        self._sessions()
+        for s in range(self.sessions):
+            self.outbox.add_status(R.Status(0, 0, self.last_ts, code=R.STATUS_SESSION_END,
+                                            session=convert.session_name(self.region.ss_name, s)))
+        self._loss(True)
+
+    def caught_up(self) -> bool:
+        return all(self.reader.behind(r) == 0 for r in range(N_RINGS))
+
+    def publish_counts(self) -> None:
+        c = self.outbox.counts
+        c["sent"], c["connected"] = self.seq, int(self.ready)
+        c["vwap_late_trades"] = int(self.late[self._late_slot])
+        for name, (r, word) in OWN.items():
+            self.region.consumer(r, self.reader.slot)[word] = c[name]
+
+    # -- NATS -------------------------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect (trying for as long as the process runs), then make the stream and the ack subscription."""
+        import nats
+
+        self.nc = await nats.connect(servers=self.spec["servers"], allow_reconnect=True, max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.25, connect_timeout=1, name=f"appliance-{self.feed}",
+                                     pending_size=1 << 24, error_cb=self._on_error,
+                                     disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
+        self.inbox = self.nc.new_inbox()
+        await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_ack)
+        await self._ensure_stream()
+
+    async def _ensure_stream(self) -> None:
+        from nats.js.errors import NotFoundError
+
+        js = self.nc.jetstream(timeout=2)
+        name = R.stream_name(self.feed)
+        while True:
+            try:
+                try:
+                    await js.stream_info(name)
+                except NotFoundError:
+                    await js.add_stream(name=name, subjects=[R.feed_filter(self.feed)], max_age=self.spec["max_age_s"],
+                                        max_bytes=self.spec["max_bytes"], num_replicas=self.spec["replicas"],
+                                        duplicate_window=self.spec["duplicate_window_s"], storage="file")
+                self.ready, self.resend = True, True
+                return
+            except Exception as err:                  # noqa: BLE001 -- a server not (yet) answering JetStream
+                print(f"appliance: NATS publisher: stream {name} not ready ({type(err).__name__}: {err}); "
+                      f"trying again", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5)
+
+    async def _on_error(self, err) -> None:
+        pass                                          # reconnection is the client's; the counts say what it cost
+
+    async def _on_disconnect(self) -> None:
+        self.ready = False
+
+    async def _on_reconnect(self) -> None:
+        asyncio.get_running_loop().create_task(self._ensure_stream())   # the server may have lost the stream
+
+    async def _on_ack(self, msg) -> None:
+        seq = int(msg.subject.rsplit(".", 1)[1])
+        if seq not in self.inflight:
+            return                                    # an ack for a copy we sent again: already counted
+        try:
+            ack = json.loads(msg.data) if msg.data else {}
+        except ValueError:
+            ack = {}
+        if "seq" in ack and "error" not in ack:
+            del self.inflight[seq]
+            self.outbox.counts["acknowledged"] += 1
+        else:                                         # an API error or no responders (503): send again
+            self.outbox.counts["ack_errors"] += 1
+            self.resend = True
+
+    async def pump(self) -> None:
+        if not self.ready or not self.nc.is_connected:
+            return
+        now = time.monotonic()
+        if self.inflight and (self.resend or now - next(iter(self.inflight.values()))[2] > self.spec["ack_timeout_s"]):
+            for seq, (subj, payload, _) in list(self.inflight.items()):
+                await self._send(seq, subj, payload)
+                self.inflight[seq] = (subj, payload, now)
+                self.outbox.counts["resent"] += 1
+        self.resend = False
+        sym = self.region.sym
+        while len(self.inflight) < self.spec["ack_window"]:
+            rec = self.outbox.next(sym)
+            if rec is None:
+                break
+            self.seq += 1
+            rec = R.replace(rec, publisher=self.id, sequence=self.seq)
+            subj = R.record_subject(self.feed, rec)
+            payload = R.to_json(rec).encode() if self.json else R.encode(rec)
+            self.inflight[self.seq] = (subj, payload, now)
+            await self._send(self.seq, subj, payload)
+
+    async def _send(self, seq: int, subj: str, payload: bytes) -> None:
+        try:
+            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}",
+                                  headers={"Nats-Msg-Id": f"{self.id:016x}-{seq}"})
+        except Exception:                             # noqa: BLE001 -- disconnected, buffer full: resent later
+            self.resend = True
+
+    def pending(self) -> int:
+        return len(self.outbox) + len(self.inflight)
+
+
+async def run(pub: Publisher, life_fd: int) -> str:
+    poller = select.poll()
+    poller.register(life_fd, select.POLLIN)
+    connecting = asyncio.get_running_loop().create_task(pub.connect())
+    how = None
+    try:
+        while how is None:
+            finished = pub.region.state == STATE_FINISHED
+            moved = pub.drain()
+            await pub.pump()
+            if moved >= BEHIND_ROWS:
+                await asyncio.sleep(0)
+                continue
+            if (finished or poller.poll(0)) and pub.caught_up():
+                how = "finished" if finished else "producer_gone"
+                break
+            await asyncio.sleep(POLL_MS / 1000)
+        pub.finish_rows()
+        deadline = time.monotonic() + pub.spec["flush_s"]
+        while pub.pending() and time.monotonic() < deadline:
+            await pub.pump()
+            pub.publish_counts()
+            await asyncio.sleep(0.005 if pub.ready else 0.05)
+    finally:
+        pub.outbox.counts["unacknowledged_at_exit"] = pub.pending()
+        pub.publish_counts()
+        connecting.cancel()
+        if pub.nc is not None:
+            try:
+                await asyncio.wait_for(pub.nc.close(), 2)
+            except Exception:                         # noqa: BLE001 -- closing a dead connection
+                pass
+    return how
+
+
+def main(argv: list[str]) -> int:
+    spec, status, region = child_start(argv)
+    spec = dict(DEFAULTS, **spec)
+    try:
+        if spec["encoding"] not in ("binary", "json"):
+            raise UserError(f"NATS publisher: encoding {spec['encoding']!r} is not binary or json")
+        R.stream_name(spec.get("feed", ""))
+        import nats  # noqa: F401 -- refuse at start, not later, when the client is missing
+    except ImportError:
+        return refuse(status, UserError("NATS publisher: the nats-py package is not installed (pip install nats-py)"))
+    except (UserError, R.RecordError) as err:
+        return refuse(status, UserError(str(err)))
+    pub = Publisher(region, spec)
+    from appliance.decode.vwap import feed_trades
+    feed_trades(pub.reader.buffers[TAPE][:0], 0, 0, pub.fold.vw, pub.fold.cnt)     # load the kernel before ready
+    status.write("ready\n")
+    status.flush()
+    try:
+        how = asyncio.run(run(pub, spec["life_fd"]))
+    finally:
+        pub.reader.detach()
+    counts = dict(pub.outbox.counts, publisher=f"{pub.id:016x}", ring_lost=pub.ring_lost,
+                  rows={name: int(region.consumer(r, pub.reader.slot)[CS_DELIVERED])
+                        for name, r in (("bbo", BBO), ("tape", TAPE), ("gaps", GAPS))})
+    status.write("report " + json.dumps(counts) + "\n")
+    status.close()
+    print(f"appliance: NATS publisher {pub.id:016x}: {counts['sent']:,} records sent, {counts['acknowledged']:,} "
+          f"acknowledged, {counts['unacknowledged_at_exit']:,} not acknowledged at exit (queued or in flight), {counts['dropped']:,} dropped "
+          f"(buffer full), {counts['conflated']:,} top-of-book updates conflated, {pub.ring_lost:,} ring rows lost",
+          file=sys.stderr, flush=True)
+    if how == "producer_gone":
+        print("appliance: NATS publisher: the capture ended without finishing; every row it published was sent "
+              "or counted", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,307 @@
+"""The NATS publisher process (appliance/publish/publisher.py) against a real nats-server with JetStream.
+
+Rows are published into a Region by the test itself (no capture): the publisher process reads them with its own
+consumer slot and sends them to a nats-server the test starts on a free loopback port with a temporary store.
+
+* rows -> publisher -> JetStream -> a consumer using ``client``: top of book equals the rows' last bbo per
+  locate, the trades are the tape's in order, VWAP windows are the fold's, sequences 1..N without a hole;
+* server absent at start, appearing later, then killed mid-stream and restarted on the same store: every record
+  is in the stream once, in sequence order, nothing acknowledged lost;
+* server killed for good: the publisher keeps draining the rings (no ring row lost), drops what does not fit its
+  buffer and counts it, and ends within its flush time; what it had acknowledged is in the store afterwards.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from appliance.cold import rows as RW
+from appliance.decode import state as S
+from appliance.publish import client, records as R
+
+nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install nats-py)")
+SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(SERVER is None, reason="nats-server is not installed (apt-get install nats-server)")]
+
+FEED = "itch.A"                         # a '.' in the feed: escaped in subjects and the stream name
+SYMBOLS = ["AAPL", "BRK A", "A.B", "*>", "MSFT", "\xe9X", "~", "ZVZZT"]
+SESSION = b"SESS000042"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """nats-server -js on 127.0.0.1:port with its store in ``store``; started and killed by the test."""
+
+    def __init__(self, port: int, store, log):
+        self.port, self.store, self.log, self.proc = port, str(store), log, None
+
+    def start(self) -> "Server":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, open(self.log).read()
+                time.sleep(0.05)
+        raise AssertionError(f"nats-server did not listen on {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def servers(tmp_path):
+    made = []
+
+    def make(port=None):
+        srv = Server(port or _free_port(), tmp_path / "store", tmp_path / "nats.log")
+        made.append(srv)
+        return srv
+    yield make
+    for srv in made:
+        srv.kill()
+
+
+def _region(rows=1 << 16):
+    region = RW.Region.create({RW.BBO: rows, RW.TAPE: rows, RW.GAPS: RW.MIN_ROWS})
+    for loc, name in enumerate(SYMBOLS, start=1):
+        raw = name.encode("latin-1")
+        region.sym[loc, :len(raw)] = np.frombuffer(raw, np.uint8)
+    region.ss_name[0] = np.frombuffer(SESSION, np.uint8)
+    region.ss_meta[S.SS_COUNT] = 1
+    region.set_state(RW.STATE_RUNNING)
+    return region
+
+
+def _rows(rng, n, t0, bbo=True):
+    """(bbo rows, tape rows): n updates over time from t0, trades on the tape with a clock mark per 100 ms step."""
+    bbo_rows, tape = [], []
+    step = 100_000_000
+    for i in range(n):
+        ts = t0 + i * 2_000_000
+        if i == 0 or ts // step != (ts - 2_000_000) // step:
+            tape.append([ts, 0, S.KIND_CLOCK, 0, 0, 0, 0])
+        loc = rng.randint(1, len(SYMBOLS))
+        if bbo:
+            bbo_rows.append([ts, loc, rng.randint(1, 10**6), rng.randint(1, 10**4), rng.randint(1, 10**6),
+                             rng.randint(1, 10**4)])
+        if rng.random() < 0.5:
+            tape.append([ts, loc, ord(rng.choice("ECP")), ord(rng.choice("BS")), rng.randint(1, 500),
+                         rng.randint(1, 10**6), i + 1])
+        if rng.random() < 0.01:
+            tape.append([ts, loc, S.KIND_BROKEN, 0, 0, 0, i])
+    return np.array(bbo_rows, np.int64).reshape(-1, 6), np.array(tape, np.int64).reshape(-1, 7)
+
+
+def _publish(region, bbo_rows, tape_rows, gaps=()):
+    out, view = S.new_out(), region.hot_view()
+    for first in range(0, max(len(bbo_rows), len(tape_rows)), 1000):
+        b, t = bbo_rows[first:first + 1000], tape_rows[first:first + 1000]
+        out.bbo[:len(b)], out.n[S.N_BBO] = b, len(b)
+        out.trades[:len(t)], out.n[S.N_TRADES] = t, len(t)
+        RW.publish_now(out, view)
+    for i, (first, last) in enumerate(gaps):
+        out.gaps[i] = [0, first, last]
+    out.n[S.N_GAPS] = len(gaps)
+    RW.publish_now(out, view)
+
+
+def _start(region, servers_urls, **spec):
+    from appliance.publish.publisher import PublisherProcess
+    proc = PublisherProcess(region, dict({"feed": FEED, "servers": servers_urls, "flush_s": 20.0}, **spec))
+    proc.start()
+    proc.wait_ready()
+    return proc
+
+
+def _fold(tape_rows):
+    """The VWAP windows of the tape, folded here with the same fold the tables use."""
+    from appliance.replay.decoder import VwapFold
+
+    class Sink:
+        def __init__(self):
+            self.rows = []
+
+        def vwap(self, rows, n, sym, last):
+            self.rows += [tuple(int(v) for v in rows[i]) for i in range(n)]
+    from appliance.decode import counters as C
+    sink, late = Sink(), np.zeros(C.SIZE, np.int64)
+    fold = VwapFold(1_000_000_000, 100_000_000, late)
+    fold.feed(tape_rows, len(tape_rows), sink, None)
+    fold.finish(sink, None)
+    return sink.rows
+
+
+async def _read_stream(url, timeout=20):
+    """Every message of the feed's stream, in stream order, decoded."""
+    from nats.js.api import DeliverPolicy
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    info = await js.stream_info(R.stream_name(FEED))
+    sub = await js.subscribe(R.feed_filter(FEED), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    got = []
+    while len(got) < info.state.messages:
+        msg = await sub.next_msg(timeout=timeout)
+        rec = R.decode(msg.data)
+        assert R.record_subject(FEED, rec) == msg.subject
+        assert msg.headers["Nats-Msg-Id"] == f"{rec.publisher:016x}-{rec.sequence}"
+        got.append(rec)
+    await nc.close()
+    return got
+
+
+def _checked(records):
+    """The records' sequences are 1..N of one publisher with nothing missing or repeated."""
+    tracker = client.SequenceTracker()
+    for rec in records:
+        tracker.observe(rec, FEED)
+    assert [e.text for e in tracker.events] == []
+    assert [r.sequence for r in records] == list(range(1, len(records) + 1))
+    assert records[0].kind == R.KIND_STATUS and records[0].code == R.STATUS_PUBLISHER_START
+    return records
+
+
+def _wait(pred, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _own(region, slot, name):
+    from appliance.publish.publisher import OWN
+    r, word = OWN[name]
+    return int(region.consumer(r, slot)[word])
+
+
+def test_rows_to_jetstream_to_top_of_book(servers):
+    srv = servers().start()
+    region = _region()
+    proc = _start(region, [srv.url])
+    rng = random.Random(11)
+    bbo_rows, tape_rows = _rows(rng, 6000, 34_200_000_000_000)
+    third = len(bbo_rows) // 3
+    _publish(region, bbo_rows[:third], tape_rows[:third])
+    time.sleep(0.3)
+    _publish(region, bbo_rows[third:], tape_rows[third:], gaps=[(101, 120)])
+    assert proc.finish() == 0
+    report = proc.report()
+    assert report["dropped"] == 0 and report["unacknowledged_at_exit"] == 0 and report["ring_lost"] == 0
+    assert report["acknowledged"] == report["sent"]
+    assert report["rows"] == {"bbo": len(bbo_rows), "tape": len(tape_rows), "gaps": 1}
+
+    records = _checked(asyncio.run(_read_stream(srv.url)))
+    assert len(records) == report["sent"]
+    book = client.TopOfBook()
+    for rec in records:
+        book.apply(rec)
+    last = {int(row[S.BBO_LOCATE]): tuple(int(v) for v in row) for row in bbo_rows}
+    assert {loc: top.as_row() for loc, top in book.tops.items()} == last
+    assert {top.symbol for top in book.tops.values()} == set(SYMBOLS)
+    bbos = sum(r.kind == R.KIND_BBO for r in records)
+    assert bbos + report["conflated"] == len(bbo_rows)
+
+    trades = [(r.timestamp, r.locate, r.trade_kind, r.side, r.shares, r.price, r.match)
+              for r in records if r.kind == R.KIND_TRADE]
+    tape_trades = [tuple(int(v) for v in row) for row in tape_rows if row[S.TAPE_KIND] not in (S.KIND_CLOCK,
+                                                                                              S.KIND_BROKEN)]
+    assert trades == tape_trades
+    assert [r.match for r in records if r.kind == R.KIND_BROKEN] == \
+        [int(row[S.TAPE_MATCH]) for row in tape_rows if row[S.TAPE_KIND] == S.KIND_BROKEN]
+    vwaps = [(r.timestamp, r.locate, r.volume, r.notional, r.trades) for r in records if r.kind == R.KIND_VWAP]
+    assert vwaps == _fold(tape_rows) and vwaps
+    status = [(r.code, r.session, r.first, r.last) for r in records if r.kind == R.KIND_STATUS]
+    assert status == [(R.STATUS_PUBLISHER_START, "", 0, 0), (R.STATUS_SESSION_START, SESSION.decode(), 0, 0),
+                      (R.STATUS_GAP, SESSION.decode(), 101, 120), (R.STATUS_SESSION_END, SESSION.decode(), 0, 0)]
+    region.close()
+
+
+def test_server_absent_at_start_then_up_then_killed_and_restarted(servers):
+    port = _free_port()
+    region = _region()
+    proc = _start(region, [f"nats://127.0.0.1:{port}"], buffer_records=1 << 20, ack_window=64)
+    slot = 0
+    rng = random.Random(5)
+    bbo_rows, tape_rows = _rows(rng, 8000, 34_200_000_000_000, bbo=False)
+    half = len(tape_rows) // 2
+    _publish(region, bbo_rows, tape_rows[:half])
+    time.sleep(1.0)
+    assert _own(region, slot, "connected") == 0 and _own(region, slot, "sent") == 0   # nothing to send to yet
+    srv = servers(port).start()
+    _wait(lambda: _own(region, slot, "acknowledged") > 500, what="the first acknowledgements")
+    srv.kill()                                                                          # mid-stream
+    acked_before = _own(region, slot, "acknowledged")
+    _publish(region, bbo_rows, tape_rows[half:])
+    time.sleep(0.5)
+    srv.start()                                                                         # the same store
+    assert proc.finish() == 0
+    report = proc.report()
+    assert report["dropped"] == 0 and report["unacknowledged_at_exit"] == 0
+    assert report["acknowledged"] == report["sent"] > acked_before
+    records = _checked(asyncio.run(_read_stream(srv.url)))
+    assert len(records) == report["sent"]                 # each once: the resends were suppressed by message id
+    trades = [(r.timestamp, r.locate, r.shares, r.price, r.match) for r in records if r.kind == R.KIND_TRADE]
+    assert trades == [(int(t[0]), int(t[1]), int(t[4]), int(t[5]), int(t[6])) for t in tape_rows
+                      if t[S.TAPE_KIND] not in (S.KIND_CLOCK, S.KIND_BROKEN)]
+    region.close()
+
+
+def test_server_killed_for_good_publisher_keeps_draining_and_counts_drops(servers):
+    srv = servers().start()
+    region = _region(RW.MIN_ROWS)
+    proc = _start(region, [srv.url], buffer_records=500, flush_s=2.0)
+    rng = random.Random(9)
+    bbo_rows, tape_rows = _rows(rng, 2000, 34_200_000_000_000)
+    _publish(region, bbo_rows, tape_rows)
+    _wait(lambda: _own(region, 0, "acknowledged") > 100, what="the first acknowledgements")
+    srv.kill()
+    more_bbo, more_tape = _rows(rng, 12000, 35_000_000_000_000)
+    for i in range(0, len(more_bbo), 2000):                 # more than a ring (4,096 rows) in all: must keep up
+        _publish(region, more_bbo[i:i + 2000], more_tape[i:i + 2000])
+        time.sleep(0.2)
+    started = time.monotonic()
+    assert proc.finish() == 0
+    assert time.monotonic() - started < 15                  # flush_s bounds the wait for a server that is gone
+    report = proc.report()
+    assert report["ring_lost"] == 0
+    assert report["rows"]["bbo"] == len(bbo_rows) + len(more_bbo)
+    assert report["rows"]["tape"] == len(tape_rows) + len(more_tape)
+    assert report["dropped"] > 0 and report["unacknowledged_at_exit"] > 0
+    assert report["conflated"] > 0
+    assert report["acknowledged"] <= report["sent"]       # all of it may have been acknowledged before the kill
+    for name in ("dropped", "conflated", "sent", "acknowledged", "unacknowledged_at_exit"):
+        assert _own(region, 0, name) == report[name], name
+    assert region.consumer(RW.TAPE, 0)[RW.CS_PID] < 0          # detached
+    srv.start()                                              # what it had acknowledged is in the store
+    records = asyncio.run(_read_stream(srv.url))
+    assert [r.sequence for r in records] == list(range(1, len(records) + 1))
+    assert len(records) >= report["acknowledged"]
+    region.close()
