@@ -22,6 +22,7 @@ COMMANDS = {
     "metrics": "serve a running capture's Prometheus metrics, /healthz and /readyz over HTTP",
     "serve": "run the capture appliance as a service: a capture per session, metrics, health, systemd notify",
     "config": "check the service's config file (/etc/appliance/appliance.toml) and print the effective config",
+    "tail": "print the records published on NATS JetStream for a subject, live or from history",
 }
 
 

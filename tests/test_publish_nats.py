@@ -305,3 +305,46 @@ def test_server_killed_for_good_publisher_keeps_draining_and_counts_drops(server
     assert [r.sequence for r in records] == list(range(1, len(records) + 1))
     assert len(records) >= report["acknowledged"]
     region.close()
+
+
+def _tail(url, *args, timeout=60):
+    import sys
+    return subprocess.run([sys.executable, "-m", "appliance", "tail", *args, "--server", url], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_tail_prints_history_and_says_when_a_publisher_restarts(servers):
+    """`appliance tail md.<feed>.> --all --json` prints every record of two publisher runs in stream order; the
+    second run is reported as a new epoch on stderr; a narrower subject prints only its series; errors are one
+    sentence."""
+    srv = servers().start()
+    rng = random.Random(3)
+    sent = []
+    for run in range(2):                                   # a publisher, then a restarted one (a new epoch)
+        region = _region()
+        proc = _start(region, [srv.url])
+        bbo_rows, tape_rows = _rows(rng, 300, 34_200_000_000_000 + run * 10**12)
+        _publish(region, bbo_rows, tape_rows)
+        assert proc.finish() == 0
+        sent.append(proc.report()["sent"])
+        region.close()
+    done = _tail(srv.url, R.feed_filter(FEED), "--all", "--json", "--idle", "2")
+    assert done.returncode == 0, done.stderr
+    printed = [R.from_json(text) for text in done.stdout.splitlines()]
+    stored = asyncio.run(_read_stream(srv.url))
+    assert printed == stored and len(printed) == sum(sent)
+    epochs = [x for x in done.stderr.splitlines() if "a new epoch" in x]
+    assert len(epochs) == 1 and f"{printed[-1].publisher:016x} started" in epochs[0]
+    assert "missing" not in done.stderr and "disconnected" not in done.stderr
+    one = R.subject(FEED, "A.B", "bbo")
+    series = [r for r in stored if r.kind == R.KIND_BBO and r.symbol.rstrip() == "A.B"]
+    done = _tail(srv.url, one, "--all", "--count", "2", "--idle", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(series) >= 2 and len(lines) == 2                       # --count stops it
+    assert all(" bbo " in x and " A.B(" in x and f":{r.sequence} " in x for x, r in zip(lines, series))
+    assert "not checked" in done.stderr
+    done = _tail(srv.url, "md.nosuchfeed.>", "--all", "--idle", "1")
+    assert done.returncode == 2 and "no JetStream stream holds" in done.stderr and "Traceback" not in done.stderr
+    done = _tail(f"nats://127.0.0.1:{_free_port()}", R.feed_filter(FEED), "--idle", "1")
+    assert done.returncode == 1 and "cannot reach a NATS server" in done.stderr and "Traceback" not in done.stderr
