@@ -1,11 +1,13 @@
 """``appliance serve``: live in a lab namespace (veth lab0 <-> lab1), and its pieces without privileges.
 
 The lab tests share one serve process (module fixture ``served``), in order: the first session sent in three
-parts (ready, stale, ready again, ended and filed); four more sessions (made here from pcaps/sample.pcap with
-another MoldUDP64 session name) with the between-sessions window and the RSS after each; SIGHUP adding a feed
-line; retention under a small budget; SIGTERM in the middle of a session.  systemd's notify protocol is a real
-AF_UNIX datagram socket named by NOTIFY_SOCKET.  The rest (retention, directory naming, the state file, the unit
-file, config errors) runs unprivileged.
+parts (ready, stale, ready again, ended and filed); a real Prometheus server in the namespace scraping it
+(``promtest``); four more sessions (made here from pcaps/sample.pcap with another MoldUDP64 session name) with
+the between-sessions window and the RSS after each; SIGHUP adding a feed line; retention under a small budget;
+SIGTERM in the middle of a session.  Then a second serve process, SIGKILLed in the middle of a session and
+started again with the same config.  systemd's notify protocol is a real AF_UNIX datagram socket named by
+NOTIFY_SOCKET.  The rest (retention, directory naming, incomplete directories, the state file, the unit file,
+config errors) runs unprivileged.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import module_lab
+from promtest import get, have_prometheus, promtool_check, query, start_prometheus, stop, wait_query
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "pcaps" / "sample.pcap"
@@ -202,6 +205,43 @@ def test_session_directories_are_named_by_date_and_session(tmp_path):
     assert sessions.leftovers(str(tmp_path)) == []
 
 
+def test_a_dead_runs_staging_directory_is_filed_as_incomplete(tmp_path):
+    from appliance.service import sessions
+
+    mine = sessions.staging_dir(str(tmp_path))                       # this process's: being written
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f"incoming-20260102T030405.000000Z-{dead.pid}"
+    killed.mkdir()
+    (killed / "bbo.csv").write_text("header\nrow\n")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        # a live pid that started after the directory was made did not make it (a reused pid)
+        reused = tmp_path / f"incoming-20200101T000000.000000Z-{sleeper.pid}"
+        reused.mkdir()
+        # a live pid that started before: it may be writing (another serve), left alone
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + 5))
+        writing = tmp_path / f"incoming-{stamp}.000000Z-{sleeper.pid}"
+        writing.mkdir()
+        # this process's pid, but made before it started: the run before it (PID 1 in a container, every time)
+        before = tmp_path / f"incoming-20200101T000000.000000Z-{os.getpid()}"
+        before.mkdir()
+        assert sessions.leftovers(str(tmp_path)) == sorted([before, reused, killed])
+        before.rmdir()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    moved = sessions.mark_incomplete(killed, "killed")
+    assert moved == tmp_path / f"incomplete-20260102T030405.000000Z-{dead.pid}" and not killed.exists()
+    note = json.loads((moved / sessions.INCOMPLETE_NOTE).read_text())
+    assert note["complete"] is False and note["pid"] == dead.pid and note["files"] == {"bbo.csv": 11}
+    assert (moved / "bbo.csv").read_text() == "header\nrow\n"
+    again = tmp_path / killed.name                                    # the same name once more: .2
+    again.mkdir()
+    assert sessions.mark_incomplete(again, "killed").name == moved.name + ".2"
+    assert mine.exists() and sessions.leftovers(str(tmp_path)) == sorted([reused, writing])
+
+
 def test_state_counts_starts_and_unclean_restarts(tmp_path):
     from appliance.service.state import ServeState
 
@@ -288,15 +328,19 @@ lab = module_lab("appl-serve")
 
 
 class Served:
-    """The serve process, its stderr lines (read by a thread) and the notify datagrams it sent."""
+    """The serve process, its stderr lines (read by a thread, with the monotonic time each arrived) and the notify
+    datagrams it sent.  ``start`` runs it again with the same config and directories (a restart)."""
 
-    def __init__(self, lab, root: Path):
+    every: list["Served"] = []                    # each one made in this module, so a later test can stop them
+
+    def __init__(self, lab, root: Path, retain_bytes: str = "1M"):
         self.lab, self.root = lab, root
         self.config = root / "appliance.toml"
         self.tables, self.rec = root / "tables", root / "rec"
         self.rec.mkdir()
         for other in ("notes.txt", "keep-me.pcap"):
             (self.rec / other).write_text("not a recording of ours\n")
+        self.retain_bytes = retain_bytes
         self.write_config([A, B])
         self.notify_path = root / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -304,11 +348,17 @@ class Served:
         self.notify.settimeout(0.2)
         self.messages: list[str] = []
         self.lines: list[str] = []
+        self.stamps: list[float] = []             # time.monotonic() when each line was read
+        Served.every.append(self)
+        self.start()
+
+    def start(self) -> None:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), WATCHDOG_USEC="2000000")
-        self.proc = subprocess.Popen(lab.netns_cmd(_appliance("serve", "--config", str(self.config))), cwd=REPO,
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.lab.netns_cmd(_appliance("serve", "--config", str(self.config))), cwd=REPO,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._listen, daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._listen, args=(self.proc,), daemon=True).start()
 
     def write_config(self, groups: list[str]) -> None:
         lines = ", ".join(f'{{name = "{n}", group = "{g}", port = {FEED_PORT}}}' for n, g in zip("ABC", groups))
@@ -321,7 +371,7 @@ class Served:
             [recording]
             directory = "{self.rec}"
             rotate_size = "256K"
-            retain_bytes = "1M"
+            retain_bytes = "{self.retain_bytes}"
             free_floor = "1M"
             [outputs.tables]
             kind = "csv"
@@ -333,12 +383,13 @@ class Served:
             state_directory = "{self.root / 'state'}"
             """))
 
-    def _read(self):
-        for line in self.proc.stderr:
+    def _read(self, proc):
+        for line in proc.stderr:
+            self.stamps.append(time.monotonic())
             self.lines.append(line.rstrip("\n"))
 
-    def _listen(self):
-        while self.proc.poll() is None:
+    def _listen(self, proc):
+        while proc.poll() is None:
             try:
                 self.messages.append(self.notify.recv(4096).decode())
             except socket.timeout:
@@ -361,14 +412,7 @@ class Served:
         raise AssertionError(f"no line {pattern!r} within {timeout} s:\n" + "\n".join(self.lines))
 
     def get(self, path: str) -> tuple[int, str]:
-        code = ("import urllib.request, urllib.error, sys\n"
-                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n"
-                "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n")
-        done = subprocess.run(self.lab.netns_cmd([sys.executable, "-c", code, f"http://127.0.0.1:{PORT}{path}"]),
-                              capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        status, _, body = done.stdout.partition("\n")
-        return int(status), body
+        return get(f"http://127.0.0.1:{PORT}{path}", self.lab.netns_cmd)
 
     def metric(self, name: str, labels: str = "") -> float:
         _, text = self.get("/metrics")
@@ -443,6 +487,11 @@ def test_first_session_ready_stale_ready_filed(served, tmp_path):
     s.send(parts[0])
     s.wait_ready(200, timeout=3)
     reasons = s.wait_ready(503, timeout=STALE + 5)                # nothing sent: the feed goes stale
+    if "not heard for" not in json.dumps(reasons.get("lines")):
+        # the feed's last frame (capture time) can pass the limit up to a tick (0.2 s) before the lines' heard
+        # times (the ticker's clock when it saw their packet counts move) do
+        time.sleep(0.5)
+        reasons = s.wait_ready(503)
     assert "not heard for" in json.dumps(reasons.get("lines")), (reasons, s.lines)
     s.send(parts[1])
     s.wait_ready(200, timeout=3)                                  # it resumed
@@ -463,6 +512,36 @@ def test_first_session_ready_stale_ready_filed(served, tmp_path):
     assert s.metric("appliance_recording_written_bytes_total") > 1_000_000
     assert s.metric("appliance_disk_free_bytes", f'{{directory="{s.rec}",role="recording"}}') > 0
     assert any(m.startswith("STATUS=session TEST000001 filed") for m in s.messages), s.messages
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_prometheus_scrapes_serve_and_promtool_accepts_its_exposition(served, tmp_path):
+    """After the first session (its final counts stay exported until the next session's first frame)."""
+    s = served
+    if have_prometheus():
+        pytest.skip(have_prometheus())
+    assert s.metric("appliance_sessions_completed_total") == 1, "the first session was not filed"
+    wrap, prom = s.lab.netns_cmd, None
+    try:
+        prom, base = start_prometheus(tmp_path, f"127.0.0.1:{PORT}", wrap)
+        value = wait_query(base, 'appliance_messages_total{job="appliance"}', 19_999, wrap=wrap)
+        assert value == 19_999, (value, (tmp_path / "prometheus.log").read_text()[-2000:])
+        assert query(base, 'up{job="appliance"}', wrap) == 1
+        assert query(base, 'appliance_sessions_completed_total{job="appliance"}', wrap) == 1
+        assert wait_query(base, 'appliance_serve_phase{job="appliance",phase="capturing"}', 1, wrap=wrap) == 1
+        assert query(base, 'sum(appliance_messages_by_type_total{job="appliance"})', wrap) == 19_999
+    finally:
+        stop(prom)
+    status, text = s.get("/metrics")
+    assert status == 200
+    for name in ("appliance_serve_phase", "appliance_sessions_completed_total", "appliance_restarts_total",
+                 "appliance_line_seconds_since_heard", "appliance_disk_free_bytes", "appliance_retention_deleted_files_total",
+                 "appliance_recording_written_bytes_total", "appliance_tables_written_bytes_total",
+                 "appliance_receive_to_book_latency_seconds_bucket"):
+        assert re.search(rf"^{name}[{{ ]", text, re.M), name
+    done = promtool_check(text)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.root
@@ -558,3 +637,184 @@ def test_sigterm_mid_session_files_it_and_leaves_nothing_attached(served, tmp_pa
     state = json.loads((s.root / "state" / "serve-state.json").read_text())
     assert state["running"] is False and state["sessions_completed"] == 7
     assert not list(s.tables.glob("incoming-*"))
+
+
+# -- SIGKILL, then the same config started again --------------------------------------------------------------
+def _frames(pcap: Path) -> list[bytes]:
+    """The frames of a classic pcap (either timestamp resolution), in order."""
+    data, out, off = pcap.read_bytes(), [], 24
+    while off + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        out.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return out
+
+
+def _feed_frames(frames: list[bytes], groups: list[str]) -> list[bytes]:
+    """The frames a capture of ``groups`` on FEED_PORT takes (and records): whole IPv4 UDP datagrams to one of
+    them.  The sample's IP fragments and its frames with a bad IP or UDP length the XDP program leaves to the
+    kernel (``xdp/feed_steer.h``)."""
+    want, out = {socket.inet_aton(g) for g in groups}, []
+    for f in frames:
+        if len(f) < 42 or f[12:14] != b"\x08\x00" or f[23] != 17 or f[30:34] not in want:
+            continue
+        udp = 14 + (f[14] & 15) * 4
+        ip_len, frag = struct.unpack_from(">HxxH", f, 16)
+        port, udp_len = struct.unpack_from(">xxHH", f, udp)
+        if port == FEED_PORT and not frag & 0x3FFF and 14 + ip_len <= len(f) and 8 <= udp_len <= ip_len - udp + 14:
+            out.append(f)
+    return out
+
+
+class Subreaper:
+    """This process as the child subreaper (prctl PR_SET_CHILD_SUBREAPER) while in the block: the children of a
+    process killed here are re-parented to it, so the test can wait for them and read their exit status."""
+
+    def __enter__(self):
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        if self.libc.prctl(36, 1, 0, 0, 0) != 0:
+            pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+        return self
+
+    def __exit__(self, *exc):
+        self.libc.prctl(36, 0, 0, 0, 0)
+
+    @staticmethod
+    def wait(pid: int, timeout: float) -> int | None:
+        """The exit status of an adopted process once it ended (a signal as its negative), None at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
+        return None
+
+
+def _xdp_on_lab0(lab) -> bool:
+    link = subprocess.run(["ip", "-n", lab.name, "-d", "-j", "link", "show", "dev", "lab0"], capture_output=True,
+                          text=True, check=True).stdout
+    return "xdp" in json.loads(link)[0]
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_sigkill_then_restart_resumes_counts_the_restart_and_keeps_the_recording(lab, tmp_path):
+    import psutil
+
+    for other in Served.every:                                    # the module's serve (stopped by the last test)
+        if other.proc.poll() is None:
+            other.proc.terminate()
+            other.proc.wait(60)
+    root = tmp_path / "killed"
+    root.mkdir()
+    first, part, after = tmp_path / "TEST000008.pcap", tmp_path / "TEST000009.pcap", tmp_path / "TEST000010.pcap"
+    rewrite_pcap(SAMPLE, first, b"TEST000008")
+    rewrite_pcap(SAMPLE, part, b"TEST000009", frames=slice(0, 4000))      # no end of session: killed in it
+    rewrite_pcap(SAMPLE, after, b"TEST000010")
+    with Subreaper() as reaper:
+        s = Served(lab, root, retain_bytes="1G")
+        try:
+            _killed_and_restarted(s, reaper, tmp_path, first, part, after, psutil)
+        finally:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait(30)
+            s.notify.close()
+
+
+def _killed_and_restarted(s, reaper, tmp_path, first, part, after, psutil):
+    s.wait_line(r"capturing on lab0", timeout=900)
+    s.send(first)
+    mark, _ = s.wait_line(r"session TEST000008 ended")
+    replayed_part = _replay(part, tmp_path / "r-part", [A, B])   # meanwhile the next capture is set up
+    part_messages = json.loads((replayed_part / "summary.json").read_text())["messages"]
+    s.wait_line(r"^appliance: rings were down for", mark)
+    s.send(part)
+    deadline = time.monotonic() + 10
+    while s.metric("appliance_messages_total") != part_messages:  # every frame sent is decoded (and recorded)
+        assert time.monotonic() < deadline, (s.metric("appliance_messages_total"), part_messages)
+        time.sleep(0.2)
+    children = {" ".join(p.cmdline()): p.pid for p in psutil.Process(s.proc.pid).children()}
+    cold = {module: pid for line, pid in children.items() for module in ("appliance.cold.output",
+                                                                        "appliance.cold.recording") if module in line}
+    assert len(cold) == 2, children
+    staging = [p for p in s.tables.iterdir() if p.name.startswith("incoming-")]
+    assert len(staging) == 1, staging
+
+    killed_pid, mark = s.proc.pid, len(s.lines)
+    s.proc.kill()
+    killed_at = time.monotonic()
+    assert s.proc.wait(30) == -signal.SIGKILL
+    while _xdp_on_lab0(s.lab):                                    # a BPF link: it goes with the last fd
+        assert time.monotonic() - killed_at < 5, "the XDP program stayed attached after the SIGKILL"
+        time.sleep(0.05)
+    xdp_gone = time.monotonic() - killed_at
+    # the cold side ends on its own (its life pipe hung up), having written what was published: exit 1, not a signal
+    assert {m: reaper.wait(pid, 30) for m, pid in cold.items()} == {m: 1 for m in cold}, "\n".join(s.lines)
+    cold_gone = time.monotonic() - killed_at
+    s.wait_line(rf"recording process: the capture \(pid {killed_pid}\) ended without finishing", mark, timeout=5)
+    s.wait_line(rf"output process: the capture \(pid {killed_pid}\) ended without finishing", mark, timeout=5)
+    assert not [line for line in s.lines[mark:] if "Traceback" in line], "\n".join(s.lines[mark:])
+
+    # the recordings before the kill: every feed frame of both sessions, in order, and appliance replay reads them
+    files = s.ours()
+    assert files and not [p for p in s.rec.iterdir() if p.name.endswith(".part")]
+    recorded = [f for p in files for f in _frames(p)]
+    sent = _feed_frames(_frames(first) + _frames(part), [A, B])
+    taken = json.loads((s.session_dir("TEST000008") / "summary.json").read_text())["frames"]
+    assert len(_feed_frames(_frames(first), [A, B])) == taken == 8_322          # what the capture took
+    assert len(recorded) == len(sent) and recorded == sent
+    back = _replay_files(files, tmp_path / "r-rec")
+    summary = json.loads((back / "summary.json").read_text())
+    counts = {**summary, **summary["counters"]}
+    assert counts["messages"] == 19_999 + part_messages and counts["frames"] == len(sent)
+    assert counts["truncated_records"] == 0 and counts["not_feed"] == 0
+    # the killed session's staging directory: every row its capture published, no summary.json
+    assert not (staging[0] / "summary.json").exists()
+    _same_tables(staging[0], replayed_part)
+
+    # the same config again
+    mark = len(s.lines)
+    s.start()
+    i, _ = s.wait_line(r"capturing on lab0", mark, timeout=120)
+    up = s.stamps[i]
+    print(f"SIGKILL: XDP program gone within {xdp_gone:.2f} s, cold side exited within {cold_gone:.2f} s; restart: "
+          f"ready (rings up) {up - s.started_at:.2f} s after the start")
+    assert up - s.started_at < 30
+    s.wait_line(r"the last run did not stop cleanly; restarts so far: 1", mark, timeout=1)
+    s.wait_line(rf"{staging[0].name} holds the tables of a run that did not finish .*filed as incomplete-", mark,
+                timeout=1)
+    assert not staging[0].exists()
+    filed = s.tables / staging[0].name.replace("incoming-", "incomplete-", 1)
+    note = json.loads((filed / "incomplete.json").read_text())
+    assert note["complete"] is False and note["pid"] == killed_pid and "killed" in note["why"]
+    _same_tables(filed, replayed_part)
+    assert s.metric("appliance_restarts_total") == 1
+    state = json.loads((s.root / "state" / "serve-state.json").read_text())
+    assert state["restarts"] == 1 and state["starts"] == 2 and state["running"] is True
+
+    # capture resumes
+    mark = len(s.lines)
+    s.send(after)
+    s.wait_line(r"session TEST000010 ended", mark)
+    done = s.session_dir("TEST000010")
+    assert json.loads((done / "summary.json").read_text())["messages"] == 19_999
+    _same_tables(done, _replay(after, tmp_path / "r-after", [A, B]))
+    assert s.metric("appliance_messages_total") == 19_999
+    sessions_filed = sorted(p.name for p in s.tables.iterdir() if not p.name.startswith(("incoming-", "incomplete-")))
+    assert [n.split("-")[-1] for n in sessions_filed] == ["TEST000008", "TEST000010"], sessions_filed
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(60) == 0, "\n".join(s.lines)
+    assert not _xdp_on_lab0(s.lab)
+    assert json.loads((s.root / "state" / "serve-state.json").read_text())["running"] is False
+
+
+def _replay_files(files: list[Path], out: Path) -> Path:
+    argv = _appliance("replay", *map(str, files), "--out", str(out), "-q", "--feed", f"{A}:{FEED_PORT}",
+                      "--feed", f"{B}:{FEED_PORT}")
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -37,6 +36,8 @@ from appliance.service.http import MetricsServer, parse_listen
 from appliance.service.metrics import NOMINAL_EDGES_NS, CaptureCollector, ServiceMetrics
 from appliance.service.notify import Notifier, watchdog_period
 from conftest import module_lab
+from promtest import free_port, get, have_prometheus, promtool_check, start_prometheus, stop, wait_http, \
+    wait_query
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTERS = {"cnt": C.SIZE, "by_type": 256, "cap": CAP_SIZE, "hist": HIST_SIZE}
@@ -215,19 +216,11 @@ def test_promtool_accepts_the_exposition(region, tmp_path):
     svc.watch_disk(str(tmp_path), "recording")
     svc.add_error("recording", "EIO")
     text = _exposition(CaptureCollector(region, pid=os.getpid(), interface="lo"), svc)
-    done = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    done = promtool_check(text)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # -- HTTP ---------------------------------------------------------------------------------------------------
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
 def test_http_endpoints_answer_with_the_checks_verdicts(region):
     region.cnt[C.MESSAGES] = 77
     registry = CollectorRegistry(auto_describe=False)
@@ -239,14 +232,14 @@ def test_http_endpoints_answer_with_the_checks_verdicts(region):
     with MetricsServer("127.0.0.1:0", registry, lambda: (True, {"loop": "turning"}),
                        lambda: (False, {"feed": "no feed frame yet"})) as server:
         base = f"http://{server.address}"
-        code, body = _get(base + "/metrics")
+        code, body = get(base + "/metrics")
         assert code == 200 and "appliance_messages_total 77.0" in body
-        assert _get(base + "/healthz") == (200, json.dumps({"ok": True, "reasons": {"loop": "turning"}}) + "\n")
-        code, body = _get(base + "/readyz")
+        assert get(base + "/healthz") == (200, json.dumps({"ok": True, "reasons": {"loop": "turning"}}) + "\n")
+        code, body = get(base + "/readyz")
         assert code == 503 and json.loads(body) == {"ok": False, "reasons": {"feed": "no feed frame yet"}}
-        assert _get(base + "/nothing")[0] == 404
+        assert get(base + "/nothing")[0] == 404
         server.checks["/readyz"] = broken
-        code, body = _get(base + "/readyz")
+        code, body = get(base + "/readyz")
         assert code == 503 and json.loads(body)["reasons"] == {"check_failed": "RuntimeError: no region"}
     # closed: the port is free again, and nothing answers on it
     with pytest.raises(urllib.error.URLError):
@@ -262,7 +255,7 @@ def test_ipv6_listen_address():
         pytest.skip("no IPv6 loopback here")
     with MetricsServer("[::1]:0", CollectorRegistry(), lambda: (True, {}), lambda: (True, {})) as server:
         assert server.address.startswith("[::1]:")
-        assert _get(f"http://{server.address}/healthz")[0] == 200
+        assert get(f"http://{server.address}/healthz")[0] == 200
 
 
 def test_listen_addresses_are_checked():
@@ -371,12 +364,6 @@ def _appliance(*argv: str) -> list[str]:
     return [sys.executable, "-m", "appliance", *argv]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_serving(proc, timeout=60) -> str:
     line = proc.stderr.readline()
     assert "serving the metrics" in line, line + proc.stderr.read()
@@ -395,14 +382,14 @@ def test_the_command_serves_a_region_and_says_a_port_in_use_in_one_sentence(regi
 
     spinner = threading.Thread(target=turn)
     spinner.start()
-    proc = subprocess.Popen(_appliance("metrics", "--ready-file", str(ready), "--listen", f"127.0.0.1:{_free_port()}"),
+    proc = subprocess.Popen(_appliance("metrics", "--ready-file", str(ready), "--listen", f"127.0.0.1:{free_port()}"),
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         address = _wait_serving(proc)
-        code, body = _get(f"http://{address}/metrics")
+        code, body = get(f"http://{address}/metrics")
         assert code == 200 and "appliance_messages_total 31.0" in body
-        assert _get(f"http://{address}/healthz")[0] == 200
-        code, body = _get(f"http://{address}/readyz")
+        assert get(f"http://{address}/healthz")[0] == 200
+        code, body = get(f"http://{address}/readyz")
         assert code == 503 and json.loads(body)["reasons"]["feed"] == "no feed frame yet"
         port = address.rsplit(":", 1)[1]
         again = subprocess.run(_appliance("metrics", "--ready-file", str(ready), "--listen", f"127.0.0.1:{port}"),
@@ -435,80 +422,33 @@ def test_the_command_without_a_capture_is_one_sentence(tmp_path):
 # -- live: a capture in a lab, the command attached, a real Prometheus scraping it -----------------------------
 lab = module_lab("appl-metrics")
 
-PROMETHEUS_CONFIG = """global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: appliance
-    static_configs:
-      - targets: ["{target}"]
-"""
-
-
-def _stop(proc) -> None:
-    """End a process this test started (TERM, then KILL), whatever state the test is in."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if _get(url)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
-
-
-def _query(base: str, promql: str) -> float | None:
-    code, body = _get(base + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-    assert code == 200, body
-    result = json.loads(body)["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
-
-
 @pytest.mark.root
 @pytest.mark.netns
 @pytest.mark.slow
 def test_metrics_of_a_live_capture_equal_its_summary_and_prometheus_reads_them(lab, tmp_path):
     from test_capture import SAMPLE, _start_capture
 
-    if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus server is not installed (Debian package prometheus)")
+    if have_prometheus():
+        pytest.skip(have_prometheus())
     ready, out = tmp_path / "ready.json", tmp_path / "out"
     capture = metrics = prom = sender = None
     try:
         capture = _start_capture(lab, out, "--engine", "xdp", "--ready-file", str(ready))
         metrics = subprocess.Popen(_appliance("metrics", "--ready-file", str(ready), "--listen",
-                                              f"127.0.0.1:{_free_port()}", "--linger", "120", "--disk", str(tmp_path)),
+                                              f"127.0.0.1:{free_port()}", "--linger", "120", "--disk", str(tmp_path)),
                                    stderr=subprocess.PIPE, text=True, cwd=REPO)
         address = _wait_serving(metrics)
         base = f"http://{address}"
-        _wait_http(base + "/healthz", 10)                         # the loop turns while nothing is sent
-        code, body = _get(base + "/readyz")
+        wait_http(base + "/healthz", 10)                          # the loop turns while nothing is sent
+        code, body = get(base + "/readyz")
         assert code == 503 and json.loads(body)["reasons"]["feed"] == "no feed frame yet"
-        config = tmp_path / "prometheus.yml"
-        config.write_text(PROMETHEUS_CONFIG.format(target=address))
-        prom_address = f"127.0.0.1:{_free_port()}"
-        prom = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address={prom_address}"],
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
-        _wait_http(f"http://{prom_address}/-/ready", 60)
+        prom, promql = start_prometheus(tmp_path, address)
         sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "10000")),
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seen, ready_seen = [], False
         while sender.poll() is None:                                # scrape while the feed is sent
-            seen.append(_samples(_get(base + "/metrics")[1])[("appliance_messages_total", ())])
-            ready_seen = ready_seen or _get(base + "/readyz")[0] == 200
+            seen.append(_samples(get(base + "/metrics")[1])[("appliance_messages_total", ())])
+            ready_seen = ready_seen or get(base + "/readyz")[0] == 200
             time.sleep(0.2)
         assert sender.wait() == 0, sender.stderr.read()
         _, err = capture.communicate(timeout=120)
@@ -517,7 +457,7 @@ def test_metrics_of_a_live_capture_equal_its_summary_and_prometheus_reads_them(l
         assert ready_seen, "/readyz never said ready while the feed was sent"
         summary = json.loads((out / "summary.json").read_text())
         assert summary["messages"] == 19_999
-        got = _samples(_get(base + "/metrics")[1])                 # after the end: the final counts
+        got = _samples(get(base + "/metrics")[1])                  # after the end: the final counts
         assert got[("appliance_messages_total", ())] == summary["messages"]
         assert got[("appliance_frames_total", ())] == summary["frames"]
         assert got[("appliance_packets_total", ())] == summary["packets"]
@@ -535,17 +475,13 @@ def test_metrics_of_a_live_capture_equal_its_summary_and_prometheus_reads_them(l
         assert got[("appliance_capture_state", (("state", "finished"),))] == 1
         assert got[("appliance_dropped_frames_total", (("source", "kernel"),))] == 0
         assert ("appliance_disk_free_bytes", (("directory", str(tmp_path)), ("role", "watched"))) in got
-        code, body = _get(base + "/healthz")                        # the capture has ended
+        code, body = get(base + "/healthz")                         # the capture has ended
         assert code == 503 and "finished" in json.loads(body)["reasons"]["state"]
-        promql = f"http://{prom_address}"
-        deadline, value = time.monotonic() + 30, None
-        while time.monotonic() < deadline and value != summary["messages"]:
-            value = _query(promql, 'appliance_messages_total{job="appliance"}')
-            time.sleep(0.5)
+        value = wait_query(promql, 'appliance_messages_total{job="appliance"}', summary["messages"])
         assert value == summary["messages"] == 19_999
         metrics.send_signal(signal.SIGTERM)
         assert metrics.wait(30) == 0
         assert metrics.stderr.read() == f"the capture (pid {capture.pid}) finished\n"
     finally:
         for proc in (sender, prom, metrics, capture):
-            _stop(proc)
+            stop(proc)

@@ -133,8 +133,9 @@ def main(argv: list[str]) -> int:
     how = drain(region, rec, spec["life_fd"])
     rec.close()
     _publish(region.fctl, rec.stats)
-    status.write(f"done {json.dumps(rec.stats)}\n")
-    status.close()
+    if how == "finished":
+        status.write(f"done {json.dumps(rec.stats)}\n")
+    status.close()                    # a gone capture reads no report: writing one would die of EPIPE
     if how == "producer_gone":
         print(f"appliance: recording process: the capture (pid {region.header[H_PRODUCER_PID]}) ended without "
               f"finishing; the recording in {spec['dir']} holds every frame it published "

@@ -173,8 +173,7 @@ class Serve:
         cfg = self.config
         check_host(cfg)
         make_dirs(cfg)
-        for left in sessions.leftovers(table_output(cfg).directory):
-            self.log(f"{left} holds the tables of a run that did not finish (no summary.json); left as it is")
+        self._file_leftovers(table_output(cfg).directory)
         self._watch_disks(cfg)
         try:
             server = MetricsServer(cfg.metrics.listen, self.registry, self.healthz, self.readyz)
@@ -271,6 +270,22 @@ class Serve:
         self.log(f"session {names[0]} {ended}: {summary['messages']:,} messages, {summary['packets']:,} packets, "
                  f"{len(summary['gaps'])} gaps; filed in {path} (rss {rss / 2**20:,.0f} MiB)")
         self.notifier.status(f"session {names[0]} filed in {path}; {self.metrics.sessions} sessions so far")
+
+    def _file_leftovers(self, directory: str) -> None:
+        """Staging directories of runs that were killed mid-session: filed as incomplete, never as a session."""
+        from appliance.replay.output import OutputFailed
+
+        for left in sessions.leftovers(directory):
+            why = ("the run that wrote it ended without filing its session (killed or crashed): no summary.json; "
+                   "the tables hold the rows its capture had published; its recording holds every frame received")
+            try:
+                moved = sessions.mark_incomplete(left, why)
+            except (OSError, OutputFailed) as err:
+                self.log(f"{left} holds the tables of a run that did not finish; it could not be marked "
+                         f"incomplete ({err}): left as it is")
+                continue
+            self.log(f"{left} holds the tables of a run that did not finish (no summary.json): filed as "
+                     f"{moved.name}, with {sessions.INCOMPLETE_NOTE}")
 
     # -- hooks the capture calls ----------------------------------------------------------------------------------
     def _announce(self, text: str) -> None:

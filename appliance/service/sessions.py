@@ -7,8 +7,15 @@ the directory is renamed to ``<tables>/<YYYY-MM-DD>-<SESSION>`` -- a rename with
 sees either no session directory or a complete one.  A name already taken (the service restarted within a
 session and captured the rest of it) gets ``.2``, ``.3``... appended.  A capture that saw no MoldUDP64 session
 at all (stopped while waiting for the next one) leaves nothing: its staging directory holds only table headers
-and is removed.  A staging directory found at start-up belongs to a run that was killed; it is left as it is
-(its tables are whole rows up to where the output process stopped) and said in the log.
+and is removed.
+
+A staging directory found at start-up whose writer is gone (its pid is not running, or is now a process that
+started after the directory was made) belongs to a run that was killed or crashed mid-session: it is renamed
+``<tables>/incomplete-<UTC start>-<pid>`` with an ``incomplete.json`` saying so (``mark_incomplete``).  Never a
+``<date>-<SESSION>`` name: it has no summary.json, and its tables stop where the dead run's output process
+stopped (every row the capture had published: the output process drains them once its life pipe hangs up).
+It is never mistaken for a complete session, and no longer looks like a directory something is writing.  The
+recording of that run holds every frame it received; ``appliance replay`` of it rebuilds the session.
 
 Session names come from the wire: characters outside ``[A-Za-z0-9_-]`` become ``_`` in the directory name (the
 summary keeps the real name).  A capture that saw more than one session (a feed that changed session without an
@@ -24,6 +31,9 @@ import shutil
 from pathlib import Path
 
 STAGING_PREFIX = "incoming-"
+INCOMPLETE_PREFIX = "incomplete-"
+INCOMPLETE_NOTE = "incomplete.json"
+_STAGING = re.compile(r"incoming-(\d{8}T\d{6}\.\d{6}Z)-(\d+)")
 UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -35,11 +45,53 @@ def staging_dir(base: str) -> Path:
 
 
 def leftovers(base: str) -> list[Path]:
-    """Staging directories of runs that did not finish (not this process's)."""
+    """Staging directories of runs that did not finish: not this process's, nor a live process's."""
     try:
-        return sorted(p for p in Path(base).iterdir() if p.is_dir() and p.name.startswith(STAGING_PREFIX))
+        found = sorted(p for p in Path(base).iterdir() if p.is_dir() and p.name.startswith(STAGING_PREFIX))
     except FileNotFoundError:
         return []
+    return [p for p in found if not writer_alive(p)]
+
+
+def writer_alive(staging: Path) -> bool:
+    """True while the process named in a staging directory's name may still be writing it: a running process
+    (this one included) that started before the directory was made.  A pid reused by a later process is not it
+    -- nor this process when it has the pid of the run it follows (PID 1 in a container, every time).  The
+    second of slack: psutil's start times count from the boot time, which the kernel gives in whole seconds."""
+    import psutil
+
+    m = _STAGING.fullmatch(staging.name)
+    if m is None:
+        return False                  # not a name we make: nobody of ours writes it
+    pid = int(m.group(2))
+    made = datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True                   # there, but not ours to read: leave its directory alone
+    return started <= made.timestamp() + 1.0
+
+
+def mark_incomplete(staging: Path, why: str) -> Path:
+    """File a dead run's staging directory as ``incomplete-...`` with a note; the new path (OSError for the
+    caller to word)."""
+    from appliance.replay.output import write_json
+
+    m = _STAGING.fullmatch(staging.name)
+    stem = staging.name[len(STAGING_PREFIX):] if m else staging.name
+    write_json(staging / INCOMPLETE_NOTE, {
+        "complete": False, "why": why, "staging": staging.name, "pid": int(m.group(2)) if m else None,
+        "found": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "files": {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}})
+    target = staging.parent / f"{INCOMPLETE_PREFIX}{stem}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = staging.parent / f"{INCOMPLETE_PREFIX}{stem}.{n}"
+    os.rename(staging, target)
+    return target
 
 
 def session_name(summary: dict) -> str | None:
