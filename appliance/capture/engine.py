@@ -81,6 +81,8 @@ class CaptureOptions:
     retire_ms: int = 2
     fanout: tuple[int, str] | None = None
     fanout_start: str | None = None          # a --workers member: the start line's directory (capture/ready.py)
+    handover_socket: str | None = None       # listen here for a successor (capture/handover.py)
+    take_over: str | None = None             # take the feed from the capture listening here
     ready_file: str | None = None            # written once the rings are up, removed at the end
     # recording
     record_dir: str | None = None
@@ -143,6 +145,7 @@ class Capture:
         self.log = log or (lambda text: None)
         self.announce = announce or self.log     # the readiness line (-q does not hide it)
         self.watch = self.fanout_line = None
+        self.predecessor = self.successor = None    # capture/handover.py: our successor's link, our predecessor's
         self.stop_reason: str | None = None
         self.output_code: int | None = None
         self.hot_error: BaseException | None = None
@@ -158,12 +161,13 @@ class Capture:
         if o.engine == "tpacket":
             from appliance.ring.tpacket import TpacketRing
 
+            fanout = self._handover_group(stack)
             ring = stack.enter_context(TpacketRing(o.iface, o.feeds, o.block_size, o.blocks, o.retire_ms,
-                                                   o.fanout, hold=o.fanout_start is not None,
+                                                   fanout, hold=o.fanout_start is not None or o.take_over is not None,
                                                    version=o.tpacket_version))
             self.ring_info = {"engine": "tpacket", "tpacket_version": o.tpacket_version,
                               "block_size": o.block_size, "blocks": o.blocks,
-                              "fanout": list(o.fanout) if o.fanout else None}
+                              "fanout": list(ring.fanout) if ring.fanout else None}
             self.ring_info.update({"retire_ms": o.retire_ms} if o.tpacket_version == 3 else
                                   {"frame_size": ring.frame_size})
             return [ring]
@@ -189,6 +193,30 @@ class Capture:
                           "frames_per_queue": frames, "replaced_stale_program": bool(prog.replaced_stale)}
         self._igmp = stack.enter_context(join_groups(o.iface, [g for g, _ in o.feeds]))
         return [stack.enter_context(XskReceiver(socks))]
+
+    def _handover_group(self, stack: ExitStack) -> tuple[int, str] | None:
+        """The fan-out group: a successor joins its predecessor's (asked over ``--take-over``), a capture that may
+        hand over starts a PACKET_FANOUT_CBPF group of its own (id 0: the kernel picks one); else ``fanout``."""
+        from appliance.capture.handover import Predecessor, Successor
+
+        o = self.options
+        if o.handover_socket:
+            self.predecessor = Predecessor(o.handover_socket, self.log)
+            stack.callback(self.predecessor.stop_listening)    # the successor link stays for ``left``
+        if o.take_over:
+            self.successor = Successor(o.take_over, self.log)
+            return self.successor.connect(o.feeds), "cbpf"
+        return (0, "cbpf") if o.handover_socket else o.fanout
+
+    def _tick_handover(self, stopping: dict) -> None:
+        """A successor's messages (and, once drained after the switch, the stop); our predecessor's departure,
+        after which we listen for our own successor."""
+        if self.successor is not None and self.successor.tick() and self.predecessor is not None:
+            self.predecessor.listen(self.rings[0], self.options.feeds)
+        if self.predecessor is not None:
+            reason = self.predecessor.tick(self.cap)
+            if reason:
+                stopping["flag"] = stopping["flag"] or reason
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stopping: dict | None = None) -> None:
@@ -247,6 +275,15 @@ class Capture:
             self.stats = capstats.collect(self, rings, iface_before)
             self.stats["multicast_seen"] = self.watch.result() if ran else None
         self.rings_closed_at = time.monotonic()
+        handover = {}
+        if self.successor is not None:
+            handover["took_over"] = self.successor.finish(self.decoder.mold)
+        if self.predecessor is not None:
+            self.predecessor.left(self.decoder.mold, int(self.cap[CAP_FRAMES]))   # out of the group: say so
+            if self.predecessor.info.get("switched_at_unix") is not None:
+                handover["handed_over"] = self.predecessor.info
+        if handover:
+            self.stats["handover"] = handover
 
     def _start_line(self, rings, stopping: dict) -> None:
         """Rings are up: a fan-out member waits until every member has joined, then takes the feed; then the
@@ -258,6 +295,13 @@ class Capture:
             self.fanout_line.joined()
             self.fanout_line.wait_for_go(stopping)
             rings[0].release()
+        if self.successor is not None:            # ready: the feed filter on, then every frame to us
+            rings[0].release()
+            self.successor.switch(rings[0])
+            self.log(f"took the feed over from pid {self.successor.info['predecessor_pid']} "
+                     f"(switch {self.successor.info['switch_us']:g} us)")
+        elif self.predecessor is not None:
+            self.predecessor.listen(rings[0], o.feeds)
         if o.ready_file:
             rows = {"rows_fd": self.region.fd} if self.region is not None else {}
             write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine, **rows,
@@ -311,6 +355,7 @@ class Capture:
                 if frames != last_frames:
                     last_frames, last_frame_at = frames, now
                 self._tick_watch(frames, stopping)
+                self._tick_handover(stopping)
                 for proc in self._cold():
                     if proc.check():
                         self.log(proc.ended)

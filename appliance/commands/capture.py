@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write PATH (JSON: pid, interface, engine) once the rings are up and the capture takes "
                              "frames; removed when it ends -- for scripts that wait before sending")
     parser.add_argument("--fanout-start", metavar="DIR", help=argparse.SUPPRESS)   # --workers' start line
+    hand = parser.add_argument_group("handover without loss (--engine tpacket)")
+    hand.add_argument("--handover-socket", metavar="PATH",
+                      help="listen on the AF_UNIX socket PATH for a new capture that takes the feed over; this one "
+                           "then drains its ring and exits 0 (stop_reason handover)")
+    hand.add_argument("--take-over", metavar="PATH",
+                      help="take the feed over from the capture listening on PATH once this one is ready: each "
+                           "frame goes to exactly one of the two (same --iface and --feed lines needed)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no status line and no report (the readiness line and problems are still said)")
 
@@ -119,6 +126,9 @@ def options_from(args):
     if args.retire_ms is not None and (args.engine != "tpacket" or args.tpacket_version != 3):
         raise UserError("--retire-ms is for --engine tpacket with TPACKET_V3 (a V2 ring hands each frame over "
                         "as it lands)")
+    if (args.handover_socket or args.take_over) and (args.engine != "tpacket" or args.fanout or args.workers > 1):
+        raise UserError("--handover-socket and --take-over are for --engine tpacket without --fanout or --workers "
+                        "(an AF_XDP queue takes one socket: the handover is not built for it)")
     check_placement(args)
     if args.frames and args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
@@ -136,6 +146,7 @@ def options_from(args):
         fanout=(args.fanout_group, args.fanout) if args.fanout else None, record_dir=args.record,
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
         snaplen=args.snaplen, record_ring=args.record_ring, ready_file=args.ready_file, fanout_start=args.fanout_start,
+        handover_socket=args.handover_socket, take_over=args.take_over,
         ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms, hot_cpu=args.hot_cpu,
         output_cpus=args.output_cpus, hot_rt=args.hot_rt)
 
@@ -317,7 +328,7 @@ def _no_feed(stats: dict, options) -> tuple[str, bool] | None:
     if seen is None or stats["counters"]["ring_frames"] or options.fanout_start is not None:
         return None
     feeds = [f"{ipaddress.IPv4Address(g)}:{p}" for g, p in options.feeds]
-    fanout = options.fanout is not None
+    fanout = options.fanout is not None or bool(options.take_over or options.handover_socket)
     sentence = no_feed_sentence(feeds, options.iface, seen, fanout)
     return sentence, bool(seen["lines"] or seen["other_frames"]) and not fanout
 

@@ -48,11 +48,14 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 TPACKET_V2, TPACKET_V3 = 1, 2
 PACKET_MR_PROMISC = 1
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
-FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "qm": 5}     # PACKET_FANOUT_HASH, _LB, _CPU, _QM
+FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "qm": 5,     # PACKET_FANOUT_HASH, _LB, _CPU, _QM
+                "cbpf": 6}                                  # PACKET_FANOUT_CBPF: a program picks the member
 SIOCGIFMTU = 0x8921
 # Where a TPACKET_V2 slot's frame starts: tpacket_rcv puts the network header at TPACKET_ALIGN(TPACKET2_HDRLEN
 # (52: the 32-byte header, aligned, plus a 20-byte sockaddr_ll) + 16) = 80, the 14-byte MAC header before it.
@@ -271,7 +274,10 @@ class TpacketRing:
         sock.bind((self.ifname, ETH_P_ALL))
         if self.fanout is not None:
             group_id, mode = self.fanout
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group_id & 0xFFFF) | (FANOUT_MODES[mode] << 16))
+            flags = PACKET_FANOUT_FLAG_UNIQUEID if group_id == 0 else 0    # 0: the kernel picks an unused id
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group_id & 0xFFFF) | ((FANOUT_MODES[mode] | flags) << 16))
+            # getsockopt(PACKET_FANOUT) = id | (type | flags << 8) << 16: the id the kernel gave
+            self.fanout = (struct.unpack("=I", sock.getsockopt(SOL_PACKET, PACKET_FANOUT, 4))[0] & 0xFFFF, mode)
         self.stats()                                       # PACKET_STATISTICS resets on read: start from zero
         self.packets = self.drops = self.freezes = 0
         if self.feeds:
@@ -291,6 +297,17 @@ class TpacketRing:
         another still took frames would hand its lines' last frames to that one."""
         _attach_filter(self.sock, DROP_ALL)
         self.holding = True
+
+    def steer_to(self, member: int) -> None:
+        """A ``cbpf`` fan-out group: from the next frame on, every frame goes to member ``member`` (the kernel takes
+        the program's return value modulo the number of members; members are numbered in the order they joined,
+        and one that leaves is replaced by the last).  PACKET_FANOUT_DATA swaps the group's program with
+        rcu_assign_pointer and then waits in synchronize_net() (net/packet/af_packet.c, __fanout_set_data_bpf):
+        when this returns, every frame the old program sent elsewhere is already in that member's ring."""
+        prog = [(BPF_RET_K, 0, 0, member)]
+        insns = (ctypes.c_uint8 * 8)()
+        struct.pack_into("=HBBI", insns, 0, *prog[0])
+        self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, struct.pack("=HxxxxxxQ", 1, ctypes.addressof(insns)))
 
     def receive(self, budget, state, wait=None, pollfds=None):
         """Run the ring kernel once on ``state`` (a ``deliver.RxState``); returns (status, frames).  Without

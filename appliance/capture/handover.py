@@ -1,0 +1,258 @@
+"""Handover without loss between two TPACKET captures on one box (``--handover-socket`` / ``--take-over``).
+
+The old capture (started with ``--handover-socket PATH``) is the only member of a PACKET_FANOUT_CBPF group whose
+id the kernel picked (PACKET_FANOUT_FLAG_UNIQUEID), and listens on the AF_UNIX stream socket PATH.  The new
+capture (``--take-over PATH``) and the old one then speak one JSON object a line:
+
+1. new -> old ``hello``: the old one points the group's program at itself (``RET 0``: it joined first) and
+   answers ``group`` (group id, its pid and feeds).  The new one refuses to go on if the feeds differ (a frame
+   the new filter refused after the switch would be lost to both).
+2. The new one opens its ring holding its place (a filter that keeps nothing), joins the group as member 1 --
+   the program still sends every frame to member 0 -- puts its feed filter on, warms its kernels, starts its
+   hot thread, and only then swaps the program for ``RET 1`` (PACKET_FANOUT_DATA).  The kernel picks exactly
+   one member per frame: each frame is in exactly one of the two rings.  The swap waits for an RCU grace period
+   (synchronize_net), so when it returns every frame sent to the old member is already in the old ring.
+3. new -> old ``switched``.  The old one removes PATH, then drains: it keeps reading until the frames taken off
+   its ring equal the frames the kernel put there (PACKET_STATISTICS tp_packets minus tp_drops; V3's last
+   block comes when the retire timer hands it over), stops (``stop_reason`` ``handover``), closes its ring --
+   leaving the group, the new one becomes member 0 -- and only then sends ``left`` (its frames and the next
+   sequence number it expected per session) and exits 0 after writing its outputs.
+4. After ``left`` (or the old one's end of connection), the new one is alone in the group and, with its own
+   ``--handover-socket``, listens for the next one.
+
+A new capture that dies before step 2's swap leaves the old one taking every frame; an old one that dies after
+it loses only what was still in its ring (the group then has the new one alone).  The new capture's books
+start mid-session: summary.json ``capture.handover.sessions`` gives each session's first sequence number.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+from appliance.errors import UserError
+from appliance.ring.deliver import CAP_FRAMES, CAP_RING_MALFORMED
+
+DRAIN_LIMIT = 5.0            # seconds the old capture drains at most after the switch (then stops and says so)
+CONNECT_LIMIT = 10.0         # seconds the new capture waits for the old one's answer
+
+
+def _send(sock: socket.socket, msg: dict) -> None:
+    sock.sendall((json.dumps(msg) + "\n").encode())
+
+
+def _lines(sock: socket.socket, buf: bytearray) -> tuple[list[dict], bool]:
+    """Whole messages received so far (non-blocking) and whether the peer closed."""
+    closed = False
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            closed = True
+            break
+        if not data:
+            closed = True
+            break
+        buf += data
+    out = []
+    while b"\n" in buf:
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf[:] = rest
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            closed = True               # not our protocol: drop the peer
+    return out, closed
+
+
+def session_marks(mold) -> list[dict]:
+    """Per session: the first sequence number this capture saw and the next one it expected."""
+    from appliance.decode.state import SS_COUNT
+    from appliance.replay.summary import _name
+
+    return [{"session": _name(mold.ss_name[s]), "first_sequence": int(mold.ss_first[s]),
+             "next_sequence": int(mold.ss_next[s]), "started_mid_session": int(mold.ss_first[s]) > 1}
+            for s in range(int(mold.ss_meta[SS_COUNT]))]
+
+
+class Predecessor:
+    """The old capture's side: listen on ``path``, hand the feed to one successor, drain, say ``left``."""
+
+    def __init__(self, path: str, log):
+        self.path, self.log = path, log
+        self.listener = self.peer = None
+        self.buf = bytearray()
+        self.ring = None
+        self.switched_at: float | None = None       # time.monotonic() of the successor's ``switched``
+        self.info: dict = {}
+
+    def listen(self, ring, feeds) -> None:
+        self.ring, self.feeds = ring, feeds
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(self.path)
+        except OSError as err:
+            self.listener.close()
+            self.listener = None
+            raise UserError(f"cannot listen on --handover-socket {self.path}: {os.strerror(err.errno)}") from None
+        self.listener.listen(1)
+        self.listener.setblocking(False)
+        self.log(f"handover: listening on {self.path} (fan-out group {ring.fanout[0]})")
+
+    def tick(self, cap) -> str | None:
+        """The control thread's look, every tick: a successor's messages; ``handover`` once drained."""
+        if self.listener is not None and self.peer is None and self.switched_at is None:
+            try:
+                self.peer, _ = self.listener.accept()
+                self.peer.setblocking(False)
+            except (BlockingIOError, InterruptedError):
+                pass
+        if self.peer is not None and self.switched_at is None:
+            msgs, closed = _lines(self.peer, self.buf)
+            for msg in msgs:
+                self._on(msg)
+            if closed and self.switched_at is None:
+                self.log("handover: the successor went away before the switch; still taking the feed")
+                self._drop_peer()
+        if self.switched_at is not None:
+            return self._drained(cap)
+        return None
+
+    def _on(self, msg: dict) -> None:
+        if msg.get("op") == "hello":
+            self.ring.steer_to(0)                    # every frame to us, the first member, whoever joins next
+            self.info["successor_pid"] = msg.get("pid")
+            _send(self.peer, {"op": "group", "group": self.ring.fanout[0], "pid": os.getpid(),
+                              "feeds": [list(f) for f in self.feeds], "tpacket_version": self.ring.version})
+        elif msg.get("op") == "switched":
+            self.switched_at = time.monotonic()
+            self.info["switched_at_unix"] = time.time()
+            self.info["switch_us"] = msg.get("switch_us")
+            self.stop_listening()                   # no second successor: the next one asks the new capture
+
+    def _drained(self, cap) -> str | None:
+        s = self.ring.stats()
+        put = s["kernel_packets"] - s["ring_drops"]
+        taken = int(cap[CAP_FRAMES]) + int(cap[CAP_RING_MALFORMED])
+        waited = time.monotonic() - self.switched_at
+        if taken >= put or waited >= DRAIN_LIMIT:
+            self.info["drain_seconds"] = round(waited, 4)
+            self.info["drained"] = taken >= put
+            if taken < put:
+                self.log(f"handover: {put - taken:,} frames still in the ring after {DRAIN_LIMIT:g} s; stopping")
+            return "handover"
+        return None
+
+    def left(self, mold, frames: int) -> None:
+        """After the ring closed (we are out of the group): tell the successor what we took."""
+        self.info["role"] = "predecessor"
+        self.info["sessions"] = session_marks(mold)
+        if self.peer is not None and self.switched_at is not None:
+            try:
+                self.peer.setblocking(True)
+                _send(self.peer, {"op": "left", "pid": os.getpid(), "frames": frames,
+                                  "sessions": self.info["sessions"]})
+            except OSError:
+                pass
+        self.close()
+
+    def _drop_peer(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
+        self.buf.clear()
+
+    def stop_listening(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        self.stop_listening()
+        self._drop_peer()
+
+
+class Successor:
+    """The new capture's side: ask the old one for its group, switch the feed to us once ready, note when it left."""
+
+    def __init__(self, path: str, log):
+        self.path, self.log = path, log
+        self.sock = None
+        self.buf = bytearray()
+        self.info: dict = {"role": "successor"}
+        self.gone = False
+
+    def connect(self, feeds) -> int:
+        """Before our ring opens: the group id to join."""
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(self.path)
+        except OSError as err:
+            self.sock.close()
+            raise UserError(f"--take-over {self.path}: no capture listens there ({os.strerror(err.errno)}); start "
+                            "the running one with --handover-socket") from None
+        _send(self.sock, {"op": "hello", "pid": os.getpid()})
+        self.sock.settimeout(CONNECT_LIMIT)
+        while b"\n" not in self.buf:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                raise UserError(f"--take-over {self.path}: the running capture did not answer")
+            self.buf += data
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf[:] = rest
+        msg = json.loads(line)
+        theirs = sorted(tuple(f) for f in msg["feeds"])
+        if theirs != sorted(tuple(f) for f in feeds):
+            raise UserError("--take-over: the running capture receives other --feed lines; a handover needs the "
+                            "same ones (a frame only one of them accepts would be lost at the switch)")
+        self.info["predecessor_pid"] = msg["pid"]
+        self.info["group"] = msg["group"]
+        return msg["group"]
+
+    def switch(self, ring) -> None:
+        """We are ready: every frame from now on to us (member 1: the old capture joined first)."""
+        t0 = time.perf_counter_ns()
+        ring.steer_to(1)
+        us = (time.perf_counter_ns() - t0) / 1000
+        self.info["switch_us"] = round(us, 1)
+        self.info["switched_at_unix"] = time.time()
+        _send(self.sock, {"op": "switched", "switch_us": round(us, 1)})
+        self.sock.setblocking(False)
+
+    def tick(self) -> bool:
+        """True once the old capture has left the group (said ``left``, or its connection ended)."""
+        if self.gone:
+            return False
+        msgs, closed = _lines(self.sock, self.buf)
+        for msg in msgs:
+            if msg.get("op") == "left":
+                self.info["predecessor"] = {k: msg.get(k) for k in ("frames", "sessions")}
+        if closed:
+            self.gone = True
+            self.info["predecessor_left_unix"] = time.time()
+            if "predecessor" not in self.info:
+                self.log(f"handover: the old capture (pid {self.info['predecessor_pid']}) ended without "
+                         "saying it drained; what was still in its ring is lost")
+            self.sock.close()
+            return True
+        return False
+
+    def finish(self, mold) -> dict:
+        self.info["sessions"] = session_marks(mold)
+        if self.sock is not None and not self.gone:
+            self.sock.close()
+        return self.info

@@ -1,0 +1,154 @@
+"""Handover without loss between two TPACKET captures (issue 10 item 6; ``capture/handover.py``).
+
+A generated A/B feed (600,000 messages, about 155,000 frames, 7.8 s) is sent at 20k pps; a capture with ``--handover-socket`` takes it, a second
+one started beside it with ``--take-over`` switches the fan-out group's program to itself in the middle.  The
+MoldUDP64 packets of both packets.csv together equal replay's of the pcap, each (line, session, sequence,
+count, status) exactly as often -- none lost, none twice; the old capture stops with ``handover`` after draining
+and exits 0; the new one says it started mid-session.  Root and a lab namespace.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import module_lab
+from test_capture import REPO, _appliance, wait_capturing
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+FEEDS = ["233.54.12.1:26400", "233.54.12.2:26400"]
+PPS = "20000"
+
+lab = module_lab("appl-ho", queues=1)
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory):
+    """The generated feed and replay's packets.csv of it (the reference)."""
+    d = tmp_path_factory.mktemp("feed")
+    pcap = d / "feed.pcap"
+    done = subprocess.run(_appliance("generate", "--messages", "600000", "--ab", str(pcap)), capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(_appliance("replay", str(pcap), "--out", str(d / "replay"), "--packets", "-q"),
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return pcap, _packets(d / "replay" / "packets.csv")
+
+
+def _packets(path: Path) -> Counter:
+    """Every MoldUDP64 packet as (line, session, sequence, count); the status is left out: a packet's other
+    line's copy may have been the first one in one process and not in the other."""
+    with path.open() as f:
+        return Counter((r["line"], r["session"], r["sequence"], r["count"]) for r in csv.DictReader(f))
+
+
+def _capture(lab, out: Path, *extra: str) -> subprocess.Popen:
+    argv = ["capture", "--iface", "lab0", "--engine", "tpacket", "--out", str(out), "--packets", "--no-prefault",
+            "--linger", "1"]
+    for f in FEEDS:
+        argv += ["--feed", f]
+    return subprocess.Popen(lab.netns_cmd(_appliance(*argv, *extra)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("a capture did not stop: " + err)
+    return err
+
+
+@pytest.mark.parametrize("version", ["3", "2"])
+def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twice(lab, feed, tmp_path, version):
+    pcap, sent = feed
+    sock = str(tmp_path / "handover.sock")
+    procs = []
+    try:
+        old = _capture(lab, tmp_path / "old", "--tpacket-version", version, "--handover-socket", sock)
+        procs.append(old)
+        said = wait_capturing(old)
+        assert "capturing on" in said[-1], "".join(said) + old.stderr.read()
+        sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(pcap), "--send", "lab1", "--pps", PPS)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        procs.append(sender)
+        time.sleep(0.3)                     # the new one needs several seconds to start (imports, kernels, rings)
+        new = _capture(lab, tmp_path / "new", "--tpacket-version", version, "--take-over", sock,
+                       "--handover-socket", sock)
+        procs.append(new)
+        t0 = time.monotonic()
+        new_said = wait_capturing(new)
+        assert "capturing on" in new_said[-1], "".join(new_said) + new.stderr.read()
+        assert sender.poll() is None, (f"the feed ended before the switch ({time.monotonic() - t0:.1f} s after the "
+                                       "new capture started): the test proves nothing")
+        old_err = _finish(old)
+        assert old.returncode == 0, old_err
+        _, sender_err = sender.communicate(timeout=60)
+        assert sender.returncode == 0, sender_err
+        new_err = _finish(new)
+        assert new.returncode == 0, new_err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert not os.path.exists(sock)                # the new one listened after the old left, and removed it at exit
+
+    old_sum = json.loads((tmp_path / "old" / "summary.json").read_text())
+    new_sum = json.loads((tmp_path / "new" / "summary.json").read_text())
+    got_old, got_new = _packets(tmp_path / "old" / "packets.csv"), _packets(tmp_path / "new" / "packets.csv")
+    assert sum(got_old.values()) > 5_000 and sum(got_new.values()) > 5_000     # the switch was in the middle
+    assert got_old + got_new == sent                      # none lost, none twice
+    assert not set(got_old) & set(got_new)
+    for s in (old_sum, new_sum):
+        assert s["capture"]["drops"]["ring"] == 0
+    frames = old_sum["capture"]["counters"]["ring_frames"] + new_sum["capture"]["counters"]["ring_frames"]
+    assert frames == sum(sent.values())
+
+    handed = old_sum["capture"]["handover"]["handed_over"]
+    assert old_sum["capture"]["stop_reason"] == "handover" and handed["drained"] is True
+    took = new_sum["capture"]["handover"]["took_over"]
+    assert took["predecessor_pid"] and took["predecessor"]["frames"] == old_sum["capture"]["counters"]["ring_frames"]
+    (session,) = took["sessions"]
+    assert session["started_mid_session"] is True and session["first_sequence"] > 1
+    (before,) = took["predecessor"]["sessions"]
+    assert before["first_sequence"] == 1 and not before["started_mid_session"]
+    # the first sequence the new one saw is at most one A/B packet past where the old one stopped
+    assert session["first_sequence"] <= before["next_sequence"] + 20
+    assert new_sum["capture"]["stop_reason"] == "end_of_session"
+    print(f"\nTPACKET_V{version}: switch {took['switch_us']} us, old drained in {handed['drain_seconds']} s; "
+          f"old {sum(got_old.values()):,} packets, new {sum(got_new.values()):,}")
+
+
+def test_take_over_needs_a_listening_capture_and_the_same_feeds(lab, tmp_path):
+    missing = subprocess.run(lab.netns_cmd(_appliance(
+        "capture", "--iface", "lab0", "--engine", "tpacket", "--feed", FEEDS[0], "--out", str(tmp_path / "x"),
+        "--no-prefault", "--take-over", str(tmp_path / "nobody.sock"))), capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "no capture listens there" in missing.stderr, missing.stderr
+    xdp = subprocess.run(lab.netns_cmd(_appliance(
+        "capture", "--iface", "lab0", "--feed", FEEDS[0], "--out", str(tmp_path / "y"), "--take-over",
+        str(tmp_path / "s.sock"))), capture_output=True, text=True, cwd=REPO)
+    assert xdp.returncode == 2 and "handover is not built" in xdp.stderr, xdp.stderr
+
+    sock = str(tmp_path / "handover.sock")
+    old = _capture(lab, tmp_path / "old", "--handover-socket", sock, "--no-stop-at-end")
+    said = wait_capturing(old)
+    assert "capturing on" in said[-1], "".join(said)
+    other = subprocess.run(lab.netns_cmd(_appliance(
+        "capture", "--iface", "lab0", "--engine", "tpacket", "--feed", FEEDS[0], "--out", str(tmp_path / "z"),
+        "--no-prefault", "--take-over", sock)), capture_output=True, text=True, cwd=REPO)
+    assert other.returncode == 2 and "same ones" in other.stderr, other.stderr
+    old.terminate()
+    err = _finish(old)
+    assert old.returncode == 0, err
+    assert json.loads((tmp_path / "old" / "summary.json").read_text())["capture"]["stop_reason"] == "SIGTERM"
