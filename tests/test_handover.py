@@ -152,3 +152,89 @@ def test_take_over_needs_a_listening_capture_and_the_same_feeds(lab, tmp_path):
     err = _finish(old)
     assert old.returncode == 0, err
     assert json.loads((tmp_path / "old" / "summary.json").read_text())["capture"]["stop_reason"] == "SIGTERM"
+
+
+def _serve_config(root: Path, sock: str, port: int) -> Path:
+    lines = ", ".join(f'{{name = "{n}", group = "{f.split(":")[0]}", port = {f.split(":")[1]}}}'
+                      for n, f in zip("AB", FEEDS))
+    config = root / "appliance.toml"
+    config.write_text(f"""[capture]
+interface = "lab0"
+engine = "tpacket"
+prefault = false
+[feeds.test]
+lines = [{lines}]
+[recording]
+enabled = false
+[outputs.tables]
+kind = "csv"
+directory = "{root / 'tables'}"
+packets = true
+[metrics]
+listen = "127.0.0.1:{port}"
+[service]
+state_directory = "{root / 'state'}"
+handover_socket = "{sock}"
+""")
+    return config
+
+
+def _lines_until(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> list[str]:
+    """serve's stderr lines up to one containing ``pattern`` (or its end)."""
+    said, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        said.append(line)
+        if pattern in line:
+            return said
+    raise AssertionError(f"serve never said {pattern!r}: " + "".join(said))
+
+
+def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed, tmp_path):
+    """`appliance serve --take-over` beside a running serve (the same config, service.handover_socket, the
+    metrics port shared through SO_REUSEPORT): the old one stops with the handover, files what it had and exits
+    0; the new one files the rest of the session next to it; their packets together are replay's, once each."""
+    pcap, sent = feed
+    sock = str(tmp_path / "handover.sock")
+    config = _serve_config(tmp_path, sock, 9100 + os.getpid() % 700)
+    procs = []
+    try:
+        old = subprocess.Popen(lab.netns_cmd(_appliance("serve", "--config", str(config))), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+        procs.append(old)
+        _lines_until(old, "capturing on lab0")
+        sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(pcap), "--send", "lab1", "--pps", PPS)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        procs.append(sender)
+        time.sleep(0.3)
+        new = subprocess.Popen(lab.netns_cmd(_appliance("serve", "--config", str(config), "--take-over")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        procs.append(new)
+        _lines_until(new, "capturing on lab0")
+        assert sender.poll() is None, "the feed ended before the switch: the test proves nothing"
+        old_err = _finish(old)
+        assert old.returncode == 0, old_err
+        assert "stopped by handover" in old_err, old_err
+        _, sender_err = sender.communicate(timeout=60)
+        assert sender.returncode == 0, sender_err
+        _lines_until(new, "filed in")                  # the new one files the rest of the session at its end
+        new.terminate()
+        new_err = _finish(new)
+        assert new.returncode == 0, new_err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    filed = sorted(p for p in (tmp_path / "tables").iterdir() if not p.name.startswith("incoming-"))
+    assert len(filed) == 2, filed                      # the old one's part of the session, then the new one's
+    first, second = (json.loads((p / "summary.json").read_text()) for p in filed)
+    got = [_packets(p / "packets.csv") for p in filed]
+    assert sum(got[0].values()) > 5_000 and sum(got[1].values()) > 5_000
+    assert got[0] + got[1] == sent and not set(got[0]) & set(got[1])
+    assert first["capture"]["stop_reason"] == "handover"
+    (session,) = second["capture"]["handover"]["took_over"]["sessions"]
+    assert session["started_mid_session"] is True
+    assert not os.path.exists(sock)

@@ -13,12 +13,17 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--config", metavar="FILE",
                         help=f"the config file (default: ${ENV_VAR}, else {DEFAULT_PATH})")
+    parser.add_argument("--take-over", action="store_true",
+                        help="take the feed from the serve listening on service.handover_socket (it then exits)")
 
 
 def run(args) -> int:
+    from appliance.errors import UserError
     from appliance.service import config as CF
     from appliance.service.serve import Serve
 
     path = CF.path_from(args.config)
     cfg = CF.load(path)
-    return Serve(cfg, path).run()
+    if args.take_over and not cfg.service.handover_socket:
+        raise UserError(f"{path}: --take-over needs service.handover_socket in the config")
+    return Serve(cfg, path, take_over=args.take_over).run()

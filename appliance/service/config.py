@@ -138,6 +138,7 @@ class Service:
 
     state_directory: str = V.key(V.absolute, STATE_DIRECTORY)
     watchdog: bool = V.key(is_bool, True)
+    handover_socket: str | None = V.key(V.absolute, None)      # TPACKET only: where a successor asks for the feed
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -79,7 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsServer:
-    def __init__(self, listen: str, registry: CollectorRegistry, healthz: Check, readyz: Check):
+    def __init__(self, listen: str, registry: CollectorRegistry, healthz: Check, readyz: Check,
+                 reuse_port: bool = False):
+        """``reuse_port``: SO_REUSEPORT, so a successor taking over (serve's handover) listens on the same address
+        while this one still runs (the kernel spreads connections over both until this one closes)."""
         try:
             host, port = parse_listen(listen)
         except ValueError as err:
@@ -87,7 +90,7 @@ class MetricsServer:
         self.registry = registry
         self.checks = {"/healthz": healthz, "/readyz": readyz}
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_class = type("Server", (_Server,), {"address_family": family})
+        server_class = type("Server", (_Server,), {"address_family": family, "allow_reuse_port": reuse_port})
         try:
             self.httpd = server_class((host, port), _Handler)
         except OSError as err:

@@ -64,7 +64,8 @@ def capture_options(cfg: CF.Config):
         tpacket_version=c.tpacket_version, block_size=c.block_size, blocks=c.blocks, retire_ms=c.retire_ms,
         record_dir=rec.directory if rec.enabled else None, rotate_bytes=rec.rotate_size,
         rotate_seconds=rec.rotate_seconds, snaplen=rec.snaplen, ring_rows=c.ring_rows, hot_cpu=c.hot_cpu,
-        output_cpus=list(c.output_cpus) if c.output_cpus else None, hot_rt=c.hot_rt or None)
+        output_cpus=list(c.output_cpus) if c.output_cpus else None, hot_rt=c.hot_rt or None,
+        handover_socket=cfg.service.handover_socket)
 
 
 def table_output(cfg: CF.Config):
@@ -83,6 +84,9 @@ def check_host(cfg: CF.Config) -> None:
 
     c = cfg.capture
     table_output(cfg)
+    if cfg.service.handover_socket and c.engine != "tpacket":
+        raise UserError(f"{cfg.source}: service.handover_socket needs capture.engine = \"tpacket\" (an AF_XDP "
+                        f"handover is not built)")
     check_iface(c.interface)
     check_privileges(c.engine)
     check_placement(SimpleNamespace(hot_cpu=c.hot_cpu, output_cpus=list(c.output_cpus) if c.output_cpus else None,
@@ -137,7 +141,9 @@ class CurrentCapture:
 
 
 class Serve:
-    def __init__(self, cfg: CF.Config, path: str, log=None):
+    def __init__(self, cfg: CF.Config, path: str, log=None, take_over: bool = False):
+        """``take_over``: the first capture takes the feed from the serve listening on ``service.handover_socket``
+        (it drains and exits); the rest of the run is as usual."""
         from prometheus_client import CollectorRegistry
 
         from appliance.service.metrics import ServiceMetrics
@@ -145,6 +151,7 @@ class Serve:
         from appliance.service.state import ServeState
 
         self.config, self.path, self.pending = cfg, path, None
+        self.take_over = take_over
         self.log = log or say
         self.stopping: dict = {"flag": None}
         self.terminate: str | None = None
@@ -176,7 +183,8 @@ class Serve:
         self._file_leftovers(table_output(cfg).directory)
         self._watch_disks(cfg)
         try:
-            server = MetricsServer(cfg.metrics.listen, self.registry, self.healthz, self.readyz)
+            server = MetricsServer(cfg.metrics.listen, self.registry, self.healthz, self.readyz,
+                                   reuse_port=bool(cfg.service.handover_socket))
         except UserError as err:
             raise UserError(str(err).replace("--listen", "[metrics] listen")) from None
         if self.state.start():
@@ -212,7 +220,10 @@ class Serve:
         cfg = self.config
         self._set_phase("starting")
         staging = sessions.staging_dir(table_output(cfg).directory)
-        capture = Capture(capture_options(cfg), str(staging), tables=True, status=self._control_tick_hook,
+        options = capture_options(cfg)
+        if self.take_over:
+            options.take_over, self.take_over = cfg.service.handover_socket, False
+        capture = Capture(options, str(staging), tables=True, status=self._control_tick_hook,
                           log=self.log, announce=self._announce)
         lines = {line.address: (feed.name, line.name) for feed in cfg.feeds for line in feed.lines}
         health = CaptureHealth(capture.region, os.getpid(), stale=cfg.metrics.feed_stale_seconds, stall=STALL)
@@ -229,12 +240,15 @@ class Serve:
             self.run_returned_at = time.monotonic()
         self._file(capture, staging)
         self.filed_at = time.monotonic()
+        capture_stop = capture.stop_reason
         with self.lock:
             self.session = None
         del capture, health
         gc.collect()                          # the decoder's tables (hundreds of MiB) go now, not at some later pass
         if self.stopping["flag"] in ("SIGTERM", "SIGINT"):
             self.terminate = self.terminate or self.stopping["flag"]
+        elif capture_stop == "handover":
+            self.terminate = self.terminate or "handover"     # our successor has the feed: this service is done
         else:
             self.stopping["flag"] = None      # end of session or a reload: the next capture starts
         self.stopping.pop("peer_ended", None)
