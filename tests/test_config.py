@@ -53,7 +53,7 @@ def test_example_names_every_key_with_its_default():
     example = tomllib.loads(EXAMPLE.read_text())
     text = EXAMPLE.read_text()
     for section, cls in (("capture", C.Capture), ("recording", C.Recording), ("metrics", C.Metrics),
-                         ("service", C.Service), ("outputs", C.CsvOutput)):
+                         ("service", C.Service), ("outputs", C.CsvOutput), ("outputs", C.NatsOutput)):
         for f in dataclasses.fields(cls):
             if "check" in f.metadata:
                 assert f"\n{f.name} = " in text or f"\n# {f.name} = " in text, f"{section}.{f.name} not in example"
@@ -136,8 +136,13 @@ ERRORS = {
     "group:port twice": (MINIMAL + "\n[feeds.other]\nlines = [{name = \"A\", group = \"233.54.12.111\", "
                                    "port = 26477}]\n", 8,
                          "feeds.other.lines[0].group 233.54.12.111:26477 is also feeds.totalview.lines[0]"),
-    "unknown output kind": (MINIMAL + "\n[outputs.bus]\nkind = \"nats\"\n", 8,
-                            "outputs.bus.kind is 'nats', not a known kind of output (known: csv)"),
+    "unknown output kind": (MINIMAL + "\n[outputs.bus]\nkind = \"kafka\"\n", 8,
+                            "outputs.bus.kind is 'kafka', not a known kind of output (known: csv, nats)"),
+    "bad nats server": (MINIMAL + "\n[outputs.bus]\nkind = \"nats\"\nservers = [\"http://x:4222\"]\n", 9,
+                        "outputs.bus.servers must be a list of server URLs like \"nats://127.0.0.1:4222\": "
+                        "'http://x:4222' is not one"),
+    "nats replicas": (MINIMAL + "\n[outputs.bus]\nkind = \"nats\"\nreplicas = 7\n", 9,
+                      "outputs.bus.replicas must be a whole number from 1 to 5"),
     "output without kind": (MINIMAL + "\n[outputs.bus]\ndirectory = \"/srv\"\n", 7, "outputs.bus needs the key 'kind'"),
     "bad size": (MINIMAL + "\n[recording]\nrotate_size = \"1X\"\n", 8,
                  "recording.rotate_size must be a positive size such as \"512M\" or \"2G\" (not '1X')"),
@@ -179,7 +184,7 @@ def test_bad_config_through_the_real_command_line(tmp_path):
     done = subprocess.run(APPLIANCE + ["config", "check", str(path)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
-    assert f"{path}, line 8: outputs.bus.kind is 'nats'" in done.stderr
+    assert f"{path}, line 8: outputs.bus.kind is 'kafka'" in done.stderr
     missing = subprocess.run(APPLIANCE + ["config", "check", str(tmp_path / "none.toml")], capture_output=True,
                              text=True)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

@@ -348,3 +348,68 @@ def test_tail_prints_history_and_says_when_a_publisher_restarts(servers):
     assert done.returncode == 2 and "no JetStream stream holds" in done.stderr and "Traceback" not in done.stderr
     done = _tail(f"nats://127.0.0.1:{_free_port()}", R.feed_filter(FEED), "--idle", "1")
     assert done.returncode == 1 and "cannot reach a NATS server" in done.stderr and "Traceback" not in done.stderr
+
+
+
+lab = None
+try:
+    from conftest import module_lab
+    lab = module_lab("appl-nats")
+except ImportError:                                       # pragma: no cover (conftest is always there)
+    pass
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_live_capture_publishes_what_its_tables_say(lab, tmp_path):
+    """`appliance capture --publish` in a lab namespace with a nats-server (JetStream) inside it: the stream,
+    read back with `appliance tail --all --json`, rebuilds every symbol's last top of book as bbo.csv has it and
+    holds exactly trades.csv's trades, in order, with one publisher's sequences unbroken."""
+    import csv
+    import json
+    from test_capture import FEEDS, REPO, SAMPLE, _appliance, _start_capture
+
+    port = _free_port()
+    store = tmp_path / "store"
+    server = subprocess.Popen(lab.netns_cmd([SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        time.sleep(1.0)
+        assert server.poll() is None
+        out = tmp_path / "out"
+        proc = _start_capture(lab, out, "--publish", url, "--publish-feed", "lab")
+        sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(SAMPLE), "--send", "lab1", "--pps", "20000")),
+                              capture_output=True, text=True, cwd=REPO)
+        assert sent.returncode == 0, sent.stderr
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        tail = subprocess.run(lab.netns_cmd(_appliance("tail", "md.lab.>", "--all", "--json", "--idle", "3",
+                                                        "--server", url)), capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+        assert tail.returncode == 0, tail.stderr
+    finally:
+        server.kill()
+        server.wait()
+    records = [R.from_json(x) for x in tail.stdout.splitlines()]
+    assert [r.sequence for r in records] == list(range(1, len(records) + 1)) and len({r.publisher for r in records}) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    (pub,) = summary["capture"]["publishers"]
+    assert pub["exit_status"] == 0 and pub["sent"] == pub["acknowledged"] == len(records) and pub["dropped"] == 0
+    # the tables' consumer and the publisher each had a slot of their own: both saw every row
+    assert len((out / "bbo.csv").read_text().splitlines()) - 1 == summary["capture"]["output"]["published"]["bbo"] \
+        == pub["rows"]["bbo"]
+    book = client.TopOfBook()
+    for r in records:
+        book.apply(r)
+    with (out / "bbo.csv").open() as f:
+        last = {int(row["locate"]): (int(row["timestamp_ns"]), int(row["locate"]), int(row["bid_price"]),
+                                     int(row["bid_size"]), int(row["ask_price"]), int(row["ask_size"]))
+                for row in csv.DictReader(f)}
+    assert {loc: top.as_row() for loc, top in book.tops.items()} == last and len(last) > 100
+    with (out / "trades.csv").open() as f:
+        table = [(int(row["timestamp_ns"]), int(row["locate"]), row["symbol"], int(row["shares"]), int(row["price"]),
+                  int(row["match_number"])) for row in csv.DictReader(f)]
+    published = [(r.timestamp, r.locate, r.symbol.rstrip(), r.shares, r.price, r.match) for r in records
+                 if r.kind == R.KIND_TRADE]
+    assert published == table and table

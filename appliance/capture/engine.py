@@ -97,6 +97,7 @@ class CaptureOptions:
     hot_cpu: int | None = None               # pin the hot thread here (the control thread and output elsewhere)
     output_cpus: list[int] | None = None     # CPUs for the output process and the control thread
     hot_rt: int | None = None                # SCHED_FIFO priority for the hot thread (see ``_prioritise``)
+    publish: list[dict] = field(default_factory=list)   # a NATS publisher process per spec (publish.publisher)
 
 
 UMEM_BUDGET = 256 << 20      # default AF_XDP memory over all queues
@@ -118,6 +119,7 @@ class Capture:
         self.options = options
         d = options.decode
         self.region = self.output = self.recording = None
+        self.publishers: list = []
         if out_dir is None:
             self.decoder = Decoder(d, None)
             self.rx = new_rx_state(self.decoder.state)
@@ -140,6 +142,14 @@ class Capture:
                 self.rx = recording_on(self.rx, self.region.frames, self.region.fctl, options.snaplen)
                 self.recording = RecordingProcess(self.region, options.record_dir, options.rotate_bytes,
                                                   options.rotate_seconds, options.max_files, options.snaplen)
+            if options.publish:
+                from appliance.publish.publisher import PublisherProcess
+
+                # Slots are given, not taken: a publisher starting before the output process has claimed slot 0
+                # would take it, and the two would then share one cursor (each writing part of the rows).
+                self.publishers = [PublisherProcess(self.region, dict(spec, window_ns=d.window_ns,
+                                                                      step_ns=d.step_ns, slot=R.FILES_SLOT + 1 + i))
+                                   for i, spec in enumerate(options.publish)]
         self.cap, self.hist = self.rx.cap, self.rx.hist
         self.status = status                  # callable(summary dict) for the live status line, or None
         self.log = log or (lambda text: None)
@@ -256,10 +266,13 @@ class Capture:
         if self.recording is not None:
             self.recording.finish()
             capstats.add_recording(self.stats, self.recording.result())
+        if self.publishers:
+            self.stats["publishers"] = [{"pid": pub.pid, "exit_status": pub.finish(), "ended_early": pub.ended,
+                                         **(pub.report() or {})} for pub in self.publishers]
 
     def _cold(self) -> list:
-        """The cold side's processes: the output process (tables), the recording process."""
-        return [p for p in (self.output, self.recording) if p is not None]
+        """The cold side's processes: the output process (tables), the recording process, the publishers."""
+        return [p for p in (self.output, self.recording, *self.publishers) if p is not None]
 
     def _capture(self, stopping: dict) -> None:
         o = self.options

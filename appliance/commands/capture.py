@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     place.add_argument("--hot-rt", type=int, metavar="PRIO",
                        help="run the hot thread SCHED_FIFO at PRIO (1-99); needs the kernel's RT throttling "
                             "(kernel.sched_rt_runtime_us not -1) so a busy loop cannot take its core forever")
+    pub = parser.add_argument_group("publishing (a NATS JetStream publisher process on the cold side)")
+    pub.add_argument("--publish", action="append", metavar="URL",
+                     help="publish top of book, trades, VWAP and status to this NATS server (repeat for a cluster)")
+    pub.add_argument("--publish-feed", default="itch", metavar="NAME",
+                     help="the feed token of the subjects md.NAME.<symbol>.<kind> (default itch)")
+    pub.add_argument("--publish-json", action="store_true", help="publish JSON records instead of binary")
     parser.add_argument("--ready-file", metavar="PATH",
                         help="write PATH (JSON: pid, interface, engine) once the rings are up and the capture takes "
                              "frames; removed when it ends -- for scripts that wait before sending")
@@ -129,6 +135,19 @@ def options_from(args):
     if (args.handover_socket or args.take_over) and (args.engine != "tpacket" or args.fanout or args.workers > 1):
         raise UserError("--handover-socket and --take-over are for --engine tpacket without --fanout or --workers "
                         "(an AF_XDP queue takes one socket: the handover is not built for it)")
+    if args.publish:
+        from appliance.service.values import name as name_problem, nats_urls
+
+        problem = nats_urls(args.publish)
+        if problem:
+            raise UserError(f"--publish {problem.replace('must be a list of', 'takes').replace('must be a', 'takes a')}")
+        if name_problem(args.publish_feed):
+            raise UserError(f"--publish-feed {args.publish_feed!r} {name_problem(args.publish_feed)}")
+        if args.workers > 1 or args.no_tables:
+            raise UserError("--publish works without --workers and --no-tables (the publisher reads the rows one "
+                            "capture's output rings hold)")
+    elif args.publish_json or args.publish_feed != "itch":
+        raise UserError("--publish-feed and --publish-json go with --publish URL")
     check_placement(args)
     if args.frames and args.frames & (args.frames - 1):
         raise UserError("--frames must be a power of two")
@@ -147,6 +166,8 @@ def options_from(args):
         rotate_bytes=args.rotate_size, rotate_seconds=args.rotate_seconds, max_files=args.max_files,
         snaplen=args.snaplen, record_ring=args.record_ring, ready_file=args.ready_file, fanout_start=args.fanout_start,
         handover_socket=args.handover_socket, take_over=args.take_over,
+        publish=[{"feed": args.publish_feed, "servers": args.publish,
+                  "encoding": "json" if args.publish_json else "binary"}] if args.publish else [],
         ring_rows=args.ring_rows, slow_output_ms=args.slow_output_ms, hot_cpu=args.hot_cpu,
         output_cpus=args.output_cpus, hot_rt=args.hot_rt)
 
@@ -279,6 +300,7 @@ def _outcome(capture, options, out: str) -> int:
         problems.append(f"interface {options.iface} went away during the capture; what arrived before is in {out}")
     if capture.recording is not None and capture.recording.ended:
         problems.append(capture.recording.ended)
+    problems += [pub.ended for pub in capture.publishers if pub.ended]
     lost = recording_lost(capture.stats)
     if lost:
         problems.append(f"{lost} (summary.json capture.drops.recording)")

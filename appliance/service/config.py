@@ -120,7 +120,24 @@ class CsvOutput:
     packets: bool = V.key(is_bool, False)
 
 
-OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutput}
+@dataclass(frozen=True, kw_only=True)
+class NatsOutput:
+    """``kind = "nats"``: top of book, trades, VWAP windows and feed status published to NATS JetStream by a
+    publisher process (``appliance.publish``), subjects ``md.<feed>.<symbol>.<kind>``."""
+
+    name: str
+    kind: str = "nats"
+    servers: tuple = V.key(V.nats_urls, ("nats://127.0.0.1:4222",), V.as_tuple, list)
+    feed: str | None = V.key(V.name, None)            # the subjects' feed token; default: the only feed's name
+    encoding: str = V.key(one_of("binary", "json"), "binary")
+    buffer_records: int = V.key(V.positive, 1 << 16)  # trades, windows and status waiting for the server
+    ack_window: int = V.key(V.positive, 256)          # records in flight before waiting for acknowledgements
+    max_age: float = V.key(V.seconds, 86400.0, float)  # the stream's retention by age
+    max_bytes: int = V.key(V.int_from(-1), -1)        # the stream's retention by size; -1: no limit
+    replicas: int = V.key(V.int_from(1, 5), 1)        # JetStream replicas (3 on a 3-node cluster)
+
+
+OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutput, "nats": NatsOutput}
 DEFAULT_OUTPUTS = (CsvOutput(name="tables"),)
 
 
@@ -301,6 +318,8 @@ class _Reader:
                                                    f"{', '.join(sorted(OUTPUT_KINDS))})")
             made.append(self.section(path, table, OUTPUT_KINDS[kind], name=name, kind=kind))
             directory = getattr(made[-1], "directory", None)
+            if directory is None:
+                continue
             if directory in directories:
                 raise self.error(path + ("directory",), f"is also {directories[directory]}'s directory: two "
                                                         "outputs would write over each other's files")

@@ -65,7 +65,23 @@ def capture_options(cfg: CF.Config):
         record_dir=rec.directory if rec.enabled else None, rotate_bytes=rec.rotate_size,
         rotate_seconds=rec.rotate_seconds, snaplen=rec.snaplen, ring_rows=c.ring_rows, hot_cpu=c.hot_cpu,
         output_cpus=list(c.output_cpus) if c.output_cpus else None, hot_rt=c.hot_rt or None,
-        handover_socket=cfg.service.handover_socket)
+        handover_socket=cfg.service.handover_socket, publish=publish_specs(cfg))
+
+
+def publish_specs(cfg: CF.Config) -> list[dict]:
+    """A publisher process spec per ``kind = "nats"`` output (``publish.publisher.DEFAULTS`` names the keys)."""
+    specs = []
+    for o in cfg.outputs:
+        if o.kind != "nats":
+            continue
+        feed = o.feed or (cfg.feeds[0].name if len(cfg.feeds) == 1 else None)
+        if feed is None:
+            raise UserError(f"{cfg.source}: outputs.{o.name}.feed is needed: the config has {len(cfg.feeds)} feeds, "
+                            f"and the subjects name one (md.<feed>.<symbol>.<kind>)")
+        specs.append({"feed": feed, "servers": list(o.servers), "encoding": o.encoding,
+                      "buffer_records": o.buffer_records, "ack_window": o.ack_window, "max_age_s": o.max_age,
+                      "max_bytes": o.max_bytes, "replicas": o.replicas})
+    return specs
 
 
 def table_output(cfg: CF.Config):
@@ -84,6 +100,7 @@ def check_host(cfg: CF.Config) -> None:
 
     c = cfg.capture
     table_output(cfg)
+    publish_specs(cfg)
     if cfg.service.handover_socket and c.engine != "tpacket":
         raise UserError(f"{cfg.source}: service.handover_socket needs capture.engine = \"tpacket\" (an AF_XDP "
                         f"handover is not built)")

@@ -178,4 +178,7 @@ def problems(capture) -> list[tuple[str, str, str]]:
     tables = tables_incomplete(capture)
     if tables:
         out.append(("tables", "incomplete", tables))
+    for pub in getattr(capture, "publishers", []):
+        if pub.ended:
+            out.append(("capture", "publisher_ended", pub.ended))
     return out

@@ -140,6 +140,16 @@ def listen(v) -> str | None:
     return None
 
 
+def nats_urls(v) -> str | None:
+    """A non-empty list of server URLs: nats://HOST:PORT (or tls://)."""
+    if not isinstance(v, list) or not v:
+        return "must be a non-empty list of server URLs like \"nats://127.0.0.1:4222\""
+    for url in v:
+        if not isinstance(url, str) or not re.fullmatch(r"(nats|tls)://[^\s/:]+(:\d{1,5})?", url):
+            return f"must be a list of server URLs like \"nats://127.0.0.1:4222\": {url!r} is not one"
+    return None if len(set(v)) == len(v) else "names the same server twice"
+
+
 def key(check, default=dataclasses.MISSING, convert=None, show=None):
     """A dataclass field that is a key of its TOML table.  No default: the key is required.  ``None``: it may
     be absent (and is not printed).  ``convert`` turns the checked TOML value into the field's value, ``show``
