@@ -540,6 +540,9 @@ def test_prometheus_scrapes_serve_and_promtool_accepts_its_exposition(served, tm
                  "appliance_recording_written_bytes_total", "appliance_tables_written_bytes_total",
                  "appliance_receive_to_book_latency_seconds_bucket"):
         assert re.search(rf"^{name}[{{ ]", text, re.M), name
+    # drops by every source summary.json has, the ones only serve's own process can read included (AF_XDP here)
+    sources = set(re.findall(r'^appliance_dropped_frames_total\{source="(\w+)"\} 0\.0$', text, re.M))
+    assert sources == {"kernel", "recording", "socket", "xdp"}, sources
     done = promtool_check(text)
     assert done.returncode == 0, done.stdout + done.stderr
 

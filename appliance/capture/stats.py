@@ -72,6 +72,43 @@ def live_drops(capture) -> int:
     return total
 
 
+class DropsBySource:
+    """A live capture's drops by where they were counted, read while it runs (``xdp``: the steering program's
+    no-socket and failed redirects; ``socket``: AF_XDP rx_dropped + rx_ring_full; ``ring``: TPACKET tp_drops).
+    Counters never go back: once the rings or the program are gone, the last values read stay."""
+
+    def __init__(self, capture):
+        self.capture, self.last = capture, {}
+
+    def __call__(self) -> dict[str, int]:
+        final = (getattr(self.capture, "stats", None) or {}).get("drops")
+        if final:                                 # the capture ended: its summary's figures, read as it closed
+            now = {k: v for k, v in final.items() if k in ("xdp", "socket", "ring")}
+        else:
+            now = self._live()
+        for source, value in now.items():
+            self.last[source] = max(self.last.get(source, 0), int(value))
+        return dict(self.last)
+
+    def _live(self) -> dict[str, int]:
+        now = {}
+        try:
+            rings = getattr(self.capture, "rings", None) or []
+            if rings:
+                st = rings[0].stats()
+                if self.capture.options.engine == "tpacket":
+                    now["ring"] = st.get("ring_drops", 0)
+                else:
+                    now["socket"] = st.get("rx_dropped", 0) + st.get("rx_ring_full", 0)
+            prog = getattr(self.capture, "program", None)
+            if prog is not None:
+                c = prog.counters()
+                now["xdp"] = c.get("no_socket", 0) + c.get("redirect_failed", 0)
+        except Exception:                         # noqa: BLE001 -- closed under us (the capture ending: sockets
+            pass                                  # and maps gone, libbpf's error): keep what was last read
+        return now
+
+
 def collect(capture, rings, iface_before: dict[str, int]) -> dict:
     """Everything ``summary.json`` says about the capture itself (called before the rings close)."""
     after = iface_counters(capture.options.iface)

@@ -33,6 +33,7 @@ import mmap
 import os
 import socket
 import struct
+import threading
 
 import numpy as np
 
@@ -227,6 +228,7 @@ class TpacketRing:
         self.ring = self.words = None
         self.geom = np.zeros(max(G_SIZE, v2.G2_SIZE), np.int64)
         self.drops = self.packets = self.freezes = 0
+        self._stats_lock = threading.Lock()
 
     def __enter__(self) -> "TpacketRing":
         try:
@@ -328,7 +330,12 @@ class TpacketRing:
         return [self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
 
     def stats(self) -> dict[str, int]:
-        """Totals since open: the kernel's counters reset each time they are read, so they are summed here."""
+        """Totals since open: the kernel's counters reset each time they are read, so they are summed here (under
+        a lock: the control thread and a metrics scrape may both read)."""
+        with self._stats_lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, int]:
         if self.sock is not None:
             # struct tpacket_stats_v3 {tp_packets, tp_drops, tp_freeze_q_cnt}; V2's struct tpacket_stats lacks
             # the third (no block to freeze)

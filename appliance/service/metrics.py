@@ -139,8 +139,11 @@ class CaptureCollector:
     ready file's), ``interface`` its capture interface; ``proc_root`` is /proc unless a test says otherwise."""
 
     def __init__(self, region: R.Region, pid: int | None = None, interface: str | None = None,
-                 proc_root: str = "/proc"):
+                 proc_root: str = "/proc", drops=None):
+        """``drops``: a callable giving more drop sources ({source: frames}) that only the capture's own process
+        can read (its sockets and XDP maps: ``capture.stats.DropsBySource``; serve runs the capture in-process)."""
         self.region, self.pid, self.interface, self.proc_root = region, pid, interface, proc_root
+        self.more_drops = drops
         self.gaps = GapTally()
         self._process = None
         self._iface_last = None
@@ -201,6 +204,8 @@ class CaptureCollector:
         if iface is not None:
             drops.add_metric(["kernel"], iface["drops"])
         drops.add_metric(["recording"], int(cap[CAP_REC_DROPPED]))
+        for source, value in sorted((self.more_drops() if self.more_drops is not None else {}).items()):
+            drops.add_metric([source], value)
         yield drops
         if iface is not None:
             yield self._one("appliance_interface_receive_bytes", "bytes the capture interface received",

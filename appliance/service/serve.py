@@ -438,10 +438,12 @@ class Serve:
             self._count_tables(sess)
 
     def _show(self, capture) -> None:
+        from appliance.capture.stats import DropsBySource
         from appliance.service.metrics import CaptureCollector
 
         self.current_collector.collector = CaptureCollector(capture.region, pid=os.getpid(),
-                                                            interface=capture.options.iface)
+                                                            interface=capture.options.iface,
+                                                            drops=DropsBySource(capture))
 
     def _count_recording(self, sess: Session | None) -> None:
         from appliance.cold.recording import RS_BYTES_WRITTEN, RS_WRITE_ERRORS
