@@ -205,7 +205,8 @@ def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed
                                stderr=subprocess.PIPE, text=True, cwd=REPO)
         procs.append(old)
         _lines_until(old, "capturing on lab0")
-        sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(pcap), "--send", "lab1", "--pps", PPS)),
+        # 10k pps: the feed lasts ~15 s, time for a new serve to start (imports, kernels, rings) on a busy machine
+        sender = subprocess.Popen(lab.netns_cmd(_appliance("replay", str(pcap), "--send", "lab1", "--pps", "10000")),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         procs.append(sender)
         time.sleep(0.3)
