@@ -202,8 +202,8 @@ def _append(region, raw: bytes) -> bool:
 
 def test_drain_writes_the_ring_in_order_across_its_end_and_frees_it(tmp_path):
     """The recording process's loop: every record the producer appended, in order, though the 1 MiB ring wraps
-    several times under a producer that waits for room; the tail catches up with the head; on FINISHED it
-    returns once the ring is empty."""
+    four times (the producer waits for room whenever it is full); the tail catches up with the head; on FINISHED
+    it returns once the ring is empty."""
     from appliance.cold import recording as REC
     from appliance.cold.rows import STATE_FINISHED
 
@@ -214,10 +214,8 @@ def test_drain_writes_the_ring_in_order_across_its_end_and_frees_it(tmp_path):
     drainer = threading.Thread(target=lambda: done.setdefault("how", REC.drain(region, rec, life_r)))
     drainer.start()
     try:
-        waited = 0
-        for raw in RECORDS * 2:                       # about 2 x 2.2 MB through a 1 MiB ring
+        for raw in RECORDS * 2:                       # about 2 x 2.2 MB through a 1 MiB ring: it wraps 4 times
             while not _append(region, raw):
-                waited += 1
                 time.sleep(0.001)
         region.set_state(STATE_FINISHED)
         drainer.join(20)
@@ -227,7 +225,7 @@ def test_drain_writes_the_ring_in_order_across_its_end_and_frees_it(tmp_path):
         drainer.join(20)
         os.close(life_r)
     rec.close()
-    assert waited > 0                                 # the ring was full at times: the producer had to wait
+    # (whether the producer ever found the ring full depends on the machine's timing: not asserted)
     assert int(region.fctl[REC.RS_TAIL]) == int(region.fctl[0]) == sum(map(len, RECORDS)) * 2
     files = ours(tmp_path / "rec")
     assert len(files) >= 3
