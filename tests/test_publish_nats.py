@@ -300,3 +300,27 @@ def test_live_capture_publishes_what_its_tables_say(lab, tmp_path):
     published = [(r.timestamp, r.locate, r.symbol.rstrip(), r.shares, r.price, r.match) for r in records
                  if r.kind == R.KIND_TRADE]
     assert published == table and table
+
+
+def test_server_restarted_after_the_duplicate_window_takes_the_next_records(servers):
+    """A restarted server knows a stream's last message id only from the records inside the duplicate window: a
+    publisher idle for longer than it must not have its next records refused for ever (the record after an
+    acknowledged one carries no expectation of its predecessor)."""
+    srv = servers().start()
+    region = _region()
+    proc = _start(region, [srv.url], duplicate_window_s=1.0, flush_s=8.0)
+    rng = random.Random(21)
+    bbo_rows, tape_rows = _rows(rng, 400, 34_200_000_000_000)
+    _publish(region, bbo_rows[:200], tape_rows[:200])
+    _wait(lambda: _own(region, 0, "acknowledged") == _own(region, 0, "sent") > 50, what="every record acknowledged")
+    time.sleep(2.0)                                        # idle past the duplicate window
+    srv.kill()
+    srv.start()                                            # the same store
+    _wait(lambda: _own(region, 0, "connected") == 1, what="the publisher back")
+    _publish(region, bbo_rows[200:], tape_rows[200:])
+    assert proc.finish() == 0
+    report = proc.report()
+    assert report["unacknowledged_at_exit"] == 0 and report["acknowledged"] == report["sent"], report
+    records = _checked(asyncio.run(_read_stream(srv.url)))
+    assert len(records) == report["sent"]
+    region.close()

@@ -21,12 +21,16 @@ retention by age and size from the spec.  Each record is published with a reply 
 At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest has waited
 ``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent again, in order, with the same
 id -- so a record acknowledged once is stored once, and a record not yet acknowledged is not given up while
-the publisher runs.  Every record after a publisher's first also carries ``Nats-Expected-Last-Msg-Id`` (the id
-of the record before it), so the stream stores a record only right after its predecessor: a connection drop
+the publisher runs.  A record sent while the one before it is unacknowledged also carries
+``Nats-Expected-Last-Msg-Id`` (the id of the record before it), so the stream stores it only right after its
+predecessor: a connection drop
 loses a suffix of what was sent, but what the client had buffered while disconnected is flushed to the next
 node before the resend, and without the check those later records would be stored ahead of the lost ones (a
 gap, then the missing records out of order, for every consumer).  With it they are refused (an error reply)
-and stored in order by the resend.  So one feed has one publisher at a time (a second one on the same stream
+and stored in order by the resend.  A record whose predecessor is acknowledged carries no expectation: the
+predecessor is stored, so nothing can come between, and a server restarted after the publisher was idle for
+longer than the duplicate window knows no last id (it rebuilds it from the records inside the window) and would
+refuse every expectation for ever.  So one feed has one publisher at a time (a second one on the same stream
 would have its records refused).  Error replies are answered by resending the window at most every
 ``RESEND_EVERY_S``: a cluster electing a stream leader answers every record with "no responders".
 
@@ -332,7 +336,7 @@ class Publisher:
 
     async def _send(self, seq: int, subj: str, payload: bytes) -> None:
         headers = {"Nats-Msg-Id": f"{self.id:016x}-{seq}"}
-        if seq > 1:
+        if seq - 1 in self.inflight:      # only an unacknowledged predecessor can be missing (see the docstring)
             headers["Nats-Expected-Last-Msg-Id"] = f"{self.id:016x}-{seq - 1}"
         try:
             await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}", headers=headers)
