@@ -24,15 +24,14 @@ id -- so a record acknowledged once is stored once, and a record not yet acknowl
 the publisher runs.  A record sent while the one before it is unacknowledged also carries
 ``Nats-Expected-Last-Msg-Id`` (the id of the record before it), so the stream stores it only right after its
 predecessor: a connection drop
-loses a suffix of what was sent, but what the client had buffered while disconnected is flushed to the next
-node before the resend, and without the check those later records would be stored ahead of the lost ones (a
-gap, then the missing records out of order, for every consumer).  With it they are refused (an error reply)
-and stored in order by the resend.  A record whose predecessor is acknowledged carries no expectation: the
-predecessor is stored, so nothing can come between, and a server restarted after the publisher was idle for
-longer than the duplicate window knows no last id (it rebuilds it from the records inside the window) and would
-refuse every expectation for ever.  So one feed has one publisher at a time (a second one on the same stream
-would have its records refused).  Error replies are answered by resending the window at most every
-``RESEND_EVERY_S``: a cluster electing a stream leader answers every record with "no responders".
+loses a suffix of what was sent, but what the client had buffered while disconnected is flushed to the next node
+before the resend, and without the check those later records would be stored ahead of the lost ones (a gap, then
+the missing records out of order, for every consumer). With it they are refused (an error reply) and stored in
+order by the resend. A record whose predecessor is acknowledged carries no expectation: the predecessor is stored,
+so nothing can come between, and a server restarted after the publisher was idle for longer than the duplicate
+window knows no last id (it rebuilds it from the records inside the window) and would refuse every expectation for
+ever. So one feed has one publisher at a time (a second one on the same stream would have its records refused).
+Error replies are answered by resending the window at most every ``RESEND_EVERY_S``: a cluster electing a stream leader answers every record with "no responders".
 
 End: the capture sets ``STATE_FINISHED``: the rings are drained, ``session end`` status records queued, and
 the publisher waits up to ``flush_s`` for everything queued to be acknowledged; what is still unacknowledged
