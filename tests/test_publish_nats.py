@@ -13,11 +13,7 @@ consumer slot and sends them to a nats-server the test starts on a free loopback
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
-import signal
-import socket
 import subprocess
 import time
 
@@ -27,52 +23,14 @@ import pytest
 from appliance.cold import rows as RW
 from appliance.decode import state as S
 from appliance.publish import client, records as R
+from natstest import SERVER, SESSION, SYMBOLS, Server, free_port as _free_port, own as _own, publish as _publish, \
+    region as _region, rows as _rows, wait as _wait
 
 nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install nats-py)")
-SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(SERVER is None, reason="nats-server is not installed (apt-get install nats-server)")]
 
 FEED = "itch.A"                         # a '.' in the feed: escaped in subjects and the stream name
-SYMBOLS = ["AAPL", "BRK A", "A.B", "*>", "MSFT", "\xe9X", "~", "ZVZZT"]
-SESSION = b"SESS000042"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """nats-server -js on 127.0.0.1:port with its store in ``store``; started and killed by the test."""
-
-    def __init__(self, port: int, store, log):
-        self.port, self.store, self.log, self.proc = port, str(store), log, None
-
-    def start(self) -> "Server":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                assert self.proc.poll() is None, open(self.log).read()
-                time.sleep(0.05)
-        raise AssertionError(f"nats-server did not listen on {self.port}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
@@ -88,56 +46,9 @@ def servers(tmp_path):
         srv.kill()
 
 
-def _region(rows=1 << 16):
-    region = RW.Region.create({RW.BBO: rows, RW.TAPE: rows, RW.GAPS: RW.MIN_ROWS})
-    for loc, name in enumerate(SYMBOLS, start=1):
-        raw = name.encode("latin-1")
-        region.sym[loc, :len(raw)] = np.frombuffer(raw, np.uint8)
-    region.ss_name[0] = np.frombuffer(SESSION, np.uint8)
-    region.ss_meta[S.SS_COUNT] = 1
-    region.set_state(RW.STATE_RUNNING)
-    return region
-
-
-def _rows(rng, n, t0, bbo=True):
-    """(bbo rows, tape rows): n updates over time from t0, trades on the tape with a clock mark per 100 ms step."""
-    bbo_rows, tape = [], []
-    step = 100_000_000
-    for i in range(n):
-        ts = t0 + i * 2_000_000
-        if i == 0 or ts // step != (ts - 2_000_000) // step:
-            tape.append([ts, 0, S.KIND_CLOCK, 0, 0, 0, 0])
-        loc = rng.randint(1, len(SYMBOLS))
-        if bbo:
-            bbo_rows.append([ts, loc, rng.randint(1, 10**6), rng.randint(1, 10**4), rng.randint(1, 10**6),
-                             rng.randint(1, 10**4)])
-        if rng.random() < 0.5:
-            tape.append([ts, loc, ord(rng.choice("ECP")), ord(rng.choice("BS")), rng.randint(1, 500),
-                         rng.randint(1, 10**6), i + 1])
-        if rng.random() < 0.01:
-            tape.append([ts, loc, S.KIND_BROKEN, 0, 0, 0, i])
-    return np.array(bbo_rows, np.int64).reshape(-1, 6), np.array(tape, np.int64).reshape(-1, 7)
-
-
-def _publish(region, bbo_rows, tape_rows, gaps=()):
-    out, view = S.new_out(), region.hot_view()
-    for first in range(0, max(len(bbo_rows), len(tape_rows)), 1000):
-        b, t = bbo_rows[first:first + 1000], tape_rows[first:first + 1000]
-        out.bbo[:len(b)], out.n[S.N_BBO] = b, len(b)
-        out.trades[:len(t)], out.n[S.N_TRADES] = t, len(t)
-        RW.publish_now(out, view)
-    for i, (first, last) in enumerate(gaps):
-        out.gaps[i] = [0, first, last]
-    out.n[S.N_GAPS] = len(gaps)
-    RW.publish_now(out, view)
-
-
 def _start(region, servers_urls, **spec):
-    from appliance.publish.publisher import PublisherProcess
-    proc = PublisherProcess(region, dict({"feed": FEED, "servers": servers_urls, "flush_s": 20.0}, **spec))
-    proc.start()
-    proc.wait_ready()
-    return proc
+    from natstest import start_publisher
+    return start_publisher(region, servers_urls, FEED, **spec)
 
 
 def _fold(tape_rows):
@@ -159,21 +70,8 @@ def _fold(tape_rows):
 
 
 async def _read_stream(url, timeout=20):
-    """Every message of the feed's stream, in stream order, decoded."""
-    from nats.js.api import DeliverPolicy
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    info = await js.stream_info(R.stream_name(FEED))
-    sub = await js.subscribe(R.feed_filter(FEED), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    got = []
-    while len(got) < info.state.messages:
-        msg = await sub.next_msg(timeout=timeout)
-        rec = R.decode(msg.data)
-        assert R.record_subject(FEED, rec) == msg.subject
-        assert msg.headers["Nats-Msg-Id"] == f"{rec.publisher:016x}-{rec.sequence}"
-        got.append(rec)
-    await nc.close()
-    return got
+    from natstest import read_stream
+    return await read_stream(url, FEED, timeout)
 
 
 def _checked(records):
@@ -185,21 +83,6 @@ def _checked(records):
     assert [r.sequence for r in records] == list(range(1, len(records) + 1))
     assert records[0].kind == R.KIND_STATUS and records[0].code == R.STATUS_PUBLISHER_START
     return records
-
-
-def _wait(pred, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _own(region, slot, name):
-    from appliance.publish.publisher import OWN
-    r, word = OWN[name]
-    return int(region.consumer(r, slot)[word])
 
 
 def test_rows_to_jetstream_to_top_of_book(servers):
@@ -255,8 +138,12 @@ def test_server_absent_at_start_then_up_then_killed_and_restarted(servers):
     _publish(region, bbo_rows, tape_rows[:half])
     time.sleep(1.0)
     assert _own(region, slot, "connected") == 0 and _own(region, slot, "sent") == 0   # nothing to send to yet
+    assert _own(region, slot, "server_port") == 0
+    from appliance.publish.publisher import MARK
+    assert _own(region, slot, "mark") == MARK
     srv = servers(port).start()
     _wait(lambda: _own(region, slot, "acknowledged") > 500, what="the first acknowledgements")
+    assert _own(region, slot, "server_port") == port
     srv.kill()                                                                          # mid-stream
     acked_before = _own(region, slot, "acknowledged")
     _publish(region, bbo_rows, tape_rows[half:])
@@ -413,3 +300,27 @@ def test_live_capture_publishes_what_its_tables_say(lab, tmp_path):
     published = [(r.timestamp, r.locate, r.symbol.rstrip(), r.shares, r.price, r.match) for r in records
                  if r.kind == R.KIND_TRADE]
     assert published == table and table
+
+
+def test_server_restarted_after_the_duplicate_window_takes_the_next_records(servers):
+    """A restarted server knows a stream's last message id only from the records inside the duplicate window: a
+    publisher idle for longer than it must not have its next records refused for ever (the record after an
+    acknowledged one carries no expectation of its predecessor)."""
+    srv = servers().start()
+    region = _region()
+    proc = _start(region, [srv.url], duplicate_window_s=1.0, flush_s=8.0)
+    rng = random.Random(21)
+    bbo_rows, tape_rows = _rows(rng, 400, 34_200_000_000_000)
+    _publish(region, bbo_rows[:200], tape_rows[:200])
+    _wait(lambda: _own(region, 0, "acknowledged") == _own(region, 0, "sent") > 50, what="every record acknowledged")
+    time.sleep(2.0)                                        # idle past the duplicate window
+    srv.kill()
+    srv.start()                                            # the same store
+    _wait(lambda: _own(region, 0, "connected") == 1, what="the publisher back")
+    _publish(region, bbo_rows[200:], tape_rows[200:])
+    assert proc.finish() == 0
+    report = proc.report()
+    assert report["unacknowledged_at_exit"] == 0 and report["acknowledged"] == report["sent"], report
+    records = _checked(asyncio.run(_read_stream(srv.url)))
+    assert len(records) == report["sent"]
+    region.close()

@@ -144,6 +144,34 @@ def test_collector_gives_the_regions_counts_exactly(region):
     assert collector.gaps.lost_messages == 36 and collector.gaps.missed == 0
 
 
+def test_publisher_counts_for_the_slots_publishers_hold(region):
+    """A slot is a publisher's when its mark word says so: its counts are exported with its slot label, the
+    other slots' own words (the table writer's, slot 0) are not read as a publisher's."""
+    from appliance.publish.publisher import MARK, MARK_WORD, OWN, SERVER_PORT_WORD
+    for slot in (0, 2):
+        for r in range(R.N_RINGS):
+            region.consumer(r, slot)[R.CS_PID] = 4242
+    region.consumer(R.TAPE, 0)[R.CS_OWN:R.CS_OWN + 4] = (7, 8, 9, 10)         # the table writer's own words
+    region.consumer(MARK_WORD[0], 2)[MARK_WORD[1]] = MARK
+    region.consumer(SERVER_PORT_WORD[0], 2)[SERVER_PORT_WORD[1]] = 4222
+    values = {"sent": 1000, "acknowledged": 990, "conflated": 55, "dropped": 3, "resent": 12, "ack_errors": 2,
+              "reconnected": 1, "connected": 1}
+    for name, value in values.items():
+        r, word = OWN[name]
+        region.consumer(r, 2)[word] = value
+    region.consumer(R.BBO, 2)[R.CS_DELIVERED] = 1234
+    got = _samples(_exposition(CaptureCollector(region)))
+    slot2 = (("consumer", "slot2"),)
+    for metric, name in (("records_sent", "sent"), ("records_acknowledged", "acknowledged"),
+                         ("records_conflated", "conflated"), ("records_dropped", "dropped"),
+                         ("records_resent", "resent"), ("ack_errors", "ack_errors"), ("reconnections", "reconnected")):
+        assert got[(f"appliance_publisher_{metric}_total", slot2)] == values[name], metric
+    assert got[("appliance_publisher_connected", slot2)] == 1
+    assert got[("appliance_publisher_server_port", slot2)] == 4222
+    assert got[("appliance_ring_delivered_rows_total", (("consumer", "slot2"), ("ring", "bbo")))] == 1234
+    assert not [key for key in got if key[0].startswith("appliance_publisher_") and key[1] != slot2]
+
+
 def test_latency_histogram_buckets_are_cumulative_and_exact(region):
     samples = np.array(_fill(region), np.int64)
     got = _samples(_exposition(CaptureCollector(region)))

@@ -21,8 +21,17 @@ retention by age and size from the spec.  Each record is published with a reply 
 At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest has waited
 ``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent again, in order, with the same
 id -- so a record acknowledged once is stored once, and a record not yet acknowledged is not given up while
-the publisher runs.  A connection drop loses a suffix of what was sent (one TCP stream), so the resend keeps
-the stream in sequence order.
+the publisher runs.  A record sent while the one before it is unacknowledged also carries
+``Nats-Expected-Last-Msg-Id`` (the id of the record before it), so the stream stores it only right after its
+predecessor: a connection drop
+loses a suffix of what was sent, but what the client had buffered while disconnected is flushed to the next node
+before the resend, and without the check those later records would be stored ahead of the lost ones (a gap, then
+the missing records out of order, for every consumer). With it they are refused (an error reply) and stored in
+order by the resend. A record whose predecessor is acknowledged carries no expectation: the predecessor is stored,
+so nothing can come between, and a server restarted after the publisher was idle for longer than the duplicate
+window knows no last id (it rebuilds it from the records inside the window) and would refuse every expectation for
+ever. So one feed has one publisher at a time (a second one on the same stream would have its records refused).
+Error replies are answered by resending the window at most every ``RESEND_EVERY_S``: a cluster electing a stream leader answers every record with "no responders".
 
 End: the capture sets ``STATE_FINISHED``: the rings are drained, ``session end`` status records queued, and
 the publisher waits up to ``flush_s`` for everything queued to be acknowledged; what is still unacknowledged
@@ -43,7 +52,8 @@ from collections import deque
 import numpy as np
 
 from appliance.cold.output import ColdProcess, child_start, refuse
-from appliance.cold.rows import BBO, CS_DELIVERED, CS_OWN, GAPS, N_RINGS, STATE_FINISHED, TAPE, Reader, Region
+from appliance.cold.rows import BBO, CS_DELIVERED, CS_OWN, GAPS, N_RINGS, PACKETS, STATE_FINISHED, TAPE, Reader, \
+    Region
 from appliance.decode.state import BBO_LOCATE, BBO_TS, SS_COUNT, TAPE_TS
 from appliance.errors import UserError
 from appliance.publish import convert
@@ -58,7 +68,13 @@ LOSS_EVERY_S = 1.0
 OWN = {"conflated": (BBO, CS_OWN), "dropped": (BBO, CS_OWN + 1), "sent": (BBO, CS_OWN + 2),
        "acknowledged": (BBO, CS_OWN + 3), "resent": (TAPE, CS_OWN), "ack_errors": (TAPE, CS_OWN + 1),
        "connected": (TAPE, CS_OWN + 2), "unacknowledged_at_exit": (TAPE, CS_OWN + 3),
-       "vwap_late_trades": (GAPS, CS_OWN)}
+       "vwap_late_trades": (GAPS, CS_OWN), "reconnected": (GAPS, CS_OWN + 1)}
+# What the slot is and where it sends, in the packets line's own words: ``MARK`` says "a publisher holds this slot"
+# (metrics export the counts of such slots), ``SERVER_PORT`` is the port of the NATS server it is connected to
+# now (0 while it is not): which node of a cluster it depends on.
+MARK_WORD, SERVER_PORT_WORD = (PACKETS, CS_OWN), (PACKETS, CS_OWN + 1)
+MARK = 0x4255504E53544E41          # "ANTSNPUB" little-endian
+RESEND_EVERY_S = 0.2               # after an error reply, the soonest the window is sent again (a leader election)
 DEFAULTS = {"servers": ["nats://127.0.0.1:4222"], "encoding": "binary", "window_ns": 1_000_000_000,
             "step_ns": 100_000_000, "buffer_records": 1 << 16, "ack_window": 256, "ack_timeout_s": 2.0,
             "flush_s": 10.0, "max_age_s": 86400.0, "max_bytes": -1, "replicas": 1, "duplicate_window_s": 120.0,
@@ -147,6 +163,8 @@ class Publisher:
 
         self.region, self.spec = region, spec
         self.reader = Reader(region, spec["slot"])
+        r, word = MARK_WORD
+        region.consumer(r, self.reader.slot)[word] = MARK
         self.outbox = Outbox(spec["buffer_records"])
         self.late = np.zeros(C.SIZE, np.int64)
         self._late_slot = C.VWAP_LATE_TRADES
@@ -162,6 +180,7 @@ class Publisher:
         self.loss_said, self.loss_at = (0, 0), 0.0
         self.inflight: dict[int, tuple[str, bytes, float]] = {}    # sequence -> (subject, payload, sent at)
         self.resend = False
+        self.resent_at = 0.0
         self.nc = None
         self.ready = False                                          # connected, stream there, acks subscribed
         self.inbox = ""
@@ -227,6 +246,9 @@ class Publisher:
         c["vwap_late_trades"] = int(self.late[self._late_slot])
         for name, (r, word) in OWN.items():
             self.region.consumer(r, self.reader.slot)[word] = c[name]
+        url = self.nc.connected_url if self.nc is not None and self.nc.is_connected else None
+        r, word = SERVER_PORT_WORD
+        self.region.consumer(r, self.reader.slot)[word] = (url.port or 4222) if url is not None else 0
 
     # -- NATS -------------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -268,6 +290,7 @@ class Publisher:
         self.ready = False
 
     async def _on_reconnect(self) -> None:
+        self.outbox.counts["reconnected"] += 1
         asyncio.get_running_loop().create_task(self._ensure_stream())   # the server may have lost the stream
 
     async def _on_ack(self, msg) -> None:
@@ -289,7 +312,10 @@ class Publisher:
         if not self.ready or not self.nc.is_connected:
             return
         now = time.monotonic()
+        if self.resend and now - self.resent_at < RESEND_EVERY_S:
+            return
         if self.inflight and (self.resend or now - next(iter(self.inflight.values()))[2] > self.spec["ack_timeout_s"]):
+            self.resent_at = now
             for seq, (subj, payload, _) in list(self.inflight.items()):
                 await self._send(seq, subj, payload)
                 self.inflight[seq] = (subj, payload, now)
@@ -308,9 +334,11 @@ class Publisher:
             await self._send(self.seq, subj, payload)
 
     async def _send(self, seq: int, subj: str, payload: bytes) -> None:
+        headers = {"Nats-Msg-Id": f"{self.id:016x}-{seq}"}
+        if seq - 1 in self.inflight:      # only an unacknowledged predecessor can be missing (see the docstring)
+            headers["Nats-Expected-Last-Msg-Id"] = f"{self.id:016x}-{seq - 1}"
         try:
-            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}",
-                                  headers={"Nats-Msg-Id": f"{self.id:016x}-{seq}"})
+            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}", headers=headers)
         except Exception:                             # noqa: BLE001 -- disconnected, buffer full: resent later
             self.resend = True
 

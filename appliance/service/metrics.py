@@ -50,6 +50,15 @@ OWN = {C.FRAMES: ("frames", "link-layer frames the decoder read"),
        C.MESSAGES: ("messages", "ITCH messages applied to the books"),
        C.DUPLICATE_PACKETS: ("duplicate_packets", "MoldUDP64 packets already received (on another line or again)"),
        C.HEARTBEATS: ("heartbeats", "MoldUDP64 heartbeat packets")}
+# A publisher's counts (publish.publisher.OWN name, metric name without appliance_publisher_ and _total, help).
+PUBLISHER_COUNTS = (
+    ("sent", "records_sent", "records sent to NATS (each numbered once: its last sequence)"),
+    ("acknowledged", "records_acknowledged", "records JetStream acknowledged as stored"),
+    ("conflated", "records_conflated", "top-of-book updates replaced by a newer one before they were sent"),
+    ("dropped", "records_dropped", "records dropped because the publisher's buffer was full"),
+    ("resent", "records_resent", "records sent again (no acknowledgement in time, an error reply, a reconnection)"),
+    ("ack_errors", "ack_errors", "error replies from JetStream (refused or no responders): answered by a resend"),
+    ("reconnected", "reconnections", "times the publisher reconnected to a NATS server"))
 STATES = {R.STATE_STARTING: "starting", R.STATE_RUNNING: "running", R.STATE_FINISHED: "finished"}
 
 
@@ -154,6 +163,7 @@ class CaptureCollector:
         yield from self._decoder(cnt, by_type)
         yield from self._capture(region, cap)
         yield from self._rings(region)
+        yield from self._publishers(region)
         yield from self._process_metrics()
         yield build_info()
 
@@ -265,6 +275,30 @@ class CaptureCollector:
                 if info["attached"]:
                     behind.add_metric([ring, f"slot{slot}"], max(0, seq - int(line[R.CS_CURSOR])))
         yield from (published, size, delivered, lost, behind, attached)
+
+    def _publishers(self, region):
+        """Each NATS publisher's counts, from its slot's own words (``publish.publisher.OWN``; a slot is a
+        publisher's when its ``MARK`` word says so), labelled like the ring metrics (``consumer="slotN"``), so its
+        rows delivered and lost are ``appliance_ring_*_rows_total`` with the same label."""
+        from appliance.publish.publisher import MARK, MARK_WORD, OWN, SERVER_PORT_WORD
+
+        families = {name: CounterMetricFamily(f"appliance_publisher_{metric}", doc, labels=["consumer"])
+                    for name, metric, doc in PUBLISHER_COUNTS}
+        connected = GaugeMetricFamily("appliance_publisher_connected", "1 while the publisher is connected to a "
+                                      "NATS server with its stream there", labels=["consumer"])
+        port = GaugeMetricFamily("appliance_publisher_server_port", "port of the NATS server the publisher is "
+                                 "connected to (0 while it is not)", labels=["consumer"])
+        for slot in range(R.MAX_CONSUMERS):
+            if int(region.consumer(MARK_WORD[0], slot)[MARK_WORD[1]]) != MARK:
+                continue
+            label = [f"slot{slot}"]
+            for name, family in families.items():
+                r, word = OWN[name]
+                family.add_metric(label, int(region.consumer(r, slot)[word]))
+            r, word = OWN["connected"]
+            connected.add_metric(label, int(region.consumer(r, slot)[word]))
+            port.add_metric(label, int(region.consumer(SERVER_PORT_WORD[0], slot)[SERVER_PORT_WORD[1]]))
+        yield from (*families.values(), connected, port)
 
     def _process_metrics(self):
         if not self.pid:
