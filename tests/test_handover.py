@@ -70,6 +70,14 @@ def _all_or_counted(sent: Counter, got: Counter, *summaries) -> None:
     assert frames + dropped == sum(sent.values())
 
 
+def _reap(procs: list[subprocess.Popen]) -> None:
+    """Kill whatever a failed test left running."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
 def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -109,10 +117,7 @@ def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twic
         new_err = _finish(new)
         assert new.returncode == 0, new_err
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+        _reap(procs)
     assert not os.path.exists(sock)                # the new one listened after the old left, and removed it at exit
 
     old_sum = json.loads((tmp_path / "old" / "summary.json").read_text())
@@ -232,10 +237,7 @@ def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed
         new_err = _finish(new)
         assert new.returncode == 0, new_err
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+        _reap(procs)
     filed = sorted(p for p in (tmp_path / "tables").iterdir() if not p.name.startswith("incoming-"))
     assert len(filed) == 2, filed                      # the old one's part of the session, then the new one's
     first, second = (json.loads((p / "summary.json").read_text()) for p in filed)
