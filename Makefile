@@ -1,11 +1,14 @@
 # Developer shortcuts; the README's two commands work without make.
-.PHONY: demo test deps bench clean
+.PHONY: demo test deps bench clean test-bootstrap
 demo:
 	sh provisioning/setup.sh demo
 test:
 	sh provisioning/setup.sh test
 deps:
 	sh provisioning/setup.sh deps
+# provisioning/bootstrap.sh in a throwaway Debian 12 root (opt-in: minutes, and a Debian download the first time).
+test-bootstrap: deps
+	APPLIANCE_TEST_BOOTSTRAP=1 .venv/bin/python -m pytest -q -s tests/test_bootstrap.py
 bench: deps
 	.venv/bin/python bench/replay_vs_itch_book.py
 clean:

@@ -14,7 +14,9 @@ DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm
 # The tests scrape the metrics endpoint with a real Prometheus server (and check it with promtool); they start
 # their own on a loopback port, so the package's own service is stopped and disabled if this installs it.
 # The NATS publisher's tests start nats-server (JetStream) on a free loopback port with a temporary store, likewise.
-[ "$job" = test ] && DEBS="$DEBS prometheus nats-server"
+# tests/test_bootstrap.py builds a throwaway Debian 12 root with mmdebstrap and runs provisioning/bootstrap.sh in it;
+# tests/test_vagrantfile.py runs `vagrant validate` (vagrant-libvirt checks the libvirt provider's settings).
+[ "$job" = test ] && DEBS="$DEBS prometheus nats-server mmdebstrap vagrant vagrant-libvirt"
 missing=""
 for p in $DEBS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -119,6 +119,20 @@ def test_ensure_built_rebuilds_only_when_sources_change(tmp_path, monkeypatch):
         steer.ensure_built()
 
 
+def test_installed_package_uses_the_object_bootstrap_installed(tmp_path, monkeypatch):
+    # A wheel installed into a venv has no xdp/ beside it: ensure_built finds INSTALLED_OBJECT, or says where it looked.
+    missing = tmp_path / "site-packages" / "xdp"
+    monkeypatch.setattr(steer, "OBJECT_PATH", missing / "build" / "feed_steer.bpf.o")
+    monkeypatch.setattr(steer, "SOURCES", (missing / "feed_steer.bpf.c", missing / "feed_steer.h"))
+    installed = tmp_path / "share" / "appliance" / "feed_steer.bpf.o"
+    monkeypatch.setattr(steer, "INSTALLED_OBJECT", installed)
+    with pytest.raises(UserError, match=r"^the XDP program is not built: neither .* nor .*share/appliance/feed_steer"):
+        steer.ensure_built()
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(b"\x7fELF")
+    assert steer.ensure_built() == installed
+
+
 def test_missing_interface_is_one_sentence():
     with pytest.raises(UserError) as caught:
         with steer.SteerProgram("nosuch-if0", [(GROUP, PORT)]):

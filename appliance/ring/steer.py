@@ -40,6 +40,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from ctypes import POINTER, Structure, byref, c_char, c_char_p, c_int, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from pathlib import Path
 
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 XDP_DIR = Path(__file__).resolve().parents[2] / "xdp"
 OBJECT_PATH = XDP_DIR / "build" / "feed_steer.bpf.o"
 SOURCES = (XDP_DIR / "feed_steer.bpf.c", XDP_DIR / "feed_steer.h")
+# An installed package (provisioning/bootstrap.sh: a wheel in the /opt/appliance venv) has no xdp/ beside it;
+# bootstrap builds the object and puts it here, under the venv's prefix.
+INSTALLED_OBJECT = Path(sys.prefix) / "share" / "appliance" / "feed_steer.bpf.o"
 PROG_NAME = "feed_steer"          # the SEC("xdp") function; bpf_prog_info.name tells ours from others
 
 # --- mirror of xdp/feed_steer.h (tests/test_steer.py compiles the header and compares) -------------
@@ -100,13 +104,18 @@ NeedsRoot = NeedsPrivilege
 
 
 def ensure_built() -> Path:
-    """Run ``make -C xdp`` when the object is missing or older than its sources; return its path."""
+    """Run ``make -C xdp`` when the object is missing or older than its sources; return its path.
+
+    Without the sources (an installed package), the object bootstrap installed (``INSTALLED_OBJECT``)."""
+    if not SOURCES[0].exists() and not OBJECT_PATH.exists() and INSTALLED_OBJECT.exists():
+        return INSTALLED_OBJECT
     if OBJECT_PATH.exists():
         built = OBJECT_PATH.stat().st_mtime
         if all(not src.exists() or src.stat().st_mtime <= built for src in SOURCES):
             return OBJECT_PATH
     if not SOURCES[0].exists():
-        raise UserError(f"the XDP program {OBJECT_PATH} is not built and its sources are not beside this copy")
+        raise UserError(f"the XDP program is not built: neither {OBJECT_PATH} nor {INSTALLED_OBJECT} exists "
+                        f"(install with provisioning/bootstrap.sh)")
     try:
         made = subprocess.run(["make", "-C", str(XDP_DIR)], capture_output=True, text=True)
     except FileNotFoundError as err:
