@@ -77,16 +77,12 @@ class RecordingProcess(ColdProcess):
         ctl = self.region.fctl
         stats = {name: int(ctl[w]) for name, w in _WORDS.items()}
         tail, head = int(ctl[RS_TAIL]), int(ctl[REC_HEAD])
-        stats["records_dropped"] += _count(pieces(self.region.frames, tail, head))
+        from appliance.capture.record import count_records
+
+        stats["records_dropped"] += count_records(pieces(self.region.frames, tail, head))
         stats["bytes_dropped"] += head - tail
         stats["last_error"] = self.ended or "the recording process ended early"
         return stats
-
-
-def _count(views) -> int:
-    from appliance.capture.record import count_records
-
-    return count_records(views)
 
 
 # -- in the recording process ---------------------------------------------------------------------------------
