@@ -1,10 +1,11 @@
-"""Handover without loss between two TPACKET captures (issue 10 item 6; ``capture/handover.py``).
+"""Handover without loss between two captures (issue 10 item 6; ``capture/handover.py``), both engines.
 
-A generated A/B feed (600,000 messages, about 155,000 frames, 7.8 s) is sent at 20k pps; a capture with ``--handover-socket`` takes it, a second
-one started beside it with ``--take-over`` switches the fan-out group's program to itself in the middle.  The
-MoldUDP64 packets of both packets.csv together equal replay's of the pcap, each (line, session, sequence,
-count, status) exactly as often -- none lost, none twice; the old capture stops with ``handover`` after draining
-and exits 0; the new one says it started mid-session.  Root and a lab namespace.
+A generated A/B feed (600,000 messages, about 155,000 frames, 7.8 s) is sent at 20k pps; a capture with
+``--handover-socket`` takes it, a second one started beside it with ``--take-over`` takes the feed in the middle
+(TPACKET: switches the fan-out group's program to itself; AF_XDP: takes the old one's sockets and rings over at
+the index where it stopped).  The MoldUDP64 packets of both packets.csv together equal replay's of the pcap, each
+(line, session, sequence, count) exactly as often -- none lost, none twice; the old capture stops with
+``handover`` and exits 0; the new one says it started mid-session.  Root and a lab namespace.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -50,8 +52,8 @@ def _packets(path: Path) -> Counter:
         return Counter((r["line"], r["session"], r["sequence"], r["count"]) for r in csv.DictReader(f))
 
 
-def _capture(lab, out: Path, *extra: str) -> subprocess.Popen:
-    argv = ["capture", "--iface", "lab0", "--engine", "tpacket", "--out", str(out), "--packets", "--no-prefault",
+def _capture(lab, out: Path, *extra: str, engine: str = "tpacket") -> subprocess.Popen:
+    argv = ["capture", "--iface", "lab0", "--engine", engine, "--out", str(out), "--packets", "--no-prefault",
             "--linger", "1"]
     for f in FEEDS:
         argv += ["--feed", f]
@@ -64,7 +66,7 @@ def _all_or_counted(sent: Counter, got: Counter, *summaries) -> None:
     (a busy CI box) -- the ones missing are exactly the frames the kernel counted as ring drops (one packet a
     frame): a frame lost by the switch itself, uncounted, fails this."""
     assert not got - sent                                 # nothing that was not sent, nothing more often
-    dropped = sum(s["capture"]["drops"]["ring"] for s in summaries)
+    dropped = sum(s["capture"]["drops"].get(where, 0) for s in summaries for where in ("ring", "socket", "xdp"))
     assert sum((sent - got).values()) == dropped, (sum((sent - got).values()), dropped)
     frames = sum(s["capture"]["counters"]["ring_frames"] for s in summaries)
     assert frames + dropped == sum(sent.values())
@@ -88,13 +90,15 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     return err
 
 
-@pytest.mark.parametrize("version", ["3", "2"])
-def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twice(lab, feed, tmp_path, version):
+@pytest.mark.parametrize("engine,version", [("tpacket", "3"), ("tpacket", "2"), ("xdp", None)])
+def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twice(lab, feed, tmp_path, engine,
+                                                                                  version):
     pcap, sent = feed
     sock = str(tmp_path / "handover.sock")
+    ring = ("--tpacket-version", version) if version else ()
     procs = []
     try:
-        old = _capture(lab, tmp_path / "old", "--tpacket-version", version, "--handover-socket", sock)
+        old = _capture(lab, tmp_path / "old", *ring, "--handover-socket", sock, engine=engine)
         procs.append(old)
         said = wait_capturing(old)
         assert "capturing on" in said[-1], "".join(said) + old.stderr.read()
@@ -102,8 +106,7 @@ def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twic
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         procs.append(sender)
         time.sleep(0.3)                     # the new one needs several seconds to start (imports, kernels, rings)
-        new = _capture(lab, tmp_path / "new", "--tpacket-version", version, "--take-over", sock,
-                       "--handover-socket", sock)
+        new = _capture(lab, tmp_path / "new", *ring, "--take-over", sock, "--handover-socket", sock, engine=engine)
         procs.append(new)
         t0 = time.monotonic()
         new_said = wait_capturing(new)
@@ -138,8 +141,19 @@ def test_handover_in_the_middle_of_the_feed_loses_nothing_and_takes_nothing_twic
     # the first sequence the new one saw is at most one A/B packet past where the old one stopped
     assert session["first_sequence"] <= before["next_sequence"] + 20
     assert new_sum["capture"]["stop_reason"] == "end_of_session"
-    print(f"\nTPACKET_V{version}: switch {took['switch_us']} us, old drained in {handed['drain_seconds']} s; "
-          f"old {sum(got_old.values()):,} packets, new {sum(got_new.values()):,}")
+    if engine == "xdp":
+        # one set of sockets, passed on: the new one started at the very indices the old one stopped at, and
+        # the program stayed attached (a detach would have left the new one without frames); the program's
+        # counters are split between the two at the switch (frames waiting in the rx ring then were redirected
+        # under the old one's count and taken by the new one), so only the sums must agree
+        assert took["took_at"] == handed["stopped_at"]
+        both = (old_sum["capture"], new_sum["capture"])
+        assert sum(c["xdp_counters"]["redirect"] for c in both) == \
+            sum(c["counters"]["ring_frames"] + c["drops"]["socket"] for c in both)
+        what = f"paused {took['switch_us']} us"
+    else:
+        what = f"switch {took['switch_us']} us, old drained in {handed['drain_seconds']} s"
+    print(f"\n{engine} {version or ''}: {what}; old {sum(got_old.values()):,} packets, new {sum(got_new.values()):,}")
 
 
 def test_take_over_needs_a_listening_capture_and_the_same_feeds(lab, tmp_path):
@@ -150,7 +164,7 @@ def test_take_over_needs_a_listening_capture_and_the_same_feeds(lab, tmp_path):
     xdp = subprocess.run(lab.netns_cmd(_appliance(
         "capture", "--iface", "lab0", "--feed", FEEDS[0], "--out", str(tmp_path / "y"), "--take-over",
         str(tmp_path / "s.sock"))), capture_output=True, text=True, cwd=REPO)
-    assert xdp.returncode == 2 and "handover is not built" in xdp.stderr, xdp.stderr
+    assert xdp.returncode == 2 and "no capture listens there" in xdp.stderr, xdp.stderr
 
     sock = str(tmp_path / "handover.sock")
     old = _capture(lab, tmp_path / "old", "--handover-socket", sock, "--no-stop-at-end")
@@ -160,19 +174,23 @@ def test_take_over_needs_a_listening_capture_and_the_same_feeds(lab, tmp_path):
         "capture", "--iface", "lab0", "--engine", "tpacket", "--feed", FEEDS[0], "--out", str(tmp_path / "z"),
         "--no-prefault", "--take-over", sock)), capture_output=True, text=True, cwd=REPO)
     assert other.returncode == 2 and "same ones" in other.stderr, other.stderr
+    engine = subprocess.run(lab.netns_cmd(_appliance(
+        "capture", "--iface", "lab0", "--engine", "xdp", *(a for f in FEEDS for a in ("--feed", f)),
+        "--out", str(tmp_path / "w"), "--no-prefault", "--take-over", sock)), capture_output=True, text=True, cwd=REPO)
+    assert engine.returncode == 2 and "uses --engine tpacket" in engine.stderr, engine.stderr
     old.terminate()
     err = _finish(old)
     assert old.returncode == 0, err
     assert json.loads((tmp_path / "old" / "summary.json").read_text())["capture"]["stop_reason"] == "SIGTERM"
 
 
-def _serve_config(root: Path, sock: str, port: int) -> Path:
+def _serve_config(root: Path, sock: str, port: int, engine: str = "tpacket") -> Path:
     lines = ", ".join(f'{{name = "{n}", group = "{f.split(":")[0]}", port = {f.split(":")[1]}}}'
                       for n, f in zip("AB", FEEDS))
     config = root / "appliance.toml"
     config.write_text(f"""[capture]
 interface = "lab0"
-engine = "tpacket"
+engine = "{engine}"
 prefault = false
 [feeds.test]
 lines = [{lines}]
@@ -204,13 +222,14 @@ def _lines_until(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> 
     raise AssertionError(f"serve never said {pattern!r}: " + "".join(said))
 
 
-def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed, tmp_path):
+@pytest.mark.parametrize("engine", ["tpacket", "xdp"])
+def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed, tmp_path, engine):
     """`appliance serve --take-over` beside a running serve (the same config, service.handover_socket, the
     metrics port shared through SO_REUSEPORT): the old one stops with the handover, files what it had and exits
     0; the new one files the rest of the session next to it; their packets together are replay's, once each."""
     pcap, sent = feed
     sock = str(tmp_path / "handover.sock")
-    config = _serve_config(tmp_path, sock, 9100 + os.getpid() % 700)
+    config = _serve_config(tmp_path, sock, 9100 + os.getpid() % 700, engine)
     procs = []
     try:
         old = subprocess.Popen(lab.netns_cmd(_appliance("serve", "--config", str(config))), stdout=subprocess.PIPE,
@@ -249,3 +268,46 @@ def test_serve_take_over_hands_the_session_to_a_new_serve_without_loss(lab, feed
     (session,) = second["capture"]["handover"]["took_over"]["sessions"]
     assert session["started_mid_session"] is True
     assert not os.path.exists(sock)
+
+
+def test_an_xdp_successor_that_goes_away_before_yield_leaves_the_old_capture_whole(lab, tmp_path):
+    """A would-be successor says hello, receives the AF_XDP offer with every fd (link, program, maps, sockets,
+    UMEMs), then closes without asking the old capture to stop: the old one goes on, takes the whole feed and
+    ends normally, with its program detached."""
+    pcap = tmp_path / "small.pcap"
+    made = subprocess.run(_appliance("generate", "--messages", "20000", "--ab", str(pcap)), capture_output=True,
+                          text=True, cwd=REPO)
+    assert made.returncode == 0, made.stderr
+    sock = str(tmp_path / "handover.sock")
+    old = _capture(lab, tmp_path / "old", "--handover-socket", sock, engine="xdp")
+    try:
+        said = wait_capturing(old)
+        assert "capturing on" in said[-1], "".join(said) + old.stderr.read()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        helper = lab.netns_cmd([sys.executable, "-c", f"""
+import json, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect({sock!r})
+s.sendall(json.dumps({{"op": "hello", "pid": 1, "engine": "xdp"}}).encode() + b"\\n")
+data, fds, _, _ = socket.recv_fds(s, 65536, 64)
+print(json.loads(data.split(b"\\n")[0])["op"], len(fds))
+"""])
+        offered = subprocess.run(helper, capture_output=True, text=True, timeout=30)
+        assert offered.stdout.split() == ["xdp", "7"], offered.stdout + offered.stderr   # 5 + a socket and a UMEM
+        sent = subprocess.run(lab.netns_cmd(_appliance("replay", str(pcap), "--send", "lab1", "--pps", PPS)),
+                              capture_output=True, text=True, cwd=REPO)
+        assert sent.returncode == 0, sent.stderr
+        err = _finish(old)
+        assert old.returncode == 0, err
+    finally:
+        _reap([old])
+    done = json.loads((tmp_path / "old" / "summary.json").read_text())
+    assert done["capture"]["stop_reason"] == "end_of_session" and "handover" not in done["capture"]
+    replay = subprocess.run(_appliance("replay", str(pcap), "--out", str(tmp_path / "replay"), "-q"),
+                            capture_output=True, text=True, cwd=REPO)
+    assert replay.returncode == 0, replay.stderr
+    frames = json.loads((tmp_path / "replay" / "summary.json").read_text())["frames"]
+    assert done["capture"]["counters"]["ring_frames"] + done["capture"]["drops"]["socket"] == frames
+    assert "xdp" not in subprocess.run(lab.netns_cmd(["ip", "link", "show", "lab0"]), capture_output=True,
+                                       text=True).stdout     # detached at the end: nobody else held the link

@@ -185,14 +185,19 @@ class Capture:
         from appliance.ring.tpacket import join_groups
         from appliance.ring.xsk import XskReceiver, XskSocket, rx_queue_count
 
-        queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
-        frames = o.frames or umem_frames(len(queues))
-        socks = [stack.enter_context(XskSocket(o.iface, q, frames=frames, ring=frames, copy_mode=o.xdp_copy,
-                                               hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
-                 for q in queues]
-        prog = stack.enter_context(steer.SteerProgram(o.iface, o.feeds, o.xdp_mode))
-        for q, s in zip(queues, socks):
-            prog.set_socket(q, s.fileno())
+        self._handover_group(stack)
+        if self.successor is not None:           # the predecessor's sockets, UMEMs and program (handover.py)
+            socks, prog, frames = self._adopt_xdp(stack)
+            queues = [s.queue for s in socks]
+        else:
+            queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
+            frames = o.frames or umem_frames(len(queues))
+            socks = [stack.enter_context(XskSocket(o.iface, q, frames=frames, ring=frames, copy_mode=o.xdp_copy,
+                                                   hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
+                     for q in queues]
+            prog = stack.enter_context(steer.SteerProgram(o.iface, o.feeds, o.xdp_mode))
+            for q, s in zip(queues, socks):
+                prog.set_socket(q, s.fileno())
         self.program = prog
         huge = all(s.on_hugepages for s in socks)
         if not huge:
@@ -205,8 +210,9 @@ class Capture:
         return [stack.enter_context(XskReceiver(socks))]
 
     def _handover_group(self, stack: ExitStack) -> tuple[int, str] | None:
-        """The fan-out group: a successor joins its predecessor's (asked over ``--take-over``), a capture that may
-        hand over starts a PACKET_FANOUT_CBPF group of its own (id 0: the kernel picks one); else ``fanout``."""
+        """The handover links; for TPACKET the fan-out group: a successor joins its predecessor's (asked over
+        ``--take-over``), a capture that may hand over starts a PACKET_FANOUT_CBPF group of its own (id 0: the
+        kernel picks one); else ``fanout``."""
         from appliance.capture.handover import Predecessor, Successor
 
         o = self.options
@@ -215,18 +221,44 @@ class Capture:
             stack.callback(self.predecessor.stop_listening)    # the successor link stays for ``left``
         if o.take_over:
             self.successor = Successor(o.take_over, self.log)
-            return self.successor.connect(o.feeds), "cbpf"
+            if o.engine == "tpacket":
+                return self.successor.connect(o.feeds), "cbpf"
         return (0, "cbpf") if o.handover_socket else o.fanout
+
+    def _adopt_xdp(self, stack: ExitStack) -> tuple[list, object, int]:
+        """AF_XDP --take-over: the running capture's sockets (with their UMEMs) and steering program, by fd."""
+        from appliance.ring import steer
+        from appliance.ring.xsk import XskSocket
+
+        o = self.options
+        offer, fds = self.successor.connect_xdp(o.iface, o.feeds, o.queues)
+        pending = list(fds)
+        stack.callback(lambda: [os.close(fd) for fd in pending])    # until each fd has an owner that closes it
+        prog = steer.SteerProgram.adopt(o.iface, o.feeds, offer["attach_mode"], fds[:5])
+        del pending[:5]
+        stack.callback(prog.close)
+        socks = []
+        for i, q in enumerate(offer["queues"]):
+            sock_fd, umem_fd = fds[5 + 2 * i], fds[6 + 2 * i]
+            sock = XskSocket.adopt(o.iface, q, sock_fd, umem_fd, offer["frames"], offer["chunk"], offer["ring"],
+                                   offer["magic"], offer["zerocopy"][i], offer["hugepages"][i])
+            pending.remove(sock_fd)
+            pending.remove(umem_fd)
+            socks.append(stack.enter_context(sock))
+        return socks, prog, offer["frames"]
 
     def _tick_handover(self, stopping: dict) -> None:
         """A successor's messages (and, once drained after the switch, the stop); our predecessor's departure,
         after which we listen for our own successor."""
         if self.successor is not None and self.successor.tick() and self.predecessor is not None:
-            self.predecessor.listen(self.rings[0], self.options.feeds)
+            self.predecessor.listen(self.rings[0], self.options.feeds, self._xdp_program())
         if self.predecessor is not None:
             reason = self.predecessor.tick(self.cap)
             if reason:
                 stopping["flag"] = stopping["flag"] or reason
+
+    def _xdp_program(self):
+        return self.program if self.options.engine == "xdp" else None
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stopping: dict | None = None) -> None:
@@ -308,13 +340,18 @@ class Capture:
             self.fanout_line.joined()
             self.fanout_line.wait_for_go(stopping)
             rings[0].release()
-        if self.successor is not None:            # ready: the feed filter on, then every frame to us
+        if self.successor is not None and o.engine == "xdp":    # ready: the old one stops, we go on from there
+            handed = self.successor.take(rings[0])
+            self.program.counter_base = handed["xdp_counters"]
+            self.log(f"took the AF_XDP sockets over from pid {self.successor.info['predecessor_pid']} "
+                     f"(it stopped {self.successor.info['switch_us']:g} us after being asked)")
+        elif self.successor is not None:            # ready: the feed filter on, then every frame to us
             rings[0].release()
             self.successor.switch(rings[0])
             self.log(f"took the feed over from pid {self.successor.info['predecessor_pid']} "
                      f"(switch {self.successor.info['switch_us']:g} us)")
         elif self.predecessor is not None:
-            self.predecessor.listen(rings[0], o.feeds)
+            self.predecessor.listen(rings[0], o.feeds, self._xdp_program())
         if o.ready_file:
             rows = {"rows_fd": self.region.fd} if self.region is not None else {}
             write_ready(o.ready_file, {"pid": os.getpid(), "interface": o.iface, "engine": o.engine, **rows,
@@ -362,7 +399,10 @@ class Capture:
         hot.start()
         try:
             while stopping["flag"] is None and hot.is_alive():
-                time.sleep(TICK)
+                if self.predecessor is not None:
+                    self.predecessor.wait(TICK)          # a successor's ``yield`` is acted on at once
+                else:
+                    time.sleep(TICK)
                 now = time.monotonic()
                 frames = int(self.cap[CAP_FRAMES])
                 if frames != last_frames:
@@ -379,6 +419,8 @@ class Capture:
         finally:
             wait[W_STOP] = 1                  # the kernel sees it within POLL_SLICE_MS, or at once when busy
             hot.join()
+            if self.predecessor is not None:
+                self.predecessor.stopped()    # AF_XDP: the successor goes on from where our ring kernel stopped
         if self.hot_error is not None:
             raise self.hot_error
         self.stop_reason = stopping["flag"] or self.trouble

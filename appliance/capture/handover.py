@@ -23,11 +23,32 @@ capture (``--take-over PATH``) and the old one then speak one JSON object a line
 A new capture that dies before step 2's swap leaves the old one taking every frame; an old one that dies after
 it loses only what was still in its ring (the group then has the new one alone).  The new capture's books
 start mid-session: summary.json ``capture.handover.sessions`` gives each session's first sequence number.
+
+**AF_XDP** (``--engine xdp``): a queue takes one socket, and a second UMEM on a bound queue is refused (EBUSY),
+so the XSKMAP cannot simply point at a new socket.  The new capture takes the old one's *sockets* instead --
+the very rings the kernel fills -- and the index in them is the hand-off point:
+
+1. new -> old ``hello``; old -> new ``xdp`` with, over SCM_RIGHTS, the BPF link, program and map fds and each
+   queue's socket and UMEM memfd (the UMEM is a memfd for this).  The old one goes on receiving.
+2. The new one maps the UMEM and rings, warms up and starts everything but its hot thread, then says ``yield``.
+3. The old one stops its hot thread -- the last chunks it took are back in the fill ring and its rx consumer
+   index is stored -- marks the link not to be detached, and answers ``stopped``: each queue's rx consumer and
+   fill producer index and the socket and program counters as they stand.  The new one checks the indices in
+   the rings match, counts statistics from those figures (each drop is counted by exactly one of the two), and
+   starts its hot thread at that consumer index.  Frames arriving meanwhile wait in the rx ring (full: the
+   kernel counts them, the new one reports them); none is taken twice, because one index is passed on.
+4. The old one writes its outputs, closes its fds (the sockets and link live on in the new process), sends
+   ``left`` and exits 0.
+
+If the old capture ends before ``stopped`` (a signal, the end of session) the new one says so and exits 2:
+the old one detached the program on its way out.  The program's link now lives in the new process: it is
+detached when that one exits, or handed on again.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 
@@ -89,8 +110,9 @@ class Predecessor:
         self.switched_at: float | None = None       # time.monotonic() of the successor's ``switched``
         self.info: dict = {}
 
-    def listen(self, ring, feeds) -> None:
-        self.ring, self.feeds = ring, feeds
+    def listen(self, ring, feeds, program=None) -> None:
+        """``program``: AF_XDP's steering program (the rings are then an ``XskReceiver``); None for TPACKET."""
+        self.ring, self.feeds, self.program = ring, feeds, program
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -104,7 +126,8 @@ class Predecessor:
             raise UserError(f"cannot listen on --handover-socket {self.path}: {os.strerror(err.errno)}") from None
         self.listener.listen(1)
         self.listener.setblocking(False)
-        self.log(f"handover: listening on {self.path} (fan-out group {ring.fanout[0]})")
+        where = f"fan-out group {ring.fanout[0]}" if program is None else f"{len(ring.sockets)} AF_XDP socket(s)"
+        self.log(f"handover: listening on {self.path} ({where})")
 
     def tick(self, cap) -> str | None:
         """The control thread's look, every tick: a successor's messages; ``handover`` once drained."""
@@ -125,8 +148,39 @@ class Predecessor:
             return self._drained(cap)
         return None
 
+    def wait(self, seconds: float) -> None:
+        """The control thread's pause between ticks: cut short by a successor's message, so that ``yield`` stops
+        us at once (AF_XDP: the feed waits in the rx ring meanwhile)."""
+        ready = [s for s in (self.peer, self.listener) if s is not None]
+        if ready:
+            select.select(ready, [], [], seconds)
+        else:
+            time.sleep(seconds)
+
     def _on(self, msg: dict) -> None:
-        if msg.get("op") == "hello":
+        xdp = self.program is not None
+        if msg.get("op") == "hello" and msg.get("engine", "tpacket") != ("xdp" if xdp else "tpacket"):
+            _send(self.peer, {"op": "refused", "why": f"the running capture uses --engine "
+                                                     f"{'xdp' if xdp else 'tpacket'}; a handover needs the same"})
+            self._drop_peer()
+        elif msg.get("op") == "hello" and xdp:
+            self.info["successor_pid"] = msg.get("pid")
+            socks = self.ring.sockets
+            first = socks[0]
+            offer = {"op": "xdp", "pid": os.getpid(), "feeds": [list(f) for f in self.feeds],
+                     "interface": first.ifname, "queues": [x.queue for x in socks], "frames": first.frames,
+                     "chunk": first.chunk, "ring": first.ring_size, "magic": first.magic,
+                     "zerocopy": [x.zerocopy for x in socks], "hugepages": [x.on_hugepages for x in socks],
+                     "attach_mode": self.program.mode_attached}
+            fds = self.program.handover_fds() + [fd for x in socks for fd in (x.fileno(), x.umem_fd)]
+            self.peer.setblocking(True)
+            socket.send_fds(self.peer, [(json.dumps(offer) + "\n").encode()], fds)
+            self.peer.setblocking(False)
+        elif msg.get("op") == "yield" and xdp:
+            self.switched_at = time.monotonic()          # the successor is ready: stop now, then ``stopped``
+            self.info["switched_at_unix"] = time.time()
+            self.stop_listening()
+        elif msg.get("op") == "hello":
             self.ring.steer_to(0)                    # every frame to us, the first member, whoever joins next
             self.info["successor_pid"] = msg.get("pid")
             _send(self.peer, {"op": "group", "group": self.ring.fanout[0], "pid": os.getpid(),
@@ -138,6 +192,8 @@ class Predecessor:
             self.stop_listening()                   # no second successor: the next one asks the new capture
 
     def _drained(self, cap) -> str | None:
+        if self.program is not None:
+            return "handover"                        # AF_XDP: nothing to drain, the successor reads our rings
         s = self.ring.stats()
         put = s["kernel_packets"] - s["ring_drops"]
         taken = int(cap[CAP_FRAMES]) + int(cap[CAP_RING_MALFORMED])
@@ -149,6 +205,23 @@ class Predecessor:
                 self.log(f"handover: {put - taken:,} frames still in the ring after {DRAIN_LIMIT:g} s; stopping")
             return "handover"
         return None
+
+    def stopped(self) -> None:
+        """AF_XDP, right after our hot thread stopped for good: tell the successor where the rings stand (it starts
+        there) and leave the program attached for it."""
+        if self.program is None or self.switched_at is None or self.peer is None:
+            return
+        handed = self.ring.hand_over()
+        handed["xdp_counters"] = self.program.hand_over_counters()
+        self.program.handed_over()
+        self.info["pause_from_yield_us"] = round((time.monotonic() - self.switched_at) * 1e6, 1)
+        self.info["stopped_at"] = handed["queues"]
+        self.info["drained"] = True                  # nothing was left behind: the rings went with the sockets
+        try:
+            self.peer.setblocking(True)
+            _send(self.peer, {"op": "stopped", **handed})
+        except OSError:
+            self.log("handover: the successor went away as we stopped; what arrives now is in its rings or lost")
 
     def left(self, mold, frames: int) -> None:
         """After the ring closed (we are out of the group): tell the successor what we took."""
@@ -193,8 +266,8 @@ class Successor:
         self.info: dict = {"role": "successor"}
         self.gone = False
 
-    def connect(self, feeds) -> int:
-        """Before our ring opens: the group id to join."""
+    def _hello(self, engine: str) -> tuple[dict, list[int]]:
+        """Connect, say hello, and read the answer (with any fds that came with it)."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(self.path)
@@ -202,23 +275,102 @@ class Successor:
             self.sock.close()
             raise UserError(f"--take-over {self.path}: no capture listens there ({os.strerror(err.errno)}); start "
                             "the running one with --handover-socket") from None
-        _send(self.sock, {"op": "hello", "pid": os.getpid()})
+        _send(self.sock, {"op": "hello", "pid": os.getpid(), "engine": engine})
         self.sock.settimeout(CONNECT_LIMIT)
+        fds: list[int] = []
         while b"\n" not in self.buf:
             try:
-                data = self.sock.recv(65536)
+                data, got, _, _ = socket.recv_fds(self.sock, 65536, 64)
             except OSError:
-                data = b""
+                data, got = b"", []
+            fds += got
             if not data:
+                self._close_fds(fds)
                 raise UserError(f"--take-over {self.path}: the running capture did not answer")
             self.buf += data
         line, _, rest = bytes(self.buf).partition(b"\n")
         self.buf[:] = rest
         msg = json.loads(line)
+        if msg.get("op") == "refused":
+            self._close_fds(fds)
+            raise UserError(f"--take-over {self.path}: {msg.get('why')}")
+        return msg, fds
+
+    @staticmethod
+    def _close_fds(fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+
+    def _same_feeds(self, msg: dict, feeds) -> None:
         theirs = sorted(tuple(f) for f in msg["feeds"])
         if theirs != sorted(tuple(f) for f in feeds):
             raise UserError("--take-over: the running capture receives other --feed lines; a handover needs the "
                             "same ones (a frame only one of them accepts would be lost at the switch)")
+
+    def connect_xdp(self, iface: str, feeds, queues) -> tuple[dict, list[int]]:
+        """AF_XDP, before our rings open: the predecessor's offer and its fds (link, program, maps, then per queue
+        socket and UMEM).  The fds are ours to close, whatever happens next."""
+        msg, fds = self._hello("xdp")
+        try:
+            if msg.get("op") != "xdp" or len(fds) != 5 + 2 * len(msg.get("queues", [])):
+                raise UserError(f"--take-over {self.path}: the running capture did not offer its AF_XDP sockets")
+            self._same_feeds(msg, feeds)
+            if msg["interface"] != iface:
+                raise UserError(f"--take-over: the running capture receives on {msg['interface']}, not {iface}")
+            if queues is not None and sorted(queues) != sorted(msg["queues"]):
+                raise UserError(f"--take-over: the running capture has queues {msg['queues']}; a handover takes "
+                                "the same ones (leave --queues out)")
+        except BaseException:
+            self._close_fds(fds)
+            raise
+        self.info["predecessor_pid"] = msg["pid"]
+        return msg, fds
+
+    def take(self, receiver) -> dict:
+        """AF_XDP: we are ready; ask the predecessor to stop, and go on from where it stopped."""
+        t0 = time.perf_counter_ns()
+        _send(self.sock, {"op": "yield"})
+        self.sock.settimeout(CONNECT_LIMIT)
+        while True:
+            msgs, closed = self._read_blocking()
+            stopped = [m for m in msgs if m.get("op") == "stopped"]
+            if stopped:
+                break
+            if closed:
+                raise UserError(f"--take-over {self.path}: the running capture ended before it handed the feed over "
+                                "(it detached its program on the way out); start this one on its own")
+        handed = stopped[0]
+        receiver.resume(handed)
+        us = (time.perf_counter_ns() - t0) / 1000
+        self.info["switch_us"] = round(us, 1)
+        self.info["switched_at_unix"] = time.time()
+        self.info["took_at"] = handed["queues"]
+        self.sock.setblocking(False)
+        return handed
+
+    def _read_blocking(self) -> tuple[list[dict], bool]:
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise UserError(f"--take-over {self.path}: the running capture did not stop within {CONNECT_LIMIT:g} s "
+                            "of being asked") from None
+        except OSError:
+            data = b""
+        if not data:
+            return [], True
+        self.buf += data
+        out = []
+        while b"\n" in self.buf:
+            line, _, rest = bytes(self.buf).partition(b"\n")
+            self.buf[:] = rest
+            out.append(json.loads(line))
+        return out, False
+
+    def connect(self, feeds) -> int:
+        """TPACKET, before our ring opens: the group id to join."""
+        msg, fds = self._hello("tpacket")
+        self._close_fds(fds)
+        self._same_feeds(msg, feeds)
         self.info["predecessor_pid"] = msg["pid"]
         self.info["group"] = msg["group"]
         return msg["group"]

@@ -101,10 +101,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write PATH (JSON: pid, interface, engine) once the rings are up and the capture takes "
                              "frames; removed when it ends -- for scripts that wait before sending")
     parser.add_argument("--fanout-start", metavar="DIR", help=argparse.SUPPRESS)   # --workers' start line
-    hand = parser.add_argument_group("handover without loss (--engine tpacket)")
+    hand = parser.add_argument_group("handover without loss (either engine)")
     hand.add_argument("--handover-socket", metavar="PATH",
                       help="listen on the AF_UNIX socket PATH for a new capture that takes the feed over; this one "
-                           "then drains its ring and exits 0 (stop_reason handover)")
+                           "then drains its ring (TPACKET) or hands its sockets over (AF_XDP) and exits 0 "
+                           "(stop_reason handover)")
     hand.add_argument("--take-over", metavar="PATH",
                       help="take the feed over from the capture listening on PATH once this one is ready: each "
                            "frame goes to exactly one of the two (same --iface and --feed lines needed)")
@@ -132,9 +133,9 @@ def options_from(args):
     if args.retire_ms is not None and (args.engine != "tpacket" or args.tpacket_version != 3):
         raise UserError("--retire-ms is for --engine tpacket with TPACKET_V3 (a V2 ring hands each frame over "
                         "as it lands)")
-    if (args.handover_socket or args.take_over) and (args.engine != "tpacket" or args.fanout or args.workers > 1):
-        raise UserError("--handover-socket and --take-over are for --engine tpacket without --fanout or --workers "
-                        "(an AF_XDP queue takes one socket: the handover is not built for it)")
+    if (args.handover_socket or args.take_over) and (args.fanout or args.workers > 1):
+        raise UserError("--handover-socket and --take-over are for one capture process, without --fanout or "
+                        "--workers")
     if args.publish:
         from appliance.service.values import name as name_problem, nats_urls
 

@@ -309,6 +309,7 @@ class _Object:
         if not obj:
             raise _fail(ctypes.get_errno() or errno.EINVAL, f"opening {path}")
         self._obj = obj
+        self._own_fds: list[int] = []          # the object closes its own fds
         try:
             _check(lib.bpf_object__load(obj), f"loading XDP program {PROG_NAME} from {path}")
             prog = lib.bpf_object__find_program_by_name(obj, PROG_NAME.encode())
@@ -323,10 +324,27 @@ class _Object:
             self.close()
             raise
 
+    @classmethod
+    def from_fds(cls, prog_fd: int, feeds_fd: int, xsks_fd: int, counters_fd: int) -> "_Object":
+        """A program and its maps loaded by another process, known by fds it passed (a handover); close()
+        closes the fds."""
+        self = cls.__new__(cls)
+        self._obj = None
+        self.prog_fd, self.feeds_fd, self.xsks_fd, self.counters_fd = prog_fd, feeds_fd, xsks_fd, counters_fd
+        self._own_fds = [prog_fd, feeds_fd, xsks_fd, counters_fd]
+        self.ncpus = _check(_libbpf().libbpf_num_possible_cpus(), "counting possible CPUs")
+        return self
+
+    def fds(self) -> list[int]:
+        return [self.prog_fd, self.feeds_fd, self.xsks_fd, self.counters_fd]
+
     def close(self) -> None:
         if self._obj:
             _libbpf().bpf_object__close(self._obj)
             self._obj = None
+        for fd in self._own_fds:
+            os.close(fd)
+        self._own_fds = []
 
     def fill_feeds(self, feeds: list[tuple[int, int]]) -> None:
         if len(feeds) > FEEDS_MAX_ENTRIES:
@@ -387,6 +405,9 @@ class SteerProgram:
         self.native_error: str | None = None     # why "auto" fell back to generic
         self._obj: _Object | None = None
         self._link_fd = -1
+        self._detach_on_close = True
+        self.counter_base: dict[str, int] = {}            # counted before this capture took the program over
+        self.counters_frozen: dict[str, int] | None = None  # handed over: the figures at that moment
 
     # -- lifetime -------------------------------------------------------------------------------------
     def __enter__(self) -> SteerProgram:
@@ -405,10 +426,30 @@ class SteerProgram:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @classmethod
+    def adopt(cls, ifname: str, feeds: list[tuple[int, int]], mode_attached: str, fds: list[int]) -> SteerProgram:
+        """The program another capture attached, taken over with it (``handover_fds`` of that capture, received
+        over SCM_RIGHTS): the link, so closing this one detaches it, and the maps, so feeds and counters work."""
+        self = cls(ifname, feeds)
+        self.mode_attached = mode_attached
+        self._link_fd = fds[0]
+        self._obj = _Object.from_fds(*fds[1:5])
+        return self
+
+    def handover_fds(self) -> list[int]:
+        """What a successor needs to own the program: the link's fd, then the program's and the maps'."""
+        return [self._link_fd, *self._loaded().fds()]
+
+    def handed_over(self) -> None:
+        """A successor holds the link now: closing ours must not detach the program under it."""
+        self._detach_on_close = False
+
     def close(self) -> None:
-        """Detach (explicitly, in case a forked child shares the link fd) and free the object."""
+        """Detach (explicitly, in case a forked child shares the link fd) and free the object -- unless the
+        program was handed over: then only our fds close, and it stays attached for the successor."""
         if self._link_fd >= 0:
-            _libbpf().bpf_link_detach(self._link_fd)
+            if self._detach_on_close:
+                _libbpf().bpf_link_detach(self._link_fd)
             os.close(self._link_fd)
             self._link_fd = -1
         if self._obj is not None:
@@ -488,8 +529,18 @@ class SteerProgram:
         self._loaded().clear_socket(queue)
 
     def counters(self) -> dict[str, int]:
-        """Each outcome counter (COUNTER_NAMES), summed over the possible CPUs."""
-        return self._loaded().counters()
+        """Each outcome counter (COUNTER_NAMES), summed over the possible CPUs: this capture's share, from
+        when it took the program (``counter_base``) until it handed it over (then frozen)."""
+        if self.counters_frozen is not None:
+            return dict(self.counters_frozen)
+        raw = self._loaded().counters()
+        return {k: v - self.counter_base.get(k, 0) for k, v in raw.items()}
+
+    def hand_over_counters(self) -> dict[str, int]:
+        """The counters as they stand (the successor counts from them); ours stay as they are from now on."""
+        raw = self._loaded().counters()
+        self.counters_frozen = {k: v - self.counter_base.get(k, 0) for k, v in raw.items()}
+        return raw
 
     def _loaded(self) -> _Object:
         if self._obj is None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from appliance.errors import UserError
 from appliance.ring.atomics import no_wait
-from appliance.ring.xsk_rx import X_CHUNK, X_FQ_DESC, X_FQ_FLAGS, X_FQ_MASK, X_FQ_NEXT, X_FQ_PROD, X_MAGIC, \
+from appliance.ring.xsk_rx import X_CHUNK, X_CONS, X_FQ_DESC, X_FQ_FLAGS, X_FQ_MASK, X_FQ_NEXT, X_FQ_PROD, X_MAGIC, \
     X_MONO_TO_REAL, X_RX_CONS, X_RX_DESC, X_RX_MASK, X_RX_PROD, X_SIZE, X_UMEM_SIZE, xsk_rx
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,28 @@ def rx_queue_count(ifname: str) -> int:
     return len(list(Path(f"/sys/class/net/{ifname}/queues").glob("rx-*")))
 
 
-def _umem(size: int, hugepages: bool) -> tuple[mmap.mmap, bool]:
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+def _umem(size: int, hugepages: bool) -> tuple[int, mmap.mmap, bool]:
+    """The UMEM: a memfd (on 2 MB hugepages when the kernel has free ones) mapped shared, so a successor taking
+    the sockets over (capture/handover.py) maps the very pages the kernel writes frames into."""
     if hugepages and size % HUGE_PAGE == 0:
+        fd = os.memfd_create("appliance-umem", os.MFD_CLOEXEC | os.MFD_HUGETLB)
         try:
-            return mmap.mmap(-1, size, flags | MAP_HUGETLB), True
+            os.ftruncate(fd, size)
+            return fd, _map_umem(fd, size), True
         except OSError:
-            pass
-    return mmap.mmap(-1, size, flags), False
+            os.close(fd)
+    fd = os.memfd_create("appliance-umem", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        return fd, _map_umem(fd, size), False
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _map_umem(fd: int, size: int) -> mmap.mmap:
+    return mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                     mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 class XskSocket:
@@ -88,12 +102,36 @@ class XskSocket:
         self.ifname, self.queue, self.frames, self.chunk, self.ring_size = ifname, queue, frames, chunk, ring
         self.copy_mode, self.want_huge, self.magic = copy_mode, hugepages, magic
         self.sock: socket.socket | None = None
+        self.umem_fd = -1
         self.maps: list[mmap.mmap] = []
         self.umem = self.rx_words = self.rx_addr = self.fq_words = self.fq_addr = None
         self.geom = np.zeros(X_SIZE, np.int64)
         self.zerocopy = self.on_hugepages = False
+        self.adopted = False
+        self.baseline = dict.fromkeys(STATS_FIELDS, 0)   # XDP_STATISTICS counted before this capture had it
+        self.frozen: dict[str, int] | None = None        # handed over: the figures at that moment
+
+    @classmethod
+    def adopt(cls, ifname: str, queue: int, sock_fd: int, umem_fd: int, frames: int, chunk: int, ring: int,
+              magic: int, zerocopy: bool, on_hugepages: bool) -> "XskSocket":
+        """A socket another capture bound, taken over with its UMEM (fds received over SCM_RIGHTS): map its
+        UMEM and rings, touch nothing yet -- ``resume`` reads where the other left the indices."""
+        self = cls(ifname, queue, frames, chunk, ring, magic=magic)
+        self.adopted, self.zerocopy, self.on_hugepages = True, zerocopy, on_hugepages
+        self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0, fileno=sock_fd)   # (no getsockname on AF_XDP)
+        self.umem_fd = umem_fd
+        try:
+            self.maps.append(_map_umem(umem_fd, frames * chunk))
+            self.umem = np.frombuffer(self.maps[-1], np.uint8)
+            self._map_rings()
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     def __enter__(self) -> "XskSocket":
+        if self.adopted:
+            return self
         try:
             self._open()
         except BaseException:
@@ -110,9 +148,8 @@ class XskSocket:
                 raise UserError("this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS); use --engine tpacket") \
                     from None
             raise
-        fd = self.sock.fileno()
         size = self.frames * self.chunk
-        umem_map, self.on_hugepages = _umem(size, self.want_huge)
+        self.umem_fd, umem_map, self.on_hugepages = _umem(size, self.want_huge)
         self.maps.append(umem_map)
         self.umem = np.frombuffer(umem_map, np.uint8)
         reg = struct.pack("=QQIIII", self.umem.ctypes.data, size, self.chunk, 0, 0, 0)
@@ -124,6 +161,21 @@ class XskSocket:
         for opt in (XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_RX_RING):
             self.sock.setsockopt(SOL_XDP, opt, struct.pack("=I", self.ring_size if opt != XDP_UMEM_COMPLETION_RING
                                                            else 64))
+        self._map_rings()
+        g = self.geom
+        # Every chunk into the fill ring before the socket can receive (the ring holds them all).
+        fill = min(self.frames, self.ring_size)
+        self.fq_addr[g[X_FQ_DESC]:g[X_FQ_DESC] + fill] = np.arange(fill, dtype=np.uint64) * self.chunk
+        g[X_FQ_NEXT] = fill
+        self.fq_words[g[X_FQ_PROD]] = fill                  # nothing reads it before bind (a system call)
+        self._bind(self.sock.fileno(), ifindex)
+        opts = struct.unpack("=I", self.sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4))[0]
+        self.zerocopy = bool(opts & XDP_OPTIONS_ZEROCOPY)
+
+    def _map_rings(self) -> None:
+        """Map the rx and fill rings (and the completion ring the kernel insists on) and note where their indices
+        and descriptors are."""
+        fd = self.sock.fileno()
         offsets = struct.unpack("=16Q", self.sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128))
         rx_off, fq_off = offsets[0:4], offsets[8:12]       # producer, consumer, desc, flags
         rx_map = self._map(fd, rx_off[2] + self.ring_size * 16, XDP_PGOFF_RX_RING)
@@ -136,15 +188,24 @@ class XskSocket:
             self.ring_size - 1
         g[X_FQ_PROD], g[X_FQ_DESC], g[X_FQ_MASK], g[X_FQ_FLAGS] = fq_off[0] // 4, fq_off[2] // 8, \
             self.ring_size - 1, fq_off[3] // 4
-        g[X_CHUNK], g[X_UMEM_SIZE], g[X_MAGIC] = self.chunk, size, self.magic
-        # Every chunk into the fill ring before the socket can receive (the ring holds them all).
-        fill = min(self.frames, self.ring_size)
-        self.fq_addr[g[X_FQ_DESC]:g[X_FQ_DESC] + fill] = np.arange(fill, dtype=np.uint64) * self.chunk
-        g[X_FQ_NEXT] = fill
-        self.fq_words[g[X_FQ_PROD]] = fill                  # nothing reads it before bind (a system call)
-        self._bind(fd, ifindex)
-        opts = struct.unpack("=I", self.sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4))[0]
-        self.zerocopy = bool(opts & XDP_OPTIONS_ZEROCOPY)
+        g[X_CHUNK], g[X_UMEM_SIZE], g[X_MAGIC] = self.chunk, self.frames * self.chunk, self.magic
+
+    def positions(self) -> dict[str, int]:
+        """Where the indices we own stand in the shared rings (read after the ring kernel stopped)."""
+        g = self.geom
+        return {"queue": self.queue, "rx_consumer": int(self.rx_words[g[X_RX_CONS]]),
+                "fill_producer": int(self.fq_words[g[X_FQ_PROD]])}
+
+    def resume(self, at: dict[str, int]) -> None:
+        """An adopted socket: go on from where the previous owner stopped (its last indices are in the shared
+        rings; ``at`` is what it said they were, checked)."""
+        g = self.geom
+        cons, prod = int(self.rx_words[g[X_RX_CONS]]), int(self.fq_words[g[X_FQ_PROD]])
+        if (cons, prod) != (at["rx_consumer"], at["fill_producer"]):
+            raise UserError(f"{self.ifname} queue {self.queue}: the handed-over rings stand at consumer {cons}, "
+                            f"fill {prod}, not where the previous capture said ({at['rx_consumer']}, "
+                            f"{at['fill_producer']}); is a third process using them?")
+        g[X_CONS], g[X_FQ_NEXT] = cons, prod
 
     def _map(self, fd: int, length: int, offset: int) -> mmap.mmap:
         m = mmap.mmap(fd, length, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
@@ -177,21 +238,32 @@ class XskSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def stats(self) -> dict[str, int]:
+    def raw_stats(self) -> dict[str, int]:
+        """The socket's XDP_STATISTICS since it was created (by whichever capture)."""
         if self.sock is None:
             return dict.fromkeys(STATS_FIELDS, 0)
         raw = self.sock.getsockopt(SOL_XDP, XDP_STATISTICS, 48)
         return dict(zip(STATS_FIELDS, struct.unpack("=6Q", raw.ljust(48, b"\0"))))
 
+    def stats(self) -> dict[str, int]:
+        """This capture's share: counted since it took the socket, until it handed it over."""
+        if self.frozen is not None:
+            return dict(self.frozen)
+        raw = self.raw_stats()
+        return {k: raw[k] - self.baseline.get(k, 0) for k in STATS_FIELDS}
+
     def close(self) -> None:
         self.umem = self.rx_words = self.rx_addr = self.fq_words = self.fq_addr = None
         if self.sock is not None:
             self.final_stats = self.stats()
-            self.sock.close()                          # the kernel stops writing into the UMEM first
-            self.sock = None
+            self.sock.close()                          # the kernel stops writing into the UMEM first (unless a
+            self.sock = None                           # successor holds the socket too: then it goes on)
         for m in self.maps:
             m.close()
         self.maps = []
+        if self.umem_fd >= 0:
+            os.close(self.umem_fd)
+            self.umem_fd = -1
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -228,6 +300,25 @@ class XskReceiver:
     def stats(self) -> dict[str, int]:
         per_queue = [s.stats() for s in self.sockets]
         return {key: sum(q[key] for q in per_queue) for key in STATS_FIELDS}
+
+    # -- handover (capture/handover.py): the same sockets, another process ---------------------------------
+    def hand_over(self) -> dict:
+        """Once the ring kernel has stopped for good: where each socket's indices stand and what its statistics
+        say, and from now on our statistics stay as they are (what the sockets count next is the successor's)."""
+        out = {"queues": [], "stats": []}
+        for s in self.sockets:
+            out["queues"].append(s.positions())
+            raw = s.raw_stats()
+            s.frozen = {k: raw[k] - s.baseline.get(k, 0) for k in STATS_FIELDS}
+            out["stats"].append(raw)
+        return out
+
+    def resume(self, handed: dict) -> None:
+        """Adopted sockets: take up the indices where the predecessor left them, and count statistics from the
+        figures it last read (so every drop is counted by exactly one of the two)."""
+        for s, at, raw in zip(self.sockets, handed["queues"], handed["stats"]):
+            s.resume(at)
+            s.baseline = {k: int(raw.get(k, 0)) for k in STATS_FIELDS}
 
     def close(self) -> None:
         self._views = None

@@ -155,7 +155,7 @@ class Service:
 
     state_directory: str = V.key(V.absolute, STATE_DIRECTORY)
     watchdog: bool = V.key(is_bool, True)
-    handover_socket: str | None = V.key(V.absolute, None)      # TPACKET only: where a successor asks for the feed
+    handover_socket: str | None = V.key(V.absolute, None)      # where a successor asks for the feed (either engine)
 
 
 @dataclass(frozen=True, kw_only=True)

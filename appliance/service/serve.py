@@ -101,9 +101,6 @@ def check_host(cfg: CF.Config) -> None:
     c = cfg.capture
     table_output(cfg)
     publish_specs(cfg)
-    if cfg.service.handover_socket and c.engine != "tpacket":
-        raise UserError(f"{cfg.source}: service.handover_socket needs capture.engine = \"tpacket\" (an AF_XDP "
-                        f"handover is not built)")
     check_iface(c.interface)
     check_privileges(c.engine)
     check_placement(SimpleNamespace(hot_cpu=c.hot_cpu, output_cpus=list(c.output_cpus) if c.output_cpus else None,
