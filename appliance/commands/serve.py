@@ -13,8 +13,9 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--config", metavar="FILE",
                         help=f"the config file (default: ${ENV_VAR}, else {DEFAULT_PATH})")
-    parser.add_argument("--take-over", action="store_true",
-                        help="take the feed from the serve listening on service.handover_socket (it then exits)")
+    parser.add_argument("--take-over", "--handover", action="store_true", dest="take_over",
+                        help="take the feed from the serve listening on service.handover_socket, without loss "
+                             "(it then exits): an upgrade or restart started beside the running serve")
 
 
 def run(args) -> int:
