@@ -16,9 +16,15 @@ the sequences are contiguous over everything this publisher sends; what it drops
 ``publisher loss`` status (cumulative counts), sent when they change, at most once a second, and at the end.
 
 JetStream: on each (re)connection the stream of the feed (``records.stream_name``) is created if missing, with
-retention by age and size from the spec.  Each record is published with a reply inbox and the header
-``Nats-Msg-Id: <publisher hex>-<sequence>`` (the stream suppresses a second copy within its duplicate window).
-At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest has waited
+retention by age and size from the spec.  Each record is published with the header
+``Nats-Msg-Id: <publisher hex>-<sequence>`` (the stream suppresses a second copy within its duplicate window);
+one record in ``ACK_EVERY``, and the last of each pass, also with a reply inbox, and its acknowledgement
+acknowledges every record before it: a record is stored only right after its predecessor (the expected last id
+below), so a stored record means a stored chain back to the last record acknowledged before it was sent (one
+acknowledgement to process per 256 records, not one per record: that was most of the publisher's time).  A
+record refused without a reply inbox is noticed all the same: the records after it expect it, so they are
+refused too, up to the next one that asks, whose error reply (or silence: ``ack_timeout_s``) has the window
+sent again.  At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest has waited
 ``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent again, in order, with the same
 id -- so a record acknowledged once is stored once, and a record not yet acknowledged is not given up while
 the publisher runs.  A record sent while the one before it is unacknowledged also carries
@@ -47,7 +53,7 @@ import secrets
 import select
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -75,8 +81,9 @@ OWN = {"conflated": (BBO, CS_OWN), "dropped": (BBO, CS_OWN + 1), "sent": (BBO, C
 MARK_WORD, SERVER_PORT_WORD = (PACKETS, CS_OWN), (PACKETS, CS_OWN + 1)
 MARK = 0x4255504E53544E41          # "ANTSNPUB" little-endian
 RESEND_EVERY_S = 0.2               # after an error reply, the soonest the window is sent again (a leader election)
+ACK_EVERY = 256                    # a record in this many (and the last of each pass) asks for an acknowledgement
 DEFAULTS = {"servers": ["nats://127.0.0.1:4222"], "encoding": "binary", "window_ns": 1_000_000_000,
-            "step_ns": 100_000_000, "buffer_records": 1 << 16, "ack_window": 256, "ack_timeout_s": 2.0,
+            "step_ns": 100_000_000, "buffer_records": 1 << 16, "ack_window": 16384, "ack_timeout_s": 2.0,
             "flush_s": 10.0, "max_age_s": 86400.0, "max_bytes": -1, "replicas": 1, "duplicate_window_s": 120.0,
             "slot": None}
 
@@ -104,7 +111,7 @@ class Outbox:
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.bbo: dict[int, np.ndarray] = {}
+        self.bbo: OrderedDict[int, np.ndarray] = OrderedDict()     # oldest first, taken off the front
         self.queue: deque = deque()
         self.status: deque = deque()
         self.counts = dict.fromkeys(OWN, 0)
@@ -137,8 +144,7 @@ class Outbox:
         if self.queue:
             return self.queue.popleft()
         if self.bbo:
-            loc = next(iter(self.bbo))
-            return convert.bbo(self.bbo.pop(loc), sym)
+            return convert.bbo(self.bbo.popitem(last=False)[1], sym)
         return None
 
     def __len__(self) -> int:
@@ -178,7 +184,10 @@ class Publisher:
         self.sessions = 0
         self.ring_lost = 0
         self.loss_said, self.loss_at = (0, 0), 0.0
-        self.inflight: dict[int, tuple[str, bytes, float]] = {}    # sequence -> (subject, payload, sent at)
+        # sequence -> (subject, payload, sent at); taken off the front (an OrderedDict: a dict's first item is
+        # found by stepping over every deleted one, which made the publisher quadratic)
+        self.inflight: OrderedDict[int, tuple[str, bytes, float]] = OrderedDict()
+        self._subjects: dict[tuple[str, int], str] = {}
         self.resend = False
         self.resent_at = 0.0
         self.nc = None
@@ -302,8 +311,16 @@ class Publisher:
         except ValueError:
             ack = {}
         if "seq" in ack and "error" not in ack:
-            del self.inflight[seq]
-            self.outbox.counts["acknowledged"] += 1
+            # Stored: and so is every record before it (the chain of expected last ids, see the docstring).
+            inflight, done = self.inflight, 0
+            while inflight:
+                first, value = inflight.popitem(last=False)
+                if first > seq:
+                    inflight[first] = value
+                    inflight.move_to_end(first, last=False)
+                    break
+                done += 1
+            self.outbox.counts["acknowledged"] += done
         else:                                         # an API error or no responders (503): send again
             self.outbox.counts["ack_errors"] += 1
             self.resend = True
@@ -316,29 +333,43 @@ class Publisher:
             return
         if self.inflight and (self.resend or now - next(iter(self.inflight.values()))[2] > self.spec["ack_timeout_s"]):
             self.resent_at = now
-            for seq, (subj, payload, _) in list(self.inflight.items()):
-                await self._send(seq, subj, payload)
+            again = list(self.inflight.items())
+            for i, (seq, (subj, payload, _)) in enumerate(again):
                 self.inflight[seq] = (subj, payload, now)
-                self.outbox.counts["resent"] += 1
+                await self._send(seq, subj, payload, i == len(again) - 1 or seq % ACK_EVERY == 0)
+            self.outbox.counts["resent"] += len(again)
         self.resend = False
-        sym = self.region.sym
-        while len(self.inflight) < self.spec["ack_window"]:
+        sym, batch = self.region.sym, []
+        room = self.spec["ack_window"] - len(self.inflight)
+        while len(batch) < room:
             rec = self.outbox.next(sym)
             if rec is None:
                 break
             self.seq += 1
-            rec = R.replace(rec, publisher=self.id, sequence=self.seq)
-            subj = R.record_subject(self.feed, rec)
-            payload = R.to_json(rec).encode() if self.json else R.encode(rec)
+            subj = self._subject(rec)
+            if self.json:
+                payload = R.to_json(R.replace(rec, publisher=self.id, sequence=self.seq)).encode()
+            else:
+                payload = R.encode(rec, self.id, self.seq)
             self.inflight[self.seq] = (subj, payload, now)
-            await self._send(self.seq, subj, payload)
+            batch.append((self.seq, subj, payload))
+        for i, (seq, subj, payload) in enumerate(batch):
+            await self._send(seq, subj, payload, i == len(batch) - 1 or seq % ACK_EVERY == 0)
 
-    async def _send(self, seq: int, subj: str, payload: bytes) -> None:
+    def _subject(self, rec) -> str:
+        key = (rec.symbol, rec.kind)
+        subj = self._subjects.get(key)
+        if subj is None:
+            subj = self._subjects[key] = R.record_subject(self.feed, rec)
+        return subj
+
+    async def _send(self, seq: int, subj: str, payload: bytes, ask: bool) -> None:
+        """``ask``: with a reply inbox (the record's acknowledgement acknowledges every record before it)."""
         headers = {"Nats-Msg-Id": f"{self.id:016x}-{seq}"}
         if seq - 1 in self.inflight:      # only an unacknowledged predecessor can be missing (see the docstring)
             headers["Nats-Expected-Last-Msg-Id"] = f"{self.id:016x}-{seq - 1}"
         try:
-            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}", headers=headers)
+            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}" if ask else "", headers=headers)
         except Exception:                             # noqa: BLE001 -- disconnected, buffer full: resent later
             self.resend = True
 
@@ -356,8 +387,8 @@ async def run(pub: Publisher, life_fd: int) -> str:
             finished = pub.region.state == STATE_FINISHED
             moved = pub.drain()
             await pub.pump()
-            if moved >= BEHIND_ROWS:
-                await asyncio.sleep(0)
+            if moved >= BEHIND_ROWS or (pub.ready and len(pub.outbox) and len(pub.inflight) < pub.spec["ack_window"]):
+                await asyncio.sleep(0)        # behind, or records waiting with room to send them: no nap
                 continue
             if (finished or poller.poll(0)) and pub.caught_up():
                 how = "finished" if finished else "producer_gone"

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
@@ -162,19 +163,25 @@ def _unpad(raw: bytes) -> str:
 
 
 # -- binary -----------------------------------------------------------------------------------------------------
-def encode(record: Record) -> bytes:
-    """The record's bytes; RecordError if a field does not fit its type."""
+_GETTERS = {kind: operator.attrgetter(*names[2:]) for kind, names in _FIELDS.items()}   # locate, symbol, ...
+_SYMBOL_AT, _PUBLISHER_AT, _SEQUENCE_AT = 1, 2, 3
+_SESSION_AT = _FIELDS[KIND_STATUS][2:].index("session")
+
+
+def encode(record: Record, publisher: int | None = None, sequence: int | None = None) -> bytes:
+    """The record's bytes -- stamped with ``publisher`` and ``sequence`` when given (the publisher's send path:
+    no new record made) --; RecordError if a field does not fit its type."""
     kind = record.kind
-    values = [VERSION, kind]
-    for name in _FIELDS[kind][2:]:
-        value = getattr(record, name)
-        if name == "symbol":
-            value = _pad(value, SYMBOL_BYTES, "symbol")
-        elif name == "session":
-            value = _pad(value, SESSION_BYTES, "session")
-        values.append(value)
+    values = list(_GETTERS[kind](record))
+    values[_SYMBOL_AT] = _pad(values[_SYMBOL_AT], SYMBOL_BYTES, "symbol")
+    if kind == KIND_STATUS:
+        values[_SESSION_AT] = _pad(values[_SESSION_AT], SESSION_BYTES, "session")
+    if publisher is not None:
+        values[_PUBLISHER_AT] = publisher
+    if sequence is not None:
+        values[_SEQUENCE_AT] = sequence
     try:
-        return _STRUCTS[kind].pack(*values)
+        return _STRUCTS[kind].pack(VERSION, kind, *values)
     except struct.error as err:
         raise RecordError(f"a {KIND_NAMES[kind]} record with a field out of range for its type ({err})") from None
 

@@ -131,7 +131,7 @@ class NatsOutput:
     feed: str | None = V.key(V.name, None)            # the subjects' feed token; default: the only feed's name
     encoding: str = V.key(one_of("binary", "json"), "binary")
     buffer_records: int = V.key(V.positive, 1 << 16)  # trades, windows and status waiting for the server
-    ack_window: int = V.key(V.positive, 256)          # records in flight before waiting for acknowledgements
+    ack_window: int = V.key(V.positive, 16384)        # records in flight before waiting for acknowledgements
     max_age: float = V.key(V.seconds, 86400.0, float)  # the stream's retention by age
     max_bytes: int = V.key(V.int_from(-1), -1)        # the stream's retention by size; -1: no limit
     replicas: int = V.key(V.int_from(1, 5), 1)        # JetStream replicas (3 on a 3-node cluster)
