@@ -1,5 +1,5 @@
 # Developer shortcuts; the README's two commands work without make.
-.PHONY: demo test deps bench clean test-bootstrap
+.PHONY: demo test deps bench clean test-bootstrap image test-image
 demo:
 	sh provisioning/setup.sh demo
 test:
@@ -9,6 +9,12 @@ deps:
 # provisioning/bootstrap.sh in a throwaway Debian 12 root (opt-in: minutes, and a Debian download the first time).
 test-bootstrap: deps
 	APPLIANCE_TEST_BOOTSTRAP=1 .venv/bin/python -m pytest -q -s tests/test_bootstrap.py
+# The bootable appliance image, build/image/appliance.qcow2 (provisioning/image/build.sh; as root; minutes).
+image:
+	sh provisioning/setup.sh image
+# Boot it in a QEMU guest and check the service, tune and a captured session (tests/test_image.py).
+test-image: image
+	.venv/bin/python -m pytest -q -s tests/test_image.py
 bench: deps
 	.venv/bin/python bench/replay_vs_itch_book.py
 clean:

@@ -23,6 +23,7 @@ COMMANDS = {
     "serve": "run the capture appliance as a service: a capture per session, metrics, health, systemd notify",
     "config": "check the service's config file (/etc/appliance/appliance.toml) and print the effective config",
     "tail": "print the records published on NATS JetStream for a subject, live or from history",
+    "warm": "compile (or load) every kernel a capture runs, so that its first start does not",
 }
 
 

@@ -7,6 +7,10 @@
 #                                           chroot) instead of this host: the checkout is bind-mounted into it
 #                                           read-only and this script runs there under chroot(8)
 #   --wheelhouse DIR  APPLIANCE_WHEELHOUSE  install Python packages from the wheels in DIR only (no index)
+#   --numba-cpu NAME  APPLIANCE_NUMBA_CPU   compile the numba kernels for the LLVM CPU model NAME (e.g.
+#                                           x86-64-v2) instead of this machine's, and run the service with it
+#                                           (numba keys its cache on the CPU: an image built on one machine and
+#                                           booted on another would otherwise compile again on first start)
 # What an install leaves: Debian's runtime packages (and the compiler for the XDP object), the package in a
 # virtual environment at /opt/appliance (a wheel built from this checkout, never an editable install), the
 # XDP object, sample capture and README under /opt/appliance/share/appliance, the system user `appliance`,
@@ -36,6 +40,7 @@ CHANGES=0
 
 ROOT=${APPLIANCE_ROOT:-/}
 WHEELHOUSE=${APPLIANCE_WHEELHOUSE:-}
+NUMBA_CPU=${APPLIANCE_NUMBA_CPU:-}
 ACTION=install
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,9 +49,11 @@ while [ $# -gt 0 ]; do
         --root=*) ROOT=${1#--root=} ;;
         --wheelhouse) [ $# -ge 2 ] || die "--wheelhouse needs a directory"; WHEELHOUSE=$2; shift ;;
         --wheelhouse=*) WHEELHOUSE=${1#--wheelhouse=} ;;
+        --numba-cpu) [ $# -ge 2 ] || die "--numba-cpu needs an LLVM CPU name"; NUMBA_CPU=$2; shift ;;
+        --numba-cpu=*) NUMBA_CPU=${1#--numba-cpu=} ;;
         --print-packages) echo $RUNTIME_DEBS $BUILD_DEBS; exit 0 ;;
         -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$1' (--uninstall, --root DIR, --wheelhouse DIR)" ;;
+        *) die "unknown argument '$1' (--uninstall, --root DIR, --wheelhouse DIR, --numba-cpu NAME)" ;;
     esac
     shift
 done
@@ -79,6 +86,7 @@ if [ "$ROOT" != / ]; then
         bind "$(cd "$WHEELHOUSE" && pwd)" "$ROOT$INNER/wheelhouse" ro
         set -- "$@" --wheelhouse "$INNER/wheelhouse"
     fi
+    [ -n "$NUMBA_CPU" ] && set -- "$@" --numba-cpu "$NUMBA_CPU"
     say "running in $ROOT (chroot)"
     # APPLIANCE_IN_IMAGE: the interfaces and the running systemd seen from in there are this host's, not the
     # appliance's, so the service is not started and the host is not tuned.
@@ -134,6 +142,11 @@ do_uninstall() {
     if [ -f "$STATE/tune-state.json" ] && [ -x "$PREFIX/bin/appliance" ]; then
         run "appliance tune revert" appliance tune revert
         changed "host tuning reverted (appliance tune revert)"
+    fi
+    if [ -f "$CPU_DROPIN" ]; then
+        rm -f "$CPU_DROPIN"
+        rmdir "$(dirname "$CPU_DROPIN")" 2>/dev/null || true
+        changed "removed $CPU_DROPIN"
     fi
     if [ -f "$UNIT" ]; then
         rm -f "$UNIT"
@@ -279,22 +292,46 @@ directories() {
 
 # numba keys its cache on the installed sources' paths and times: a new build compiles afresh, so the old
 # cache goes; then the kernels are compiled once, as the service's user, by replaying the sample.
+# With --numba-cpu, the CPU model is kept in $NUMBA_CACHE/.cpu and given to the service by a drop-in.
+CPU_DROPIN=/etc/systemd/system/appliance.service.d/numba-cpu.conf
 numba_cache() {
-    if [ -n "$PACKAGE_CHANGED" ]; then
+    cpu_env=""
+    [ -n "$NUMBA_CPU" ] && cpu_env="NUMBA_CPU_NAME=$NUMBA_CPU NUMBA_CPU_FEATURES="
+    if [ -n "$PACKAGE_CHANGED" ] || [ "$(cat "$NUMBA_CACHE/.cpu" 2>/dev/null)" != "$NUMBA_CPU" ]; then
         find "$NUMBA_CACHE" -mindepth 1 -delete
     elif [ -n "$(find "$NUMBA_CACHE" -name '*.nbi' -print -quit)" ]; then
-        say "numba kernels already compiled in $NUMBA_CACHE"
+        say "numba kernels already compiled in $NUMBA_CACHE${NUMBA_CPU:+ (CPU model $NUMBA_CPU)}"
         return
     fi
     out=$(mktemp -d /tmp/appliance-warm.XXXXXX)
     chown "$USER_NAME:$USER_NAME" "$out"
     start=$(date +%s%N)
     run "compiling the numba kernels (appliance replay of $SHARE/sample.pcap as $USER_NAME)" \
-        runuser -u "$USER_NAME" -- env NUMBA_CACHE_DIR="$NUMBA_CACHE" HOME="$STATE" \
+        runuser -u "$USER_NAME" -- env NUMBA_CACHE_DIR="$NUMBA_CACHE" HOME="$STATE" $cpu_env \
         "$PREFIX/bin/appliance" replay "$SHARE/sample.pcap" --out "$out/replay" -q
+    # ... and what only a capture runs: the ring kernels (AF_XDP's once per queue count: 1 up to this machine's
+    # CPU count, at least 4, at most 8) and the cold side's; a first start under systemd then only loads them.
+    queues=$(nproc 2>/dev/null || echo 4)
+    [ "$queues" -ge 4 ] || queues=4
+    [ "$queues" -le 8 ] || queues=8
+    run "compiling the capture's kernels (appliance warm --xdp-queues 1-$queues as $USER_NAME)" \
+        runuser -u "$USER_NAME" -- env NUMBA_CACHE_DIR="$NUMBA_CACHE" HOME="$STATE" TMPDIR="$out" $cpu_env \
+        "$PREFIX/bin/appliance" warm --xdp-queues "1-$queues" -q
     rm -rf "$out"
+    [ -z "$NUMBA_CPU" ] || { echo "$NUMBA_CPU" > "$NUMBA_CACHE/.cpu"; chown "$USER_NAME:$USER_NAME" "$NUMBA_CACHE/.cpu"; }
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    changed "numba kernels compiled into $NUMBA_CACHE in $((ms / 1000)).$((ms % 1000 / 100)) s"
+    changed "numba kernels compiled into $NUMBA_CACHE in $((ms / 1000)).$((ms % 1000 / 100)) s${NUMBA_CPU:+ for CPU model $NUMBA_CPU}"
+}
+
+numba_cpu_dropin() {
+    if [ -z "$NUMBA_CPU" ]; then
+        [ -f "$CPU_DROPIN" ] && { rm -f "$CPU_DROPIN"; changed "removed $CPU_DROPIN (kernels for this CPU)"; }
+        return 0
+    fi
+    tmp=$(mktemp)
+    printf '# Written by provisioning/bootstrap.sh --numba-cpu: the kernels in the cache were compiled for this model.\n[Service]\nEnvironment=NUMBA_CPU_NAME=%s NUMBA_CPU_FEATURES=\n' "$NUMBA_CPU" > "$tmp"
+    install_file "$tmp" "$CPU_DROPIN" 0644
+    rm -f "$tmp"
 }
 
 interface_present() { [ -n "$INTERFACE" ] && [ -e "/sys/class/net/$INTERFACE" ]; }
@@ -357,6 +394,7 @@ do_install() {
     INTERFACE=""
     [ -n "$CONFIG_OK" ] && INTERFACE=$(config_values | sed -n 's/^interface //p')
     numba_cache
+    numba_cpu_dropin
     systemd_unit
     host_tuning
 }

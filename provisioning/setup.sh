@@ -2,6 +2,7 @@
 # Set up this checkout on a Debian 12 host (as root) and run one job:
 #   sh provisioning/setup.sh demo   replay the bundled sample capture, then capture it live (validate)
 #   sh provisioning/setup.sh test   run the whole test suite
+#   sh provisioning/setup.sh image  build the bootable appliance image, build/image/appliance.qcow2
 #   sh provisioning/setup.sh deps   only install what is missing
 # Idempotent: Debian packages are installed only when missing, the virtual environment is rebuilt only
 # when pyproject.toml changed, and numba's compiled kernels are cached beside the sources.
@@ -16,7 +17,10 @@ DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm
 # The NATS publisher's tests start nats-server (JetStream) on a free loopback port with a temporary store, likewise.
 # tests/test_bootstrap.py builds a throwaway Debian 12 root with mmdebstrap and runs provisioning/bootstrap.sh in it;
 # tests/test_vagrantfile.py runs `vagrant validate` (vagrant-libvirt checks the libvirt provider's settings).
-[ "$job" = test ] && DEBS="$DEBS prometheus nats-server mmdebstrap vagrant vagrant-libvirt"
+# tests/test_image.py boots the appliance image (make image) in a QEMU guest: software emulation and UEFI firmware.
+[ "$job" = test ] && DEBS="$DEBS prometheus nats-server mmdebstrap vagrant vagrant-libvirt qemu-system-x86 ovmf"
+# `setup.sh image` builds that image (provisioning/image/build.sh): a Debian root, a FAT EFI partition, a GPT disk.
+[ "$job" = image ] && DEBS="$DEBS mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils"
 missing=""
 for p in $DEBS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -58,8 +62,10 @@ case "$job" in
         exec $VENV/bin/appliance validate pcaps/sample.pcap --engine xdp --out out/demo-live ;;
     test)
         exec $VENV/bin/python -m pytest -q -ra tests ;;
+    image)
+        exec sh provisioning/image/build.sh build/image ;;
     deps)
         exit 0 ;;
     *)
-        echo "setup: unknown job '$job' (demo, test or deps)" >&2; exit 2 ;;
+        echo "setup: unknown job '$job' (demo, test, image or deps)" >&2; exit 2 ;;
 esac

@@ -106,6 +106,11 @@ static __always_inline int parse_feed(void *data, void *data_end, struct feed_ke
 		return STEER_PASS_FRAGMENT;
 	ip_len = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
+	/* The verifier of older kernels (Debian 12's 6.1) does not follow a value through a byte swap: it would
+	 * see tot_len as unbounded and refuse the pointer sum below.  A mask bounds it; barrier_var keeps clang
+	 * from dropping the mask as redundant (it knows a swapped u16 fits 16 bits). */
+	barrier_var(tot_len);
+	tot_len &= 0xffff;
 	if (tot_len < ip_len + sizeof(*udp))
 		return STEER_PASS_MALFORMED;
 	/* Only compared, never dereferenced: tot_len is a u16, so the sum stays within the verifier's range. */

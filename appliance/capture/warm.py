@@ -50,3 +50,29 @@ def warm(engine: str, iface: str = "", queues: list[int] | None = None, tpacket_
         words, addrs = np.zeros(64, np.uint32), np.zeros(32, np.uint64)
         xsk_rx((np.zeros(4096, np.uint8),) * n, (words,) * n, (addrs,) * n, (words,) * n, (addrs,) * n,
                np.zeros((n, X_SIZE), np.int64), 1, *no_wait([0] * n), state)
+
+
+def warm_cold(workdir: str) -> None:
+    """Start and finish a capture's cold side once -- its output process (tables) and recording process load
+    their kernels before they say ready -- around a small shared region, no interface, no frame; and the
+    capture's own end (its last rows published from Python)."""
+    from appliance.capture.engine import Capture, CaptureOptions
+    from appliance.cold import rows as R
+
+    options = CaptureOptions(iface="", feeds=[], decode=Options(order_capacity=64, level_pool=64),
+                             record_dir=f"{workdir}/recordings", ring_rows=R.MIN_ROWS, record_ring=1 << 20)
+    capture = Capture(options, out_dir=f"{workdir}/tables")
+    cold = capture._cold()
+    try:
+        for proc in cold:
+            proc.start()
+        for proc in cold:
+            proc.wait_ready()
+    except BaseException:
+        for proc in cold:
+            proc.kill()
+        raise
+    capture.decoder.finish_stream()          # the end of a capture: its last rows into the rings (publish_now)
+    capture.region.set_state(R.STATE_FINISHED)
+    capture.output.finish()
+    capture.recording.finish()
