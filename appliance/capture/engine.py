@@ -190,12 +190,20 @@ class Capture:
             socks, prog, frames = self._adopt_xdp(stack)
             queues = [s.queue for s in socks]
         else:
-            queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
-            frames = o.frames or umem_frames(len(queues))
-            socks = [stack.enter_context(XskSocket(o.iface, q, frames=frames, ring=frames, copy_mode=o.xdp_copy,
-                                                   hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
-                     for q in queues]
-            prog = stack.enter_context(steer.SteerProgram(o.iface, o.feeds, o.xdp_mode))
+            # The program first, then the queues are counted: a driver may add rx queues when XDP attaches
+            # (virtio_net adds a queue pair per CPU for XDP_TX when it has them to spare, and the device then
+            # spreads frames over all of them: counted before, frames on the new queues went to the stack).
+            prog = steer.SteerProgram(o.iface, o.feeds, o.xdp_mode).__enter__()
+            try:
+                queues = o.queues if o.queues is not None else list(range(rx_queue_count(o.iface)))
+                frames = o.frames or umem_frames(len(queues))
+                socks = [stack.enter_context(XskSocket(o.iface, q, frames=frames, ring=frames, copy_mode=o.xdp_copy,
+                                                       hugepages=o.hugepages, magic=steer.STEER_META_MAGIC))
+                         for q in queues]
+            except BaseException:
+                prog.close()
+                raise
+            stack.callback(prog.close)           # detached before the sockets close
             for q, s in zip(queues, socks):
                 prog.set_socket(q, s.fileno())
         self.program = prog
