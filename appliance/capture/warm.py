@@ -58,6 +58,7 @@ def warm_cold(workdir: str) -> None:
     capture's own end (its last rows published from Python)."""
     from appliance.capture.engine import Capture, CaptureOptions
     from appliance.cold import rows as R
+    from appliance.decode.state import KIND_BROKEN, N_BBO, N_GAPS, N_TRADES, new_out
 
     options = CaptureOptions(iface="", feeds=[], decode=Options(order_capacity=64, level_pool=64),
                              record_dir=f"{workdir}/recordings", ring_rows=R.MIN_ROWS, record_ring=1 << 20)
@@ -72,7 +73,16 @@ def warm_cold(workdir: str) -> None:
         for proc in cold:
             proc.kill()
         raise
-    capture.decoder.finish_stream()          # the end of a capture: its last rows into the rings (publish_now)
+    # A row of every kind through the rings, so the output process formats each table once (broken.csv's
+    # formatter runs only when there is a broken trade, gaps only with a gap) ...
+    out = new_out()
+    out.bbo[0] = [1, 1, 1000, 1, 2000, 1]
+    out.trades[0] = [1, 1, ord("E"), ord("B"), 1, 1000, 1]
+    out.trades[1] = [2, 1, KIND_BROKEN, 0, 0, 0, 1]
+    out.gaps[0] = [0, 5, 9]
+    out.n[N_BBO], out.n[N_TRADES], out.n[N_GAPS] = 1, 2, 1
+    R.publish_now(out, capture.region.hot_view())
+    capture.decoder.finish_stream()          # ... and the end of a capture: its last rows published from Python
     capture.region.set_state(R.STATE_FINISHED)
     capture.output.finish()
     capture.recording.finish()
