@@ -313,6 +313,6 @@ def test_errors_are_one_sentence(tmp_path):
         pytest.skip("needs root: bootstrap refuses to run otherwise")
     wrong = subprocess.run(["sh", str(BOOTSTRAP), "--frobnicate"], capture_output=True, text=True)
     assert wrong.returncode == 1 and wrong.stderr == "bootstrap: unknown argument '--frobnicate' " \
-        "(--uninstall, --root DIR, --wheelhouse DIR)\n"
+        "(--uninstall, --root DIR, --wheelhouse DIR, --numba-cpu NAME)\n"
     empty = subprocess.run(["sh", str(BOOTSTRAP), "--root", str(tmp_path)], capture_output=True, text=True)
     assert empty.returncode == 1 and empty.stderr == f"bootstrap: {tmp_path} is not a Debian root file system\n"
