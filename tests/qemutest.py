@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
 import socket
@@ -179,6 +178,3 @@ def source_hash(repo: Path) -> str:
               "! -path 'xdp/build/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16")
     return subprocess.run(["sh", "-c", script], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
-
-def kvm_note() -> str:
-    return "TCG (software emulation)" if not os.path.exists("/dev/kvm") else "TCG (this /dev/kvm is not used)"

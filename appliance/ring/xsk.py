@@ -70,20 +70,16 @@ def rx_queue_count(ifname: str) -> int:
 def _umem(size: int, hugepages: bool) -> tuple[int, mmap.mmap, bool]:
     """The UMEM: a memfd (on 2 MB hugepages when the kernel has free ones) mapped shared, so a successor taking
     the sockets over (capture/handover.py) maps the very pages the kernel writes frames into."""
-    if hugepages and size % HUGE_PAGE == 0:
-        fd = os.memfd_create("appliance-umem", os.MFD_CLOEXEC | os.MFD_HUGETLB)
+    tries = [os.MFD_HUGETLB, 0] if hugepages and size % HUGE_PAGE == 0 else [0]
+    for huge in tries:
+        fd = os.memfd_create("appliance-umem", os.MFD_CLOEXEC | huge)
         try:
             os.ftruncate(fd, size)
-            return fd, _map_umem(fd, size), True
+            return fd, _map_umem(fd, size), bool(huge)
         except OSError:
             os.close(fd)
-    fd = os.memfd_create("appliance-umem", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, size)
-        return fd, _map_umem(fd, size), False
-    except BaseException:
-        os.close(fd)
-        raise
+            if huge == tries[-1]:
+                raise
 
 
 def _map_umem(fd: int, size: int) -> mmap.mmap:
