@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The NATS publisher alone: how many records a second it gets acknowledged by one nats-server.
 
-    .venv/bin/python bench/publisher_rate.py [--updates 200000] [--profile]
+    .venv/bin/python bench/publisher_rate.py [--updates 200000] [--ack-window N] [--profile]
 
 Rows are written into a Region up front (``tests/natstest.py``'s generator: top-of-book updates over 8 symbols,
 a trade every other update, a broken trade in a hundred), the capture marked finished, and the publisher's own
@@ -36,6 +36,8 @@ from appliance.publish.publisher import DEFAULTS, Publisher, run  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=200_000, help="top-of-book updates generated")
+    parser.add_argument("--ack-window", type=int, default=DEFAULTS["ack_window"],
+                        help="records unacknowledged at once (the publisher's ack_window)")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the run")
     args = parser.parse_args()
     if SERVER is None:
@@ -49,7 +51,7 @@ def main() -> int:
             publish(reg, bbo_rows, tape_rows)
             reg.set_state(RW.STATE_FINISHED)
             pub = Publisher(reg, dict(DEFAULTS, feed="bench", servers=[srv.url], buffer_records=1 << 22,
-                                      flush_s=120, slot=1))
+                                      flush_s=120, slot=1, ack_window=args.ack_window))
             life_r, _life_w = os.pipe()
             prof = cProfile.Profile() if args.profile else None
             t0 = time.perf_counter()

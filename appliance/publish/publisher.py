@@ -2,8 +2,9 @@
 
 ``python -m appliance.publish.publisher SPEC``, started like the table writer (``cold.output``; the capture's
 handle is ``PublisherProcess``) with the region's memfd, a life pipe and a status pipe.  It reads every ring
-with a consumer slot of its own, folds VWAP windows from the tape (the same fold the tables use) and turns rows
-into records (``records``), which wait in two places until NATS takes them:
+with a consumer slot of its own, folds VWAP windows from the tape (the same fold the tables use) and encodes
+rows as records (``records``' layout, written by ``wire``'s kernels straight from the rows: no Python object per
+record), which wait in two places until NATS takes them:
 
 * top of book, **conflated per locate**: a newer bbo row for a locate whose last one is still unsent replaces
   it (counted: ``conflated``), so a slow server costs intermediate tops, never the latest;
@@ -53,16 +54,16 @@ import secrets
 import select
 import sys
 import time
-from collections import OrderedDict, deque
+from collections import deque
 
 import numpy as np
 
 from appliance.cold.output import ColdProcess, child_start, refuse
 from appliance.cold.rows import BBO, CS_DELIVERED, CS_OWN, GAPS, N_RINGS, PACKETS, STATE_FINISHED, TAPE, Reader, \
     Region
-from appliance.decode.state import BBO_LOCATE, BBO_TS, SS_COUNT, TAPE_TS
+from appliance.decode.state import BBO_TS, SS_COUNT, TAPE_TS
 from appliance.errors import UserError
-from appliance.publish import convert
+from appliance.publish import convert, wire
 from appliance.publish import records as R
 
 POLL_MS = 20
@@ -107,30 +108,27 @@ class PublisherProcess(ColdProcess):
 
 
 class Outbox:
-    """What waits for NATS: the latest unsent bbo per locate, the bounded queue, and the counts."""
+    """What waits for NATS, encoded (``wire``): the latest unsent bbo per locate, the bounded queue, status, and the
+    counts."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.bbo: OrderedDict[int, np.ndarray] = OrderedDict()     # oldest first, taken off the front
-        self.queue: deque = deque()
-        self.status: deque = deque()
+    def __init__(self, limit: int, publisher: int):
+        self.tops, self.queue = wire.Tops(), wire.Queue(limit)
+        self.status: deque = deque()                # Status records (few): encoded when sent
+        self.publisher = wire.as_i64(publisher)
         self.counts = dict.fromkeys(OWN, 0)
 
-    def add_bbo(self, rows: np.ndarray) -> None:
-        locs = rows[:, BBO_LOCATE]
-        rev = locs[::-1]
-        _, first = np.unique(rev, return_index=True)
-        keep = np.sort(len(locs) - 1 - first)                  # the last row of each locate in the batch
-        replaced = sum(1 for loc in locs[keep].tolist() if loc in self.bbo)
-        self.counts["conflated"] += len(locs) - len(keep) + replaced
-        for i in keep.tolist():
-            self.bbo[int(locs[i])] = rows[i].copy()
+    def add_bbo(self, rows: np.ndarray, sym) -> None:
+        t = self.tops
+        self.counts["conflated"] += wire.add_tops(rows, len(rows), sym, self.publisher, t.latest, t.waiting, t.fifo,
+                                                  t.state)
 
-    def add(self, record) -> None:
-        if len(self.queue) >= self.limit:
-            self.counts["dropped"] += 1
-        else:
-            self.queue.append(record)
+    def add_tape(self, rows: np.ndarray, sym) -> None:
+        q = self.queue
+        self.counts["dropped"] += wire.add_tape(rows, len(rows), sym, self.publisher, q.slab, q.lens, q.state)
+
+    def add_vwap(self, rows: np.ndarray, n: int, sym, window_ns: int) -> None:
+        q = self.queue
+        self.counts["dropped"] += wire.add_vwap(rows, n, sym, self.publisher, window_ns, q.slab, q.lens, q.state)
 
     def add_status(self, record) -> None:
         if len(self.status) >= STATUS_BUFFER:
@@ -138,17 +136,22 @@ class Outbox:
         else:
             self.status.append(record)
 
-    def next(self, sym):
-        if self.status:
-            return self.status.popleft()
-        if self.queue:
-            return self.queue.popleft()
-        if self.bbo:
-            return convert.bbo(self.bbo.popitem(last=False)[1], sym)
-        return None
+    def take(self, window, wlens, seq: int, most: int, publisher: int) -> int:
+        """Up to ``most`` records -- status first, then trades and windows, then tops -- into the in-flight
+        window as sequences ``seq``...; returns how many."""
+        k, w = 0, len(wlens)
+        while self.status and k < most:
+            data = R.encode(self.status.popleft(), publisher, seq + k)
+            window[(seq + k) % w, :len(data)] = np.frombuffer(data, np.uint8)
+            wlens[(seq + k) % w] = len(data)
+            k += 1
+        q, t = self.queue, self.tops
+        k += wire.take_queue(q.slab, q.lens, q.state, window, wlens, seq + k, most - k)
+        k += wire.take_tops(t.latest, t.waiting, t.fifo, t.state, window, wlens, seq + k, most - k)
+        return k
 
     def __len__(self) -> int:
-        return len(self.status) + len(self.queue) + len(self.bbo)
+        return len(self.status) + len(self.queue) + len(self.tops)
 
 
 class _VwapSink:
@@ -156,8 +159,7 @@ class _VwapSink:
         self.outbox, self.window_ns = outbox, window_ns
 
     def vwap(self, rows, n, sym, last) -> None:
-        for i in range(n):
-            self.outbox.add(convert.vwap(rows[i], sym, self.window_ns))
+        self.outbox.add_vwap(rows, n, sym, self.window_ns)
 
 
 class Publisher:
@@ -171,23 +173,25 @@ class Publisher:
         self.reader = Reader(region, spec["slot"])
         r, word = MARK_WORD
         region.consumer(r, self.reader.slot)[word] = MARK
-        self.outbox = Outbox(spec["buffer_records"])
+        self.id = secrets.randbits(64) or 1
+        self.outbox = Outbox(spec["buffer_records"], self.id)
         self.late = np.zeros(C.SIZE, np.int64)
         self._late_slot = C.VWAP_LATE_TRADES
         self.fold = VwapFold(spec["window_ns"], spec["step_ns"], self.late)
         self.sink = _VwapSink(self.outbox, spec["window_ns"])
         self.feed = spec["feed"]
         self.json = spec["encoding"] == "json"
-        self.id = secrets.randbits(64) or 1
-        self.seq = 0
+        self.seq = 0                                  # the last sequence sent
+        self.acked = 0                                # every sequence up to this one is acknowledged
         self.last_ts = 0
         self.sessions = 0
         self.ring_lost = 0
         self.loss_said, self.loss_at = (0, 0), 0.0
-        # sequence -> (subject, payload, sent at); taken off the front (an OrderedDict: a dict's first item is
-        # found by stepping over every deleted one, which made the publisher quadratic)
-        self.inflight: OrderedDict[int, tuple[str, bytes, float]] = OrderedDict()
-        self._subjects: dict[tuple[str, int], str] = {}
+        # The in-flight window: record s (acked < s <= seq) at row s % W, sent (last) at sent_at[s % W].
+        w = spec["ack_window"]
+        self.window, self.wlens = np.zeros((w, wire.REC), np.uint8), np.zeros(w, np.int64)
+        self.sent_at = np.zeros(w, np.float64)
+        self.framer: wire.Framer | None = None        # made once the ack inbox is known
         self.resend = False
         self.resent_at = 0.0
         self.nc = None
@@ -202,17 +206,14 @@ class Publisher:
         self.ring_lost += lost
         if len(rows):
             self.last_ts = max(self.last_ts, int(rows[-1, BBO_TS]))
-            self.outbox.add_bbo(rows)
+            self.outbox.add_bbo(rows, sym)
             moved += len(rows)
         self._sessions()
         rows, lost = self.reader.take(TAPE)
         self.ring_lost += lost
         if len(rows):
             self.fold.feed(rows, len(rows), self.sink, sym)
-            for row in rows:
-                rec = convert.tape(row, sym)
-                if rec is not None:
-                    self.outbox.add(rec)
+            self.outbox.add_tape(rows, sym)
             self.last_ts = max(self.last_ts, int(rows[-1, TAPE_TS]))
             moved += len(rows)
         rows, lost = self.reader.take(GAPS)
@@ -269,6 +270,7 @@ class Publisher:
                                      pending_size=1 << 24, error_cb=self._on_error,
                                      disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
         self.inbox = self.nc.new_inbox()
+        self.framer = wire.Framer(self.feed, self.inbox, self.id, ACK_EVERY, len(self.wlens))
         await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_ack)
         await self._ensure_stream()
 
@@ -304,7 +306,7 @@ class Publisher:
 
     async def _on_ack(self, msg) -> None:
         seq = int(msg.subject.rsplit(".", 1)[1])
-        if seq not in self.inflight:
+        if seq <= self.acked:
             return                                    # an ack for a copy we sent again: already counted
         try:
             ack = json.loads(msg.data) if msg.data else {}
@@ -312,15 +314,8 @@ class Publisher:
             ack = {}
         if "seq" in ack and "error" not in ack:
             # Stored: and so is every record before it (the chain of expected last ids, see the docstring).
-            inflight, done = self.inflight, 0
-            while inflight:
-                first, value = inflight.popitem(last=False)
-                if first > seq:
-                    inflight[first] = value
-                    inflight.move_to_end(first, last=False)
-                    break
-                done += 1
-            self.outbox.counts["acknowledged"] += done
+            self.outbox.counts["acknowledged"] += seq - self.acked
+            self.acked = seq
         else:                                         # an API error or no responders (503): send again
             self.outbox.counts["ack_errors"] += 1
             self.resend = True
@@ -328,53 +323,52 @@ class Publisher:
     async def pump(self) -> None:
         if not self.ready or not self.nc.is_connected:
             return
-        now = time.monotonic()
+        now, w = time.monotonic(), len(self.wlens)
         if self.resend and now - self.resent_at < RESEND_EVERY_S:
             return
-        if self.inflight and (self.resend or now - next(iter(self.inflight.values()))[2] > self.spec["ack_timeout_s"]):
+        if self.seq > self.acked and (self.resend or now - self.sent_at[(self.acked + 1) % w] > self.spec["ack_timeout_s"]):
             self.resent_at = now
-            again = list(self.inflight.items())
-            for i, (seq, (subj, payload, _)) in enumerate(again):
-                self.inflight[seq] = (subj, payload, now)
-                await self._send(seq, subj, payload, i == len(again) - 1 or seq % ACK_EVERY == 0)
-            self.outbox.counts["resent"] += len(again)
+            self.sent_at[:] = now
+            first, last = self.acked + 1, self.seq
+            await self._send(first, last)
+            self.outbox.counts["resent"] += last - first + 1
         self.resend = False
-        sym, batch = self.region.sym, []
-        room = self.spec["ack_window"] - len(self.inflight)
-        while len(batch) < room:
-            rec = self.outbox.next(sym)
-            if rec is None:
-                break
-            self.seq += 1
-            subj = self._subject(rec)
-            if self.json:
-                payload = R.to_json(R.replace(rec, publisher=self.id, sequence=self.seq)).encode()
+        room = w - (self.seq - self.acked)
+        k = self.outbox.take(self.window, self.wlens, self.seq + 1, room, self.id) if room > 0 else 0
+        if k:
+            first, self.seq = self.seq + 1, self.seq + k
+            lo, hi = first % w, self.seq % w              # k <= W rows: one slice of sent_at, or two
+            if lo <= hi:
+                self.sent_at[lo:hi + 1] = now
             else:
-                payload = R.encode(rec, self.id, self.seq)
-            self.inflight[self.seq] = (subj, payload, now)
-            batch.append((self.seq, subj, payload))
-        for i, (seq, subj, payload) in enumerate(batch):
-            await self._send(seq, subj, payload, i == len(batch) - 1 or seq % ACK_EVERY == 0)
+                self.sent_at[lo:], self.sent_at[:hi + 1] = now, now
+            await self._send(first, self.seq)
 
-    def _subject(self, rec) -> str:
-        key = (rec.symbol, rec.kind)
-        subj = self._subjects.get(key)
-        if subj is None:
-            subj = self._subjects[key] = R.record_subject(self.feed, rec)
-        return subj
-
-    async def _send(self, seq: int, subj: str, payload: bytes, ask: bool) -> None:
-        """``ask``: with a reply inbox (the record's acknowledgement acknowledges every record before it)."""
-        headers = {"Nats-Msg-Id": f"{self.id:016x}-{seq}"}
-        if seq - 1 in self.inflight:      # only an unacknowledged predecessor can be missing (see the docstring)
-            headers["Nats-Expected-Last-Msg-Id"] = f"{self.id:016x}-{seq - 1}"
+    async def _send(self, first: int, last: int) -> None:
+        """Sequences ``first``..``last`` of the window, as one buffer of HPUB commands (``wire.frames``): the same
+        bytes nats-py's ``publish`` writes, without a Python call and header dict per record.  nats-py has no
+        public call that takes protocol bytes; ``_send_command`` and ``_flush_pending`` are what its ``publish``
+        uses (present in every 2.x release; checked at start)."""
+        blob = offsets = None
+        if self.json:
+            w, parts = len(self.wlens), []
+            for s in range(first, last + 1):
+                r = s % w
+                parts.append(R.to_json(R.decode(self.window[r, :self.wlens[r]].tobytes())).encode())
+            offsets = np.zeros(len(parts) + 1, np.int64)
+            np.cumsum([len(p) for p in parts], out=offsets[1:])
+            blob = np.frombuffer(b"".join(parts), np.uint8)
+        data = self.framer.frame(self.window, self.wlens, first, last, self.acked, blob, offsets)
+        nc = self.nc
         try:
-            await self.nc.publish(subj, payload, reply=f"{self.inbox}.{seq}" if ask else "", headers=headers)
+            await nc._send_command(data)
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
         except Exception:                             # noqa: BLE001 -- disconnected, buffer full: resent later
             self.resend = True
 
     def pending(self) -> int:
-        return len(self.outbox) + len(self.inflight)
+        return len(self.outbox) + self.seq - self.acked
 
 
 async def run(pub: Publisher, life_fd: int) -> str:
@@ -387,7 +381,7 @@ async def run(pub: Publisher, life_fd: int) -> str:
             finished = pub.region.state == STATE_FINISHED
             moved = pub.drain()
             await pub.pump()
-            if moved >= BEHIND_ROWS or (pub.ready and len(pub.outbox) and len(pub.inflight) < pub.spec["ack_window"]):
+            if moved >= BEHIND_ROWS or (pub.ready and len(pub.outbox) and pub.seq - pub.acked < pub.spec["ack_window"]):
                 await asyncio.sleep(0)        # behind, or records waiting with room to send them: no nap
                 continue
             if (finished or poller.poll(0)) and pub.caught_up():
@@ -419,14 +413,18 @@ def main(argv: list[str]) -> int:
         if spec["encoding"] not in ("binary", "json"):
             raise UserError(f"NATS publisher: encoding {spec['encoding']!r} is not binary or json")
         R.stream_name(spec.get("feed", ""))
-        import nats  # noqa: F401 -- refuse at start, not later, when the client is missing
+        from nats.aio.client import Client
+        if not (hasattr(Client, "_send_command") and hasattr(Client, "_flush_pending")):
+            raise UserError("NATS publisher: this nats-py has no Client._send_command/_flush_pending, which the "
+                            "publisher writes its commands through (every 2.x release has them)")
     except ImportError:
         return refuse(status, UserError("NATS publisher: the nats-py package is not installed (pip install nats-py)"))
     except (UserError, R.RecordError) as err:
         return refuse(status, UserError(str(err)))
     pub = Publisher(region, spec)
     from appliance.decode.vwap import feed_trades
-    feed_trades(pub.reader.buffers[TAPE][:0], 0, 0, pub.fold.vw, pub.fold.cnt)     # load the kernel before ready
+    feed_trades(pub.reader.buffers[TAPE][:0], 0, 0, pub.fold.vw, pub.fold.cnt)     # load the kernels before ready
+    wire.warm()
     status.write("ready\n")
     status.flush()
     try:
