@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Live capture with and without publishing to NATS JetStream, same traffic, one run.
 
-    .venv/bin/python bench/publish_vs_capture.py [--rates 50000,200000,top] [--seconds 3]
+    .venv/bin/python bench/publish_vs_capture.py [--rates 50000,200000,top] [--seconds 3] [--repeat 3]
 
-Needs root (a network namespace) and nats-server and nats-py; about 2 minutes.  Do not run it beside another
+Needs root (a network namespace) and nats-server and nats-py; about 2 minutes a repeat.  Do not run it beside another
 heavy job: the machine has two cores.  The lab, the feed, tcpreplay and our capture's row come from
 ``capture_vs_peers.py`` (one namespace "appl-pubbench", a 4-queue veth pair; the generated A/B feed; tcpreplay
 from lab1 on CPU 0; ``appliance capture --engine tpacket --hot-cpu 1`` on lab0).
@@ -16,10 +16,13 @@ timestamps are what the latency below is measured from, so both runs carry the s
   the namespace (CPU 0), and a consumer (this script with ``--consume``, CPU 0): a JetStream ordered consumer on
   ``md.bench.>`` from new records, started before the traffic, noting each record's arrival time.
 
-Printed per rate: frames received and drops (the capture's own counts and veth's) for both runs, the capture's
-receive-to-book p50/p99 for both (summary.json ``capture.latency``) and p99's change (publishing should not move
-it by more than 10%), records the publisher sent, acknowledged, conflated and dropped and its rate over the
-traffic window, and **receive-to-consumer** latency percentiles.
+The pair runs ``--repeat`` times per rate, alternating (plain, publish, plain, publish ...), because one 3-second
+run's p99 on two shared cores moves by tens of percent from run to run.  Printed per rate: frames received and
+drops (the capture's own counts and veth's) for every run, the capture's receive-to-book p50/p99 (summary.json
+``capture.latency``); then the median p99 of the plain runs and of the publish runs, their ratio (publishing
+should not move it by more than 10%) and the plain runs' own spread (max / min p99: the noise a ratio has to be
+read against); records the publisher sent, acknowledged, conflated and dropped and its rate over the traffic
+window, and **receive-to-consumer** latency percentiles, per publish run.
 
 Receive to consumer, measured honestly.  A record carries the feed's timestamp (ns since midnight, the ITCH
 message's), not the capture time, so the consumer notes CLOCK_REALTIME when each bbo or trade record reaches it,
@@ -166,6 +169,7 @@ def free_port() -> int:
 
 
 def run_rate(lab, pcap, frames, lines, rate, seconds, work: Path, url: str) -> dict:
+    """One plain run and one publish run, in that order."""
     result = {}
     for name in ("plain", "publish"):
         record_dir = Path(tempfile.mkdtemp(prefix=f"pubbench-{name}-", dir="/dev/shm"))
@@ -203,38 +207,47 @@ def us(ns) -> str:
     return "-" if ns is None else f"{ns / 1e3:,.1f}"
 
 
+def _p99(entry) -> float | None:
+    got = entry["row"].got
+    return (got.latency or {}).get("p99_ns") if got else None
+
+
 def report(results: dict) -> None:
-    print(f"\n{'rate':>4s} {'run':8s} {'sent':>9s} {'pps':>9s} {'received':>9s} {'veth':>5s} {'p50 us':>8s} "
+    print(f"\n{'rate':>4s} {'run':10s} {'sent':>9s} {'pps':>9s} {'received':>9s} {'veth':>5s} {'p50 us':>8s} "
           f"{'p99 us':>8s}  drops (the capture's)")
-    for rate, runs in results.items():
-        for name, entry in runs.items():
-            r = entry["row"]
-            if r.note:
-                print(f"{rate:>4s} {name:8s} {r.note}")
-                continue
-            lat = r.got.latency or {}
-            print(f"{rate:>4s} {name:8s} {r.sent:>9,} {r.pps:>9,.0f} {r.got.frames:>9,} {r.link_drops:>5,} "
-                  f"{us(lat.get('p50_ns')):>8s} {us(lat.get('p99_ns')):>8s}  {r.got.drops}")
-        plain, pub = runs.get("plain"), runs.get("publish")
-        if plain and pub and plain["row"].got and pub["row"].got:
-            a, b = (plain["row"].got.latency or {}).get("p99_ns"), (pub["row"].got.latency or {}).get("p99_ns")
-            if a and b:
-                print(f"{'':4s} capture p99 receive-to-book with publishing / without: {b / a:.2f} "
-                      f"({(b / a - 1) * 100:+.0f}%)")
+    for rate, pairs in results.items():
+        for i, runs in enumerate(pairs, start=1):
+            for name, entry in runs.items():
+                r, label = entry["row"], f"{name} {i}"
+                if r.note:
+                    print(f"{rate:>4s} {label:10s} {r.note}")
+                    continue
+                lat = r.got.latency or {}
+                print(f"{rate:>4s} {label:10s} {r.sent:>9,} {r.pps:>9,.0f} {r.got.frames:>9,} {r.link_drops:>5,} "
+                      f"{us(lat.get('p50_ns')):>8s} {us(lat.get('p99_ns')):>8s}  {r.got.drops}")
+        plain = [v for v in (_p99(runs["plain"]) for runs in pairs if "plain" in runs) if v]
+        pub = [v for v in (_p99(runs["publish"]) for runs in pairs if "publish" in runs) if v]
+        if plain and pub:
+            a, b = float(np.median(plain)), float(np.median(pub))
+            print(f"{'':4s} capture p99 receive-to-book, median of {len(pub)} with publishing / of {len(plain)} "
+                  f"without: {us(b)} / {us(a)} us = {b / a:.2f} ({(b / a - 1) * 100:+.0f}%); the runs without "
+                  f"publishing spread {max(plain) / min(plain):.2f}x among themselves")
     print("\npublishing (publisher's report; consumer: JetStream ordered consumer, receive -> consumer in us):")
-    print(f"{'rate':>4s} {'sent':>9s} {'acked':>9s} {'conflated':>10s} {'dropped':>8s} {'rate/s':>9s} "
+    print(f"{'rate':>4s} {'run':>3s} {'sent':>9s} {'acked':>9s} {'conflated':>10s} {'dropped':>8s} {'rate/s':>9s} "
           f"{'consumed':>9s} {'matched':>8s} {'p50':>9s} {'p99':>9s} {'p99.9':>9s} {'max':>9s}")
-    for rate, runs in results.items():
-        pub = runs.get("publish")
-        if not pub or not pub["publishers"]:
-            print(f"{rate:>4s} no publisher report")
-            continue
-        p, c, r = pub["publishers"][0], pub.get("consumer", {}), pub["row"]
-        window = r.sent / r.pps if r.pps else 0
-        print(f"{rate:>4s} {p.get('sent', 0):>9,} {p.get('acknowledged', 0):>9,} {p.get('conflated', 0):>10,} "
-              f"{p.get('dropped', 0):>8,} {p.get('sent', 0) / window if window else 0:>9,.0f} "
-              f"{c.get('records', 0):>9,} {c.get('matched', 0):>8,} {us(c.get('p50')):>9s} {us(c.get('p99')):>9s} "
-              f"{us(c.get('p99.9')):>9s} {us(c.get('max')):>9s}")
+    for rate, pairs in results.items():
+        for i, runs in enumerate(pairs, start=1):
+            pub = runs.get("publish")
+            if not pub or not pub["publishers"]:
+                print(f"{rate:>4s} {i:>3d} no publisher report")
+                continue
+            p, c, r = pub["publishers"][0], pub.get("consumer", {}), pub["row"]
+            window = r.sent / r.pps if r.pps else 0
+            print(f"{rate:>4s} {i:>3d} {p.get('sent', 0):>9,} {p.get('acknowledged', 0):>9,} "
+                  f"{p.get('conflated', 0):>10,} {p.get('dropped', 0):>8,} "
+                  f"{p.get('sent', 0) / window if window else 0:>9,.0f} {c.get('records', 0):>9,} "
+                  f"{c.get('matched', 0):>8,} {us(c.get('p50')):>9s} {us(c.get('p99')):>9s} "
+                  f"{us(c.get('p99.9')):>9s} {us(c.get('max')):>9s}")
 
 
 def main() -> int:
@@ -246,7 +259,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--messages", type=int, default=2_500_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="plain/publish pairs per rate (default 3)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     if os.geteuid() != 0:
         raise SystemExit("run as root: the bench makes a network namespace")
     server_bin = peers.shutil.which("nats-server")
@@ -273,8 +289,10 @@ def main() -> int:
             server.wait_for("Server is ready", 15)
             for rate in args.rates:
                 key = "top" if rate is None else f"{rate // 1000}k"
-                results[key] = run_rate(lab, pcap, frames, lines, rate, args.seconds, work, url)
-                print(f"  {key}: done", flush=True)
+                results[key] = []
+                for i in range(args.repeat):
+                    results[key].append(run_rate(lab, pcap, frames, lines, rate, args.seconds, work, url))
+                    print(f"  {key}: pair {i + 1} done", flush=True)
         finally:
             if server is not None:
                 server.kill()

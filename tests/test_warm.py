@@ -46,7 +46,7 @@ def test_a_capture_after_warm_compiles_nothing(lab, tmp_path):
     assert warmed.returncode == 0, warmed.stderr
     steps = [line.split(":")[1].strip() for line in warmed.stdout.splitlines()[:-1]]
     assert steps == ["AF_XDP ring kernel, 1 queue", "TPACKET_V3 ring kernel", "TPACKET_V2 ring kernel",
-                     "cold side (output and recording processes)"], warmed.stdout
+                     "cold side (output and recording processes)", "NATS publisher's wire"], warmed.stdout
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.nb*")}
     assert before
 

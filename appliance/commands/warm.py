@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but problems")
 
 
+def _warm_publisher() -> None:
+    from appliance.publish import wire
+
+    wire.warm()
+
+
 def run(args: argparse.Namespace) -> int:
     from appliance.capture.warm import warm, warm_cold
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                   ("TPACKET_V2 ring kernel", lambda: warm("tpacket", tpacket_version=2))]
     with tempfile.TemporaryDirectory(prefix="appliance-warm-") as tmp:
         steps.append(("cold side (output and recording processes)", lambda: warm_cold(tmp)))
+        steps.append(("NATS publisher's wire", _warm_publisher))
         total = time.perf_counter()
         for what, step in steps:
             started = time.perf_counter()

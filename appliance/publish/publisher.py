@@ -357,7 +357,7 @@ class Publisher:
                 parts.append(R.to_json(R.decode(self.window[r, :self.wlens[r]].tobytes())).encode())
             offsets = np.zeros(len(parts) + 1, np.int64)
             np.cumsum([len(p) for p in parts], out=offsets[1:])
-            blob = np.frombuffer(b"".join(parts), np.uint8)
+            blob = np.frombuffer(bytearray(b"".join(parts)), np.uint8)     # writable: the type wire.warm compiled
         data = self.framer.frame(self.window, self.wlens, first, last, self.acked, blob, offsets)
         nc = self.nc
         try:
