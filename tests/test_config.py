@@ -143,6 +143,8 @@ ERRORS = {
                         "'http://x:4222' is not one"),
     "nats replicas": (MINIMAL + "\n[outputs.bus]\nkind = \"nats\"\nreplicas = 7\n", 9,
                       "outputs.bus.replicas must be a whole number from 1 to 5"),
+    "nats nice": (MINIMAL + "\n[outputs.bus]\nkind = \"nats\"\nnice = -5\n", 9,
+                  "outputs.bus.nice must be a whole number from 0 to 19"),
     "output without kind": (MINIMAL + "\n[outputs.bus]\ndirectory = \"/srv\"\n", 7, "outputs.bus needs the key 'kind'"),
     "bad size": (MINIMAL + "\n[recording]\nrotate_size = \"1X\"\n", 8,
                  "recording.rotate_size must be a positive size such as \"512M\" or \"2G\" (not '1X')"),

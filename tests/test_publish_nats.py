@@ -13,6 +13,7 @@ consumer slot and sends them to a nats-server the test starts on a free loopback
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import time
@@ -89,6 +90,7 @@ def test_rows_to_jetstream_to_top_of_book(servers):
     srv = servers().start()
     region = _region()
     proc = _start(region, [srv.url])
+    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == 10          # below the capture (the default nice)
     rng = random.Random(11)
     bbo_rows, tape_rows = _rows(rng, 6000, 34_200_000_000_000)
     third = len(bbo_rows) // 3
@@ -254,7 +256,7 @@ def test_live_capture_publishes_what_its_tables_say(lab, tmp_path):
     holds exactly trades.csv's trades, in order, with one publisher's sequences unbroken."""
     import csv
     import json
-    from test_capture import FEEDS, REPO, SAMPLE, _appliance, _start_capture
+    from test_capture import REPO, SAMPLE, _appliance, _start_capture
 
     port = _free_port()
     store = tmp_path / "store"

@@ -135,6 +135,7 @@ class NatsOutput:
     max_age: float = V.key(V.seconds, 86400.0, float)  # the stream's retention by age
     max_bytes: int = V.key(V.int_from(-1), -1)        # the stream's retention by size; -1: no limit
     replicas: int = V.key(V.int_from(1, 5), 1)        # JetStream replicas (3 on a 3-node cluster)
+    nice: int = V.key(V.int_from(0, 19), 10)          # the publisher process's nice value: below receive
 
 
 OUTPUT_KINDS: dict[str, type] = {"csv": CsvOutput, "nats": NatsOutput}

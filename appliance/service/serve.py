@@ -80,7 +80,7 @@ def publish_specs(cfg: CF.Config) -> list[dict]:
                             f"and the subjects name one (md.<feed>.<symbol>.<kind>)")
         specs.append({"feed": feed, "servers": list(o.servers), "encoding": o.encoding,
                       "buffer_records": o.buffer_records, "ack_window": o.ack_window, "max_age_s": o.max_age,
-                      "max_bytes": o.max_bytes, "replicas": o.replicas})
+                      "max_bytes": o.max_bytes, "replicas": o.replicas, "nice": o.nice})
     return specs
 
 
