@@ -13,8 +13,9 @@ record), which wait in two places until NATS takes them:
 
 Nothing here can slow the capture: the rings never wait for a consumer, and this process only ever waits for
 NATS with the rings drained (every ``POLL_MS``, ``IDLE_POLL_MS`` while the feed is quiet).  A record gets its
-sequence number when it is first sent, so the sequences are contiguous over everything this publisher sends; what it drops is told to consumers by a
-``publisher loss`` status (cumulative counts), sent when they change, at most once a second, and at the end.
+sequence number when it is first sent, so the sequences are contiguous over everything this publisher sends;
+what it drops is told to consumers by a ``publisher loss`` status (cumulative counts), sent when they change, at
+most once a second, and at the end.
 
 JetStream: on each (re)connection the stream of the feed (``records.stream_name``) is created if missing, with
 retention by age and size from the spec.  Each record is published with the header
