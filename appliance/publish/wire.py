@@ -110,6 +110,15 @@ def add_tops(rows, n, sym, publisher, latest, waiting, fifo, state):
 
 
 @kernel
+def _push(state, limit):
+    """The row for a ``Queue``'s next record (counted in), or -1 when it is full."""
+    if state[Q_COUNT] >= limit:
+        return -1
+    state[Q_COUNT] += 1
+    return (state[Q_HEAD] + state[Q_COUNT] - 1) % limit
+
+
+@kernel
 def add_tape(rows, n, sym, publisher, slab, lens, state):
     """Trades and broken trades of tape rows ``rows[:n]`` (feed-clock marks skipped) onto a ``Queue``; returns
     how many found it full (not written)."""
@@ -118,10 +127,10 @@ def add_tape(rows, n, sym, publisher, slab, lens, state):
         kind = rows[i, TAPE_KIND]
         if kind == KIND_CLOCK:
             continue
-        if state[Q_COUNT] >= limit:
+        r = _push(state, limit)
+        if r < 0:
             dropped += 1
             continue
-        r = (state[Q_HEAD] + state[Q_COUNT]) % limit
         loc = rows[i, TAPE_LOCATE] & 0xFFFF
         if kind == KIND_BROKEN:
             _header(slab, r, KIND_BROKEN_REC, loc, sym, publisher, rows[i, TAPE_TS])
@@ -135,7 +144,6 @@ def add_tape(rows, n, sym, publisher, slab, lens, state):
             _le(slab, r, 42, rows[i, TAPE_SHARES], 8)
             _le(slab, r, 50, rows[i, TAPE_MATCH], 8)
             lens[r] = LEN_TRADE
-        state[Q_COUNT] += 1
     return dropped
 
 
@@ -144,17 +152,16 @@ def add_vwap(rows, n, sym, publisher, window_ns, slab, lens, state):
     """VWAP window rows ``rows[:n]`` (``decode.vwap``'s columns) onto a ``Queue``; returns how many found it full."""
     limit, dropped = len(lens), 0
     for i in range(n):
-        if state[Q_COUNT] >= limit:
+        r = _push(state, limit)
+        if r < 0:
             dropped += 1
             continue
-        r = (state[Q_HEAD] + state[Q_COUNT]) % limit
         _header(slab, r, KIND_VWAP, rows[i, VW_LOCATE] & 0xFFFF, sym, publisher, rows[i, VW_END])
         _le(slab, r, 36, window_ns, 8)
         _le(slab, r, 44, rows[i, VW_VOLUME], 8)
         _le(slab, r, 52, rows[i, VW_NOTIONAL], 8)
         _le(slab, r, 60, rows[i, VW_TRADES], 8)
         lens[r] = LEN_VWAP
-        state[Q_COUNT] += 1
     return dropped
 
 
