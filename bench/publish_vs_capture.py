@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Live capture with and without publishing to NATS JetStream, same traffic, one run.
+"""Live capture with and without publishing to NATS JetStream, same traffic, alternating runs.
 
     .venv/bin/python bench/publish_vs_capture.py [--rates 50000,200000,top] [--seconds 3] [--repeat 3]
 
@@ -8,8 +8,9 @@ heavy job: the machine has two cores.  The lab, the feed, tcpreplay and our capt
 ``capture_vs_peers.py`` (one namespace "appl-pubbench", a 4-queue veth pair; the generated A/B feed; tcpreplay
 from lab1 on CPU 0; ``appliance capture --engine tpacket --hot-cpu 1`` on lab0, or ``--engine xdp``).
 
-At every rate two captures, both recording the frames (``--record`` into /dev/shm: the recording's kernel receive
-timestamps are what the latency below is measured from, so both runs carry the same recording work):
+At every rate, and ``--repeat`` times, two captures (three with ``--control``), all recording the frames
+(``--record`` into /dev/shm: the recording's receive timestamps are what the latency below is measured from, so
+every run carries the same recording work):
 
 * plain: the capture alone;
 * publish: the same with ``--publish nats://127.0.0.1:P --publish-feed bench`` to a ``nats-server -js`` inside
@@ -193,7 +194,7 @@ def caught_up(consumer, sent: int, quiet_s: float = 5.0, most_s: float = 120.0) 
     started, last, moved = time.monotonic(), -1, time.monotonic()
     while time.monotonic() - started < most_s:
         n = consumed(consumer)
-        if n >= sent:
+        if n >= sent - 1:                       # all but the publisher's start record, sent before it subscribed
             return
         if n != last:
             last, moved = n, time.monotonic()
@@ -291,8 +292,9 @@ def report(results: dict) -> None:
                       f"{us(lat.get('p50_ns')):>8s} {us(lat.get('p99_ns')):>8s} {busy}  {r.got.drops}")
         plain, busy, pub = ([v for v in (_p99(runs[name]) for runs in pairs if name in runs) if v]
                             for name in ("plain", "busy", "publish"))
+        b = float(np.median(pub)) if pub else None
         if plain and pub:
-            a, b = float(np.median(plain)), float(np.median(pub))
+            a = float(np.median(plain))
             print(f"{'':4s} capture p99 receive-to-book, median of {len(pub)} with publishing / of {len(plain)} "
                   f"without: {us(b)} / {us(a)} us = {b / a:.2f} ({(b / a - 1) * 100:+.0f}%); the runs without "
                   f"publishing spread {max(plain) / min(plain):.2f}x among themselves")

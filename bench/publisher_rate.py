@@ -7,8 +7,8 @@ Rows are written into a Region up front (``tests/natstest.py``'s generator: top-
 a trade every other update, a broken trade in a hundred), the capture marked finished, and the publisher's own
 loop (``publisher.run``) runs in this process until every record is acknowledged by a ``nats-server -js`` on a
 loopback port with a temporary store.  Printed: records sent and acknowledged, conflated top-of-book updates,
-seconds and records/s, and the publisher's own CPU time per record.  This is a component figure (no capture, no consumer, no peer to compare with); the
-whole-command comparison is ``publish_vs_capture.py``.  Needs nats-server and nats-py; seconds.
+seconds and records/s, and the publisher's own CPU time per record.  This is a component figure (no capture,
+no consumer, no peer to compare with); the whole-command comparison is ``publish_vs_capture.py``.  Needs nats-server and nats-py; seconds.
 """
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ def main() -> int:
             reg.set_state(RW.STATE_FINISHED)
             pub = Publisher(reg, dict(DEFAULTS, feed="bench", servers=[srv.url], buffer_records=1 << 22,
                                       flush_s=120, slot=1, ack_window=args.ack_window))
+            from appliance.decode.vwap import feed_trades
+            from appliance.publish import wire
+            feed_trades(pub.reader.buffers[RW.TAPE][:0], 0, 0, pub.fold.vw, pub.fold.cnt)   # as the process does
+            wire.warm()                                                                       # before it is ready
             life_r, _life_w = os.pipe()
             prof = cProfile.Profile() if args.profile else None
             t0, cpu0 = time.perf_counter(), time.process_time()

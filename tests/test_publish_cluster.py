@@ -113,8 +113,10 @@ class LiveConsumer:
 
     def wait_for(self, counts: dict, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while any(len(self.got[feed]) < n for feed, n in counts.items()) and time.monotonic() < deadline:
+        while any(len(self.got[feed]) < n for feed, n in counts.items()):
             assert self.error is None, self.error
+            assert time.monotonic() < deadline, \
+                f"the live consumer has {({f: len(r) for f, r in self.got.items()})} records of {counts}"
             time.sleep(0.1)
 
     def close(self):
@@ -162,6 +164,7 @@ def test_node_killed_under_a_publisher_then_publisher_restarted(nodes):
         assert live.port == port                            # the consumer is on the node about to die
         sender.start()
         wait(lambda: all(own(reg, 0, "acknowledged") > 400 for reg in regions), 30, "records flowing")
+        wait(lambda: all(live.got[feed] for feed in FEEDS), 30, "the live consumer receiving")
         acked_before = [own(reg, 0, "acknowledged") for reg in regions]
         seen_before = {feed: len(recs) for feed, recs in live.got.items()}
         victim.kill()                                       # mid-stream: the first publisher's and the consumer's node

@@ -123,33 +123,36 @@ def _headers(msg_id: str, expect: str | None) -> bytes:
 
 
 def test_frames_carry_the_subject_reply_headers_and_payload_the_publisher_asks_for():
+    from appliance.publish.publisher import Outbox
+
     sym = _sym()
     feed = "it.ch*"                                       # a feed name that needs escaping too
-    window, wlens = _window(512)
-    q, t = wire.Queue(2000), wire.Tops()
-    rows = np.array([[i, 1 + i % 7, ord("E") if i % 5 else S.KIND_BROKEN, ord("S"), 10, 100, i] for i in range(1200)],
-                    np.int64)
-    wire.add_tape(rows, len(rows), sym, wire.as_i64(PUB), q.slab, q.lens, q.state)
-    tops = np.array([[1, loc, 100, 1, 200, 2] for loc in range(1, 8)], np.int64)
-    wire.add_tops(tops, len(tops), sym, wire.as_i64(PUB), t.latest, t.waiting, t.fifo, t.state)
-    framer = wire.Framer(feed, "_INBOX.abc", PUB, 256, 512)
-    seq = 1                                               # sequences cross 9/10, 99/100, 999/1000 and the window
-    for lag in (0, 5, 200, 1):                            # records before the run not yet acknowledged
+    w = 512
+    window, wlens = _window(w)
+    box = Outbox(2000, PUB)                               # status, then trades and broken trades, then tops
+    box.add_status(R.Status(0, 0, 5, code=R.STATUS_GAP, session="0000000042", first=3, last=9))
+    box.add_tape(np.array([[i, 1 + i % 7, ord("E") if i % 5 else S.KIND_BROKEN, ord("S"), 10, 100, i]
+                           for i in range(1400)], np.int64), sym)
+    box.add_bbo(np.array([[1, loc, 100, 1, 200, 2] for loc in range(1, 8)], np.int64), sym)
+    assert len(box) == 1408
+    framer = wire.Framer(feed, "_INBOX.abc", PUB, 256, w)
+    seq, kinds = 1, set()                                 # sequences cross 9/10, 99/100, 999/1000 and the window
+    for lag, most in ((0, 300), (5, 300), (200, 100), (0, w), (1, w)):   # lag: earlier records not acknowledged
         acked = max(0, seq - 1 - lag)
-        k = wire.take_queue(q.slab, q.lens, q.state, window, wlens, seq, 300)
-        k += wire.take_tops(t.latest, t.waiting, t.fifo, t.state, window, wlens, seq + k, 300 - k)
+        k = box.take(window, wlens, seq, most, PUB)
         first, last = seq, seq + k - 1
         for as_json in (False, True):
             blob = offsets = None
             if as_json:
                 parts = [R.to_json(R.decode(_record(window, wlens, s))).encode() for s in range(first, last + 1)]
                 offsets = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
-                blob = np.frombuffer(b"".join(parts), np.uint8)
+                blob = np.frombuffer(bytearray(b"".join(parts)), np.uint8)
             frames = _parse(framer.frame(window, wlens, first, last, acked, blob, offsets))
             assert len(frames) == k
             for s, (subject, reply, headers, payload) in zip(range(first, last + 1), frames):
                 binary = _record(window, wlens, s)
                 rec = R.decode(binary)
+                kinds.add(rec.kind)
                 assert rec.sequence == s and rec.publisher == PUB
                 assert payload == (R.to_json(rec).encode() if as_json else binary)
                 assert subject == R.record_subject(feed, rec)
@@ -157,4 +160,5 @@ def test_frames_carry_the_subject_reply_headers_and_payload_the_publisher_asks_f
                 expect = f"{PUB:016x}-{s - 1}" if s - 1 > acked else None
                 assert headers == _headers(f"{PUB:016x}-{s}", expect)
         seq = last + 1
-    assert seq > 1000
+    assert seq == 1409 and len(box) == 0
+    assert kinds == {R.KIND_STATUS, R.KIND_TRADE, R.KIND_BROKEN, R.KIND_BBO}

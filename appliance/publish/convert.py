@@ -1,7 +1,10 @@
-"""Rows of the capture's rings (``decode.state``'s columns) as published records: the one place that maps them.
+"""Rows of the capture's rings (``decode.state``'s columns) as published records, one Python object each.
 
-The publisher stamps ``publisher`` and ``sequence`` when it sends; the functions here leave both 0. ``sym`` is
-the region's ``uint8[LOCATES, 8]`` symbol table (the names as of now); ``session_names`` its ``ss_name``.
+The publisher's own path is compiled (``wire``: rows to record bytes in bulk); these are the readable reference
+its tests compare it with byte for byte, and what the publisher uses for the rare status records (gaps,
+session names).  The publisher stamps ``publisher`` and ``sequence`` when it sends; the functions here leave
+both 0. ``sym`` is the region's ``uint8[LOCATES, 8]`` symbol table (the names as of now); ``session_names`` its
+``ss_name``.
 """
 from __future__ import annotations
 

@@ -23,19 +23,19 @@ retention by age and size from the spec.  Each record is published with the head
 one record in ``ACK_EVERY``, and the last of each pass, also with a reply inbox, and its acknowledgement
 acknowledges every record before it: a record is stored only right after its predecessor (the expected last id
 below), so a stored record means a stored chain back to the last record acknowledged before it was sent (one
-acknowledgement to process per 256 records, not one per record: that was most of the publisher's time).  A
-record refused without a reply inbox is noticed all the same: the records after it expect it, so they are
-refused too, up to the next one that asks, whose error reply (or silence: ``ack_timeout_s``) has the window
-sent again.  At most ``ack_window`` records are unacknowledged at once; after an error reply, or when the oldest
-has waited
-``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent again, in order, with the same
-id -- so a record acknowledged once is stored once, and a record not yet acknowledged is not given up while
-the publisher runs.  A record sent while the one before it is unacknowledged also carries
-``Nats-Expected-Last-Msg-Id`` (the id of the record before it), so the stream stores it only right after its
-predecessor: a connection drop
-loses a suffix of what was sent, but what the client had buffered while disconnected is flushed to the next node
-before the resend, and without the check those later records would be stored ahead of the lost ones (a gap, then
-the missing records out of order, for every consumer). With it they are refused (an error reply) and stored in
+acknowledgement to process per 256 records, not one per record).  The records of a pass go out as one buffer of
+HPUB commands that ``wire.frames`` writes (nats-py's ``publish`` cost ~10 us a record in header checks and byte
+building alone).  A record refused without a reply inbox is noticed all the same: the records after it expect
+it, so they are refused too, up to the next one that asks, whose error reply (or silence: ``ack_timeout_s``)
+has the window sent again.  At most ``ack_window`` records are unacknowledged at once; after an error reply, or
+when the oldest has waited ``ack_timeout_s``, or after a reconnection, every unacknowledged record is sent
+again, in order, with the same id -- so a record acknowledged once is stored once, and a record not yet
+acknowledged is not given up while the publisher runs.  A record sent while the one before it is
+unacknowledged also carries ``Nats-Expected-Last-Msg-Id`` (the id of the record before it), so the stream
+stores it only right after its predecessor: a connection drop loses a suffix of what was sent, but what the
+client had buffered while disconnected is flushed to the next node before the resend, and without the check
+those later records would be stored ahead of the lost ones (a gap, then the missing records out of order, for
+every consumer). With it they are refused (an error reply) and stored in
 order by the resend. A record whose predecessor is acknowledged carries no expectation: the predecessor is stored,
 so nothing can come between, and a server restarted after the publisher was idle for longer than the duplicate
 window knows no last id (it rebuilds it from the records inside the window) and would refuse every expectation for
@@ -431,7 +431,11 @@ def main(argv: list[str]) -> int:
         return refuse(status, UserError("NATS publisher: the nats-py package is not installed (pip install nats-py)"))
     except (UserError, R.RecordError) as err:
         return refuse(status, UserError(str(err)))
-    os.setpriority(os.PRIO_PROCESS, 0, spec["nice"])   # below the capture: publishing takes what receive leaves
+    try:                                              # below the capture: publishing takes what receive leaves
+        os.setpriority(os.PRIO_PROCESS, 0, max(spec["nice"], os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError as err:                            # lowering it is allowed; keep what we have otherwise
+        print(f"appliance: NATS publisher: cannot set nice {spec['nice']} ({err.strerror}); running at "
+              f"{os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr, flush=True)
     pub = Publisher(region, spec)
     from appliance.decode.vwap import feed_trades
     feed_trades(pub.reader.buffers[TAPE][:0], 0, 0, pub.fold.vw, pub.fold.cnt)     # load the kernels before ready

@@ -18,7 +18,10 @@ Three places hold encoded records (every one a ``uint8[rows, REC]`` slab and an 
 Records are stamped with the publisher id when encoded and with their sequence number when moved into the
 in-flight window (``take_*``). The layout is ``records``' (its module docstring is the one description; the
 tests check these kernels byte for byte against ``records.encode``). The symbol bytes are the region's
-``sym`` table as of encoding, copied verbatim (space padded, as ``records.encode`` pads).
+``sym`` table as of encoding, copied verbatim (space padded, as ``records.encode`` pads).  A value wider than
+its field is cut to the field's low bytes, where ``records.encode`` refuses it; the capture's rows never hold
+one (ITCH prices are u32, sizes and volumes are sums of u32 shares), so for every row the decoder writes the
+bytes are ``records.encode``'s.
 
 Frames (``frames``): for sequence ``s``::
 
