@@ -57,6 +57,7 @@ from appliance.ring.deliver import CAP_FRAMES, CAP_RING_MALFORMED
 
 DRAIN_LIMIT = 5.0            # seconds the old capture drains at most after the switch (then stops and says so)
 CONNECT_LIMIT = 10.0         # seconds the new capture waits for the old one's answer
+LEFT_WAIT = 2.0              # seconds the new capture, ending, waits for the old one to say what it took
 
 
 def _send(sock: socket.socket, msg: dict) -> None:
@@ -340,6 +341,7 @@ class Successor:
                 raise UserError(f"--take-over {self.path}: the running capture ended before it handed the feed over "
                                 "(it detached its program on the way out); start this one on its own")
         handed = stopped[0]
+        self._note(msgs)              # "left" may have come in the same read (the old one says it right after)
         receiver.resume(handed)
         us = (time.perf_counter_ns() - t0) / 1000
         self.info["switch_us"] = round(us, 1)
@@ -390,9 +392,7 @@ class Successor:
         if self.gone:
             return False
         msgs, closed = _lines(self.sock, self.buf)
-        for msg in msgs:
-            if msg.get("op") == "left":
-                self.info["predecessor"] = {k: msg.get(k) for k in ("frames", "sessions")}
+        self._note(msgs)
         if closed:
             self.gone = True
             self.info["predecessor_left_unix"] = time.time()
@@ -403,8 +403,21 @@ class Successor:
             return True
         return False
 
+    def _note(self, msgs: list[dict]) -> None:
+        for msg in msgs:
+            if msg.get("op") == "left":
+                self.info["predecessor"] = {k: msg.get(k) for k in ("frames", "sessions")}
+
     def finish(self, mold) -> dict:
+        """At our end: what we know of the handover.  If the old capture has not said ``left`` yet (we may end
+        first, or its word may still be unread), wait for it at most ``LEFT_WAIT`` seconds."""
         self.info["sessions"] = session_marks(mold)
+        deadline = time.monotonic() + LEFT_WAIT
+        while self.sock is not None and not self.gone and "predecessor" not in self.info:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([self.sock], [], [], wait)[0]:
+                break
+            self.tick()
         if self.sock is not None and not self.gone:
             self.sock.close()
         return self.info
