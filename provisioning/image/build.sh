@@ -64,7 +64,7 @@ if [ ! -d "$wheels" ]; then
     say "downloading the Python dependencies into a wheelhouse"
     deps=$($PYTHON -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print(" ".join(p["project"]["dependencies"] + p["build-system"]["requires"] + ["wheel"]))')
     rm -rf "$wheels.partial"
-    $PYTHON -m pip download -q --only-binary=:all: --no-warn-script-location -d "$wheels.partial" $deps 2>"$CACHE/pip.log" \
+    $PYTHON -m pip download -q --only-binary=:all: -d "$wheels.partial" $deps 2>"$CACHE/pip.log" \
         || die "pip download of the wheelhouse failed: $(tail -n 1 "$CACHE/pip.log")"
     mv "$wheels.partial" "$wheels"
 fi
