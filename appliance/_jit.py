@@ -29,7 +29,8 @@ _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=None, _
 _PACKAGE = Path(__file__).resolve().parent
 _KEEP = 3                    # cache directories of other source versions kept (e.g. switching branches)
 KERNEL_SOURCES = ("_jit.py", "decode", "itch", "gen", "pcap.py", "replay/csvfmt.py", "cold/rows.py",
-                  "publish/records.py", "publish/wire.py", "ring/atomics.py", "ring/deliver.py", "ring/tpacket_rx.py", "ring/tpacket2_rx.py", "ring/xsk_rx.py")
+                  "publish/records.py", "publish/wire.py", "ring/atomics.py", "ring/deliver.py", "ring/tpacket_rx.py",
+                  "ring/tpacket2_rx.py", "ring/xsk_rx.py")
 
 
 def _source_hash() -> str:

@@ -139,7 +139,7 @@ def test_frames_carry_the_subject_reply_headers_and_payload_the_publisher_asks_f
     seq, kinds = 1, set()                                 # sequences cross 9/10, 99/100, 999/1000 and the window
     for lag, most in ((0, 300), (5, 300), (200, 100), (0, w), (1, w)):   # lag: earlier records not acknowledged
         acked = max(0, seq - 1 - lag)
-        k = box.take(window, wlens, seq, most, PUB)
+        k = box.take(window, wlens, seq, most)
         first, last = seq, seq + k - 1
         for as_json in (False, True):
             blob = offsets = None

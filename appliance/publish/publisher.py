@@ -121,7 +121,7 @@ class Outbox:
     def __init__(self, limit: int, publisher: int):
         self.tops, self.queue = wire.Tops(), wire.Queue(limit)
         self.status: deque = deque()                # Status records (few): encoded when sent
-        self.publisher = wire.as_i64(publisher)
+        self.id, self.publisher = publisher, wire.as_i64(publisher)     # the u64 id, and as the kernels take it
         self.counts = dict.fromkeys(OWN, 0)
 
     def add_bbo(self, rows: np.ndarray, sym) -> None:
@@ -143,12 +143,12 @@ class Outbox:
         else:
             self.status.append(record)
 
-    def take(self, window, wlens, seq: int, most: int, publisher: int) -> int:
+    def take(self, window, wlens, seq: int, most: int) -> int:
         """Up to ``most`` records -- status first, then trades and windows, then tops -- into the in-flight
         window as sequences ``seq``...; returns how many."""
         k, w = 0, len(wlens)
         while self.status and k < most:
-            data = R.encode(self.status.popleft(), publisher, seq + k)
+            data = R.encode(self.status.popleft(), self.id, seq + k)
             window[(seq + k) % w, :len(data)] = np.frombuffer(data, np.uint8)
             wlens[(seq + k) % w] = len(data)
             k += 1
@@ -203,7 +203,6 @@ class Publisher:
         self.resent_at = 0.0
         self.nc = None
         self.ready = False                                          # connected, stream there, acks subscribed
-        self.inbox = ""
         self.outbox.add_status(R.Status(0, 0, 0, code=R.STATUS_PUBLISHER_START))
 
     # -- the rings --------------------------------------------------------------------------------------------
@@ -276,9 +275,9 @@ class Publisher:
                                      reconnect_time_wait=0.25, connect_timeout=1, name=f"appliance-{self.feed}",
                                      pending_size=1 << 24, error_cb=self._on_error,
                                      disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
-        self.inbox = self.nc.new_inbox()
-        self.framer = wire.Framer(self.feed, self.inbox, self.id, ACK_EVERY, len(self.wlens))
-        await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_ack)
+        inbox = self.nc.new_inbox()
+        self.framer = wire.Framer(self.feed, inbox, self.id, ACK_EVERY, len(self.wlens))
+        await self.nc.subscribe(f"{inbox}.*", cb=self._on_ack)
         await self._ensure_stream()
 
     async def _ensure_stream(self) -> None:
@@ -342,7 +341,7 @@ class Publisher:
             self.outbox.counts["resent"] += last - first + 1
         self.resend = False
         room = w - (self.seq - self.acked)
-        k = self.outbox.take(self.window, self.wlens, self.seq + 1, room, self.id) if room > 0 else 0
+        k = self.outbox.take(self.window, self.wlens, self.seq + 1, room) if room > 0 else 0
         if k:
             first, self.seq = self.seq + 1, self.seq + k
             lo, hi = first % w, self.seq % w              # k <= W rows: one slice of sent_at, or two

@@ -210,7 +210,6 @@ class Queue:
         self.slab = np.zeros((max(1, limit), REC), np.uint8)
         self.lens = np.zeros(max(1, limit), np.int64)
         self.state = np.zeros(2, np.int64)
-        self.limit = limit
 
     def __len__(self) -> int:
         return int(self.state[Q_COUNT])
