@@ -12,7 +12,8 @@ test-bootstrap: deps
 # The bootable appliance image, build/image/appliance.qcow2 (provisioning/image/build.sh; as root; minutes).
 image:
 	sh provisioning/setup.sh image
-# Boot it in a QEMU guest and check the service, tune and a captured session (tests/test_image.py).
+# Build it (or find it up to date), boot it in a QEMU guest, check the service, tune and a captured session
+# (tests/test_image.py; the whole suite runs it too).
 test-image: image
 	.venv/bin/python -m pytest -q -s tests/test_image.py
 bench: deps

@@ -17,10 +17,11 @@ DEBS="python3 python3-venv python3-dev gcc make gzip tshark tcpreplay clang llvm
 # The NATS publisher's tests start nats-server (JetStream) on a free loopback port with a temporary store, likewise.
 # tests/test_bootstrap.py builds a throwaway Debian 12 root with mmdebstrap and runs provisioning/bootstrap.sh in it;
 # tests/test_vagrantfile.py runs `vagrant validate` (vagrant-libvirt checks the libvirt provider's settings).
-# tests/test_image.py boots the appliance image (make image) in a QEMU guest: software emulation and UEFI firmware.
-[ "$job" = test ] && DEBS="$DEBS prometheus nats-server mmdebstrap vagrant vagrant-libvirt qemu-system-x86 ovmf"
-# `setup.sh image` builds that image (provisioning/image/build.sh): a Debian root, a FAT EFI partition, a GPT disk.
-[ "$job" = image ] && DEBS="$DEBS mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils"
+# `setup.sh image` builds the appliance image (provisioning/image/build.sh): a Debian root, a FAT EFI partition, a
+# GPT disk.  tests/test_image.py builds it too, then boots it in a QEMU guest: software emulation, UEFI firmware.
+IMAGE_DEBS="mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils"
+[ "$job" = test ] && DEBS="$DEBS prometheus nats-server vagrant vagrant-libvirt qemu-system-x86 ovmf $IMAGE_DEBS"
+[ "$job" = image ] && DEBS="$DEBS $IMAGE_DEBS"
 missing=""
 for p in $DEBS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -61,7 +62,7 @@ case "$job" in
         echo "== live: the same feed sent through a veth pair in a namespace, captured with AF_XDP =="
         exec $VENV/bin/appliance validate pcaps/sample.pcap --engine xdp --out out/demo-live ;;
     test)
-        exec $VENV/bin/python -m pytest -q -ra tests ;;
+        exec $VENV/bin/python -m pytest -q -ra --durations=15 tests ;;
     image)
         exec sh provisioning/image/build.sh build/image ;;
     deps)

@@ -15,7 +15,8 @@
 # Incremental: the Debian root (a tarball keyed by the package list) and the wheelhouse (keyed by pyproject.toml)
 # are cached under ${XDG_CACHE_HOME:-~/.cache}/appliance-image, and the bootstrapped root is kept there too:
 # bootstrap.sh runs again on it and only rebuilds the wheel and recompiles the kernels when the sources changed.
-# The disk itself is assembled afresh each time (seconds).  Prints the image's path and size at the end.
+# The disk is assembled again (about a minute) only when the root or the sources changed.  Prints the image's
+# path and size at the end.
 set -eu
 cd "$(dirname "$0")/../.."
 SRC=$(pwd)
@@ -94,6 +95,16 @@ sh provisioning/bootstrap.sh --root "$root" --wheelhouse "$wheels" --numba-cpu "
 cmp -s provisioning/image/appliance.toml "$root/etc/appliance/appliance.toml" || die "the image's config was changed"
 
 # --- the disk: an EFI system partition (systemd-boot, kernel, initrd) and the root, GPT --------------------------
+# Assembled only when what goes into it changed: the Debian root's key and the hash of the sources bootstrap
+# installed (pyproject.toml, appliance/, provisioning/ -- this script and the image's files with it -- and xdp/).
+inputs="$key $(cat "$root/opt/appliance/.source-hash")"
+image=$OUT/appliance.qcow2
+if [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$inputs" ] && [ -f "$image" ] && [ -f "$OUT/image.json" ]; then
+    say "$image: up to date, $(du -m "$image" | cut -f1) MB on disk (nothing that goes into it changed;" \
+        "checked in $(( $(date +%s) - started )) s)"
+    exit 0
+fi
+rm -f "$OUT/.inputs"
 kernel=$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n 1)
 initrd=$root/boot/initrd.img-${kernel##*/vmlinuz-}
 [ -f "$initrd" ] || die "no initrd for $(basename "$kernel") in the root"
@@ -130,7 +141,6 @@ start=$((1 + ESP_MB))MiB, size=${root_mb}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF
 EOF
 dd if="$work/esp.img" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$work/root.img" of="$disk" bs=1M seek=$((1 + ESP_MB)) conv=notrunc,sparse status=none
-image=$OUT/appliance.qcow2
 qemu-img convert -q -O qcow2 -c "$disk" "$image.partial" || die "qemu-img convert failed"
 mv "$image.partial" "$image"
 cp "$kernel" "$OUT/vmlinuz"                    # for a direct kernel boot (qemu -kernel), which skips the firmware
@@ -138,4 +148,5 @@ cp "$initrd" "$OUT/initrd.img"
 # What went in, for the boot test and for people: the package build and the kernel.
 printf '{"kernel": "%s", "source_hash": "%s", "numba_cpu": "%s", "root_mb": %s}\n' "$(basename "$kernel")" \
     "$(cat "$root/opt/appliance/.source-hash")" "$NUMBA_CPU" "$root_mb" > "$OUT/image.json"
+echo "$inputs" > "$OUT/.inputs"
 say "$image: $(du -m "$image" | cut -f1) MB on disk, $(( (1 + ESP_MB + root_mb + 1) / 1024 )) GiB virtual ($(basename "$kernel"); built in $(( $(date +%s) - started )) s)"
