@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ IMAGE = IMAGE_DIR / "appliance.qcow2"
 SAMPLE = REPO / "pcaps" / "sample.pcap"
 APPLIANCE = "/opt/appliance/bin/appliance"
 TIMINGS: dict[str, float] = {}
+BUILD_TIMEOUT = 1800           # a build from nothing takes about 6 minutes here
 
 
 BUILD_TOOLS = {"mmdebstrap": "mmdebstrap", "mke2fs": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
@@ -69,10 +71,22 @@ def image() -> Path:
     IMAGE_DIR.mkdir(parents=True, exist_ok=True)
     log = IMAGE_DIR / "build.log"
     with log.open("w") as out:
-        built = subprocess.run(["sh", str(REPO / "provisioning" / "image" / "build.sh"), str(IMAGE_DIR)],
-                               stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=1800)
+        # its own process group: on a timeout (or an interrupt) the whole build gets SIGTERM, so bootstrap's
+        # trap unmounts what it bind-mounted into the root before it goes
+        build = subprocess.Popen(["sh", str(REPO / "provisioning" / "image" / "build.sh"), str(IMAGE_DIR)],
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        try:
+            build.wait(timeout=BUILD_TIMEOUT)
+        finally:
+            if build.poll() is None:
+                os.killpg(build.pid, signal.SIGTERM)
+                try:
+                    build.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(build.pid, signal.SIGKILL)
+                    build.wait()
     said = log.read_text(errors="replace").splitlines()
-    assert built.returncode == 0, "make image failed:\n" + "\n".join(said[-25:])
+    assert build.returncode == 0, "make image failed:\n" + "\n".join(said[-25:])
     print("\n" + said[-1])
     made = json.loads((IMAGE_DIR / "image.json").read_text())
     assert made["source_hash"] == source_hash(REPO), (made, "the image is not of this checkout's sources")

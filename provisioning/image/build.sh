@@ -33,6 +33,15 @@ IMAGE_DEBS="linux-image-amd64 initramfs-tools systemd systemd-sysv udev dbus kmo
 
 say() { echo "image: $*"; }
 die() { echo "image: $*" >&2; exit 1; }
+# A kept root is removed only with nothing mounted under it: bootstrap --root bind-mounts the checkout, /dev and
+# /proc into it and unmounts them when it exits, but a build killed outright (SIGKILL) leaves them.
+# Before the root is used or removed, what an earlier build left mounted in it is unmounted.
+mounts_under() { awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
+clear_mounts() {
+    for m in $(mounts_under "$1"); do umount -l "$m" || die "cannot unmount $m (left by an earlier build)"; done
+    [ -z "$(mounts_under "$1")" ] || die "something is still mounted under $1; unmount it, then build again"
+}
+remove_root() { clear_mounts "$1"; rm -rf --one-file-system "$1"; }
 [ "$(id -u)" = 0 ] || die "run this as root (chroot, mounts, device nodes in the root)"
 for tool in mmdebstrap mke2fs mkfs.vfat mcopy sfdisk qemu-img chroot; do
     command -v $tool >/dev/null || die "$tool is missing (apt-get install mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils)"
@@ -73,12 +82,13 @@ fi
 # --- the root, kept between builds (keyed by the Debian root it came from) --------------------------------------
 root=$CACHE/root-$key
 if [ ! -f "$root/.from-$key" ]; then
-    rm -rf "$CACHE"/root-*
+    for old in "$CACHE"/root-*; do [ -e "$old" ] && remove_root "$old"; done
     mkdir -p "$root"
     tar -C "$root" --numeric-owner -xf "$base"
     touch "$root/.from-$key"
     say "root extracted from $(basename "$base")"
 fi
+clear_mounts "$root"
 # The image's own files, before bootstrap (which keeps a config that is there).
 install -D -m 0644 provisioning/image/appliance.toml "$root/etc/appliance/appliance.toml"
 install -D -m 0644 provisioning/image/10-feed0.link "$root/etc/systemd/network/10-feed0.link"
