@@ -26,6 +26,7 @@ MIRROR=${APPLIANCE_MIRROR:-http://deb.debian.org/debian}
 NUMBA_CPU=x86-64-v2
 ROOT_FREE_MB=4096            # room on the root file system for recordings, tables and state
 ESP_MB=128
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}       # unset under some CI runners and cron
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/appliance-image
 # The image's own packages (kernel, init, boot loader, networking, guest agent), then bootstrap's.
 IMAGE_DEBS="linux-image-amd64 initramfs-tools systemd systemd-sysv udev dbus kmod systemd-boot-efi
