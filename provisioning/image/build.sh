@@ -37,9 +37,15 @@ die() { echo "image: $*" >&2; exit 1; }
 # A kept root is removed only with nothing mounted under it: bootstrap --root bind-mounts the checkout, /dev and
 # /proc into it and unmounts them when it exits, but a build killed outright (SIGKILL) leaves them.
 # Before the root is used or removed, what an earlier build left mounted in it is unmounted.
-mounts_under() { awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
+# (mountinfo's 5th field is the mount point, canonical, a space written \040, a backslash \134; $CACHE is made
+# canonical below so that it compares.)
+mounts_under() {
+    awk -v d="$1" '{ m = $5; gsub(/\\040/, " ", m); gsub(/\\011/, "\t", m); gsub(/\\134/, "\\", m)
+                     if (m == d || index(m, d "/") == 1) print m }' /proc/self/mountinfo | sort -r
+}
 clear_mounts() {
-    for m in $(mounts_under "$1"); do umount -l "$m" || die "cannot unmount $m (left by an earlier build)"; done
+    mounts_under "$1" | while IFS= read -r m; do umount -l "$m" || exit 1; done \
+        || die "cannot unmount what an earlier build left mounted under $1"
     [ -z "$(mounts_under "$1")" ] || die "something is still mounted under $1; unmount it, then build again"
 }
 remove_root() { clear_mounts "$1"; rm -rf --one-file-system "$1"; }
@@ -53,6 +59,12 @@ PYTHON=python3
 $PYTHON -m pip --version >/dev/null 2>&1 || die "no pip for $PYTHON (run 'sh provisioning/setup.sh deps' first)"
 mkdir -p "$CACHE" "$OUT"
 OUT=$(cd "$OUT" && pwd)
+CACHE=$(cd -P "$CACHE" && pwd -P)
+# One build at a time per cache: a second one (another job, `make image` beside the tests) waits.
+exec 9>"$CACHE/lock"
+flock -n 9 || { say "waiting for another build that uses $CACHE"; flock 9; }
+trap 'exit 143' TERM
+trap 'exit 130' INT
 started=$(date +%s)
 
 # --- the Debian root: mmdebstrap, once per package list ---------------------------------------------------------
@@ -86,7 +98,7 @@ if [ ! -f "$root/.from-$key" ]; then
     for old in "$CACHE"/root-*; do [ -e "$old" ] && remove_root "$old"; done
     mkdir -p "$root"
     tar -C "$root" --numeric-owner -xf "$base"
-    touch "$root/.from-$key"
+    date +%s.%N > "$root/.from-$key"          # which extraction: a root extracted again makes a new disk
     say "root extracted from $(basename "$base")"
 fi
 clear_mounts "$root"
@@ -106,9 +118,11 @@ sh provisioning/bootstrap.sh --root "$root" --wheelhouse "$wheels" --numba-cpu "
 cmp -s provisioning/image/appliance.toml "$root/etc/appliance/appliance.toml" || die "the image's config was changed"
 
 # --- the disk: an EFI system partition (systemd-boot, kernel, initrd) and the root, GPT --------------------------
-# Assembled only when what goes into it changed: the Debian root's key and the hash of the sources bootstrap
-# installed (pyproject.toml, appliance/, provisioning/ -- this script and the image's files with it -- and xdp/).
-inputs="$key $(cat "$root/opt/appliance/.source-hash")"
+# Assembled only when what goes into it changed: the Debian root (its key and its extraction), the hash of the
+# sources bootstrap installed (pyproject.toml, appliance/, provisioning/ -- this script and the image's files with
+# it -- and xdp/) and the two files it copies besides (the sample capture and the README).
+inputs="$key $(cat "$root/.from-$key") $(cat "$root/opt/appliance/.source-hash")"
+inputs="$inputs $(cat pcaps/sample.pcap README.md | sha256sum | cut -c1-16)"
 image=$OUT/appliance.qcow2
 if [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$inputs" ] && [ -f "$image" ] && [ -f "$OUT/image.json" ]; then
     say "$image: up to date, $(du -m "$image" | cut -f1) MB on disk (nothing that goes into it changed;" \
