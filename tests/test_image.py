@@ -215,7 +215,7 @@ def test_the_image_boots_serves_tunes_and_captures_the_sample(image, tmp_path):
             assert filed, "no session was filed: " + guest.sh("journalctl -u appliance --no-pager | tail -n 30")[1]
             summary = json.loads(guest.read(f"{filed}/summary.json"))
             assert summary["messages"] == expected["messages"], (summary["messages"], expected["messages"])
-            for table in ("bbo.csv", "trades.csv"):
+            for table in ("bbo.csv", "trades.csv", "vwap.csv", "broken.csv"):
                 assert guest.read(f"{filed}/{table}") == (tmp_path / "replay" / table).read_bytes(), table
             status, metrics = http_get(ns, f"http://127.0.0.1:{guest.metrics_port}/metrics")
             assert status == 200
