@@ -48,8 +48,7 @@ APPLIANCE = "/opt/appliance/bin/appliance"
 TIMINGS: dict[str, float] = {}
 BUILD_TIMEOUT = 1800           # a build from nothing takes about 6 minutes here
 MIRROR = os.environ.get("APPLIANCE_MIRROR", "http://deb.debian.org/debian") + "/dists/bookworm/Release"
-
-
+# what build.sh runs (it refuses without them; here the test skips, saying which Debian package to install)
 BUILD_TOOLS = {"mmdebstrap": "mmdebstrap", "mke2fs": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
                "sfdisk": "fdisk", "qemu-img": "qemu-utils"}
 
